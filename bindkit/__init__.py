@@ -1,0 +1,58 @@
+"""bindkit: six modalities in one embedding space (ImageBind-compatible), with loaders, FAISS indexes and tools.
+
+The public API on one page::
+
+    model = bindkit.load_model("imagebind_huge", modalities=["image", "text"])
+    vecs = model.embed(image=["dog.jpg"], text=["a dog"])          # unit-norm float32 numpy arrays
+    batch = bindkit.preprocess("image", ["dog.jpg"], card=model.card)
+    v = model.encode("image", batch)                                # (N, 1024) unit vectors
+    index = bindkit.Index.create("my_index", model=model)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cards import Card, add_card_path, list_encoders, load_card
+from .errors import (
+    BindkitError,
+    CardError,
+    CheckpointError,
+    IndexStoreError,
+    InputError,
+    ModalityError,
+    WeightsNotFoundError,
+)
+from .factory import build_model, load_model
+from .models import BindModel
+
+__version__ = "0.1.0"
+
+# Lazily imported parts (they pull in heavier dependencies: FAISS, PyAV, the tokenizer).
+_LAZY = {
+    "preprocess": ("bindkit.inputs.batch", "preprocess"),
+    "Embeddings": ("bindkit.inputs.batch", "Embeddings"),
+    "ItemError": ("bindkit.inputs.batch", "ItemError"),
+    "Index": ("bindkit.index", "Index"),
+    "Hit": ("bindkit.index", "Hit"),
+    "convert": ("bindkit.weights", "convert"),
+    "fetch_weights": ("bindkit.weights", "fetch_weights"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bindkit' has no attribute {name!r}")
+
+
+__all__ = [
+    "BindModel", "BindkitError", "Card", "CardError", "CheckpointError", "Embeddings", "Hit", "Index",
+    "IndexStoreError", "InputError", "ItemError", "ModalityError", "WeightsNotFoundError", "add_card_path",
+    "build_model", "convert", "fetch_weights", "list_encoders", "load_card", "load_model", "preprocess",
+]

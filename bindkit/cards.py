@@ -1,0 +1,216 @@
+"""Encoder cards: data files that describe a model family (hyper-parameters, preprocessing, weights, licence).
+
+A card is a JSON file in ``encoders/`` (or in a directory/file named by ``$BINDKIT_ENCODERS``, ``os.pathsep``
+separated, or registered with :func:`add_card_path`). ``load_card`` also accepts a path, a card dict, or a
+flat dict of the reference constructor's hyper-parameters (``vision_embed_dim``, ``audio_num_blocks``, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import CardError
+from .modality import ENCODERS, INPUT_KINDS
+
+_BUILTIN_DIR = Path(__file__).resolve().parent.parent / "encoders"
+_EXTRA_PATHS: list[Path] = []
+
+#: Per-modality keys every card must give, and the keys each encoder needs beyond them.
+_COMMON_KEYS = ("embed_dim", "num_blocks", "num_heads")
+_REQUIRED = {
+    "vision": ("image_size", "patch_size"),
+    "text": ("context_length", "vocab_size"),
+    "audio": ("num_mel_bins", "target_length", "kernel_size", "stride"),
+    "depth": ("image_size", "kernel_size"),
+    "thermal": ("image_size", "kernel_size"),
+    "imu": ("channels", "length", "kernel_size"),
+}
+
+
+@dataclass(frozen=True)
+class Card:
+    """A parsed, validated encoder card. ``modalities[m]`` holds encoder hyper-parameters,
+    ``preprocess[kind]`` the loader parameters for an input kind (``image``, ``video``, ``text``...)."""
+
+    name: str
+    out_embed_dim: int
+    modalities: dict[str, dict[str, Any]]
+    preprocess: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weights: dict[str, Any] = field(default_factory=dict)
+    license: str = ""
+    description: str = ""
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "out_embed_dim": self.out_embed_dim,
+            "modalities": copy.deepcopy(self.modalities),
+            "preprocess": copy.deepcopy(self.preprocess),
+            "weights": copy.deepcopy(self.weights),
+            "license": self.license,
+        }
+
+    def restrict(self, modalities: list[str]) -> "Card":
+        """The same card describing only ``modalities`` (encoder names)."""
+        return Card(
+            name=self.name,
+            out_embed_dim=self.out_embed_dim,
+            modalities={m: self.modalities[m] for m in modalities},
+            preprocess=self.preprocess,
+            weights=self.weights,
+            license=self.license,
+            description=self.description,
+            source=self.source,
+        )
+
+    def preprocess_for(self, kind: str) -> dict[str, Any]:
+        """Loader parameters for input kind ``kind``; falls back to the huge card's defaults."""
+        if kind in self.preprocess:
+            return dict(self.preprocess[kind])
+        return dict(_default_card_dict()["preprocess"].get(kind, {}))
+
+
+def _search_dirs() -> list[Path]:
+    dirs = list(_EXTRA_PATHS)
+    for part in os.environ.get("BINDKIT_ENCODERS", "").split(os.pathsep):
+        if part.strip():
+            dirs.append(Path(part.strip()).expanduser())
+    dirs.append(_BUILTIN_DIR)
+    return dirs
+
+
+def _card_files() -> dict[str, Path]:
+    """Card name -> file, earlier search paths winning (so a user card can shadow a built-in one)."""
+    found: dict[str, Path] = {}
+    for d in _search_dirs():
+        files = [d] if d.is_file() else sorted(d.glob("*.json")) if d.is_dir() else []
+        for f in files:
+            found.setdefault(f.stem, f)
+    return found
+
+
+def add_card_path(path: str | os.PathLike) -> None:
+    """Register a card file or a directory of cards (searched before the built-in ``encoders/``)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CardError(f"card path {p} does not exist")
+    _EXTRA_PATHS.insert(0, p)
+
+
+def list_encoders() -> list[str]:
+    """Names of every card bindkit can find."""
+    return sorted(_card_files())
+
+
+def _default_card_dict() -> dict[str, Any]:
+    path = _BUILTIN_DIR / "imagebind_huge.json"
+    return json.loads(path.read_text())
+
+
+# Reference constructor argument -> (modality, card key). Hyper-parameters not named keep the huge defaults.
+_REFERENCE_ARGS = {
+    "video_frames": ("vision", "num_frames"),
+    "kernel_size": ("vision", "patch_size"),
+    "audio_kernel_size": ("audio", "kernel_size"),
+    "audio_stride": ("audio", "stride"),
+    "audio_num_mel_bins": ("audio", "num_mel_bins"),
+    "audio_target_len": ("audio", "target_length"),
+    "depth_kernel_size": ("depth", "kernel_size"),
+    "thermal_kernel_size": ("thermal", "kernel_size"),
+    "imu_kernel_size": ("imu", "kernel_size"),
+}
+
+
+def from_reference_kwargs(kwargs: Mapping[str, Any], name: str = "custom") -> dict[str, Any]:
+    """Turn the reference constructor's flat hyper-parameters into a card dict (huge defaults elsewhere)."""
+    card = _default_card_dict()
+    card["name"] = name
+    card["description"] = "Built from reference constructor hyper-parameters."
+    card["weights"] = {}
+    unknown = []
+    for key, value in kwargs.items():
+        if key == "out_embed_dim":
+            card["out_embed_dim"] = int(value)
+        elif key in _REFERENCE_ARGS:
+            mod, k = _REFERENCE_ARGS[key]
+            card["modalities"][mod][k] = list(value) if isinstance(value, (list, tuple)) else value
+        else:
+            mod, _, k = key.partition("_")
+            if mod in ENCODERS and k in ("embed_dim", "num_blocks", "num_heads", "drop_path"):
+                card["modalities"][mod][k] = value
+            else:
+                unknown.append(key)
+    if unknown:
+        raise CardError(f"unknown reference hyper-parameter(s): {', '.join(sorted(unknown))}")
+    return card
+
+
+def _validate(d: Mapping[str, Any], where: str) -> Card:
+    if not isinstance(d, Mapping):
+        raise CardError(f"{where}: a card must be a JSON object, got {type(d).__name__}")
+    missing = [k for k in ("name", "out_embed_dim", "modalities") if k not in d]
+    if missing:
+        raise CardError(f"{where}: missing top-level key(s) {', '.join(missing)}")
+    mods = d["modalities"]
+    if not isinstance(mods, Mapping) or not mods:
+        raise CardError(f"{where}: 'modalities' must be a non-empty object")
+    for m, cfg in mods.items():
+        if m not in ENCODERS:
+            raise CardError(f"{where}: unknown modality {m!r} (expected one of {', '.join(ENCODERS)})")
+        need = [k for k in _COMMON_KEYS + _REQUIRED[m] if k not in cfg]
+        if need:
+            raise CardError(f"{where}: modality {m!r} lacks {', '.join(need)}")
+        if int(cfg["embed_dim"]) % int(cfg["num_heads"]):
+            raise CardError(
+                f"{where}: {m}.embed_dim={cfg['embed_dim']} is not divisible by num_heads={cfg['num_heads']}"
+            )
+    pre = d.get("preprocess", {})
+    for kind in pre:
+        if kind not in INPUT_KINDS:
+            raise CardError(f"{where}: unknown preprocess section {kind!r}")
+    return Card(
+        name=str(d["name"]),
+        out_embed_dim=int(d["out_embed_dim"]),
+        modalities={m: dict(cfg) for m, cfg in mods.items()},
+        preprocess={k: dict(v) for k, v in pre.items()},
+        weights=dict(d.get("weights", {}) or {}),
+        license=str(d.get("license", "")),
+        description=str(d.get("description", "")),
+        source=where,
+    )
+
+
+def load_card(spec: "str | os.PathLike | Mapping[str, Any] | Card") -> Card:
+    """Resolve ``spec`` (card name, path to a card JSON, card dict, reference kwargs dict, or Card) to a Card."""
+    if isinstance(spec, Card):
+        return spec
+    if isinstance(spec, Mapping):
+        if "modalities" in spec:
+            return _validate(spec, "<dict>")
+        return _validate(from_reference_kwargs(spec), "<reference kwargs>")
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise CardError(f"card file {path} not found")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CardError(f"card file {path} is not valid JSON: {exc}") from None
+        if "modalities" not in data and any(k.endswith("_embed_dim") for k in data):
+            data = from_reference_kwargs(data, name=path.stem)
+        return _validate(data, str(path))
+    files = _card_files()
+    if text not in files:
+        raise CardError(
+            f"no encoder card named {text!r}; known: {', '.join(sorted(files)) or '(none)'}. "
+            "Pass a path to a card JSON, or add a directory with $BINDKIT_ENCODERS."
+        )
+    return load_card(files[text])

@@ -1,0 +1,51 @@
+"""``bindkit`` command line. Each subcommand lives in its own module exposing ``add_parser(subparsers)``;
+the parser sets ``func`` which receives the parsed namespace and returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module name -> subcommands it registers. Import is lazy so `bindkit --help` stays fast.
+_COMMAND_MODULES = ("demo", "convert", "fetch", "embed", "index", "search")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bindkit",
+        description="Embed images, video, text, audio, depth, thermal and IMU data into one space "
+        "(ImageBind-compatible), and search across them.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"bindkit.cli.{name}")
+        except ModuleNotFoundError as exc:  # a subcommand whose module is not written yet
+            if exc.name == f"bindkit.cli.{name}":
+                continue
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from ..errors import BindkitError
+
+    try:
+        return int(args.func(args) or 0)
+    except BindkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Error types raised by bindkit. Every message names the item and says how to fix it."""
+
+from __future__ import annotations
+
+
+class BindkitError(Exception):
+    """Base class of every error bindkit raises on purpose."""
+
+
+class CardError(BindkitError, ValueError):
+    """An encoder card could not be found, parsed or validated."""
+
+
+class CheckpointError(BindkitError, ValueError):
+    """A checkpoint is unreadable, truncated, or does not match the architecture."""
+
+
+class WeightsNotFoundError(CheckpointError, FileNotFoundError):
+    """No local weights for a card; the message carries the command that fetches them."""
+
+
+class ModalityError(BindkitError, ValueError):
+    """An unknown modality name, or one the model was not built with."""
+
+
+class InputError(BindkitError, ValueError):
+    """An input item could not be loaded or has the wrong shape.
+
+    Attributes:
+        item: the path, or ``"#<index>"`` for in-memory items.
+        modality: the modality it was loaded as.
+        reason: what was wrong, in words.
+    """
+
+    def __init__(self, item: object, modality: str, reason: str):
+        self.item = item
+        self.modality = modality
+        self.reason = reason
+        super().__init__(f"{modality} input {item}: {reason}")
+
+
+class IndexStoreError(BindkitError, RuntimeError):
+    """An index directory is missing, corrupt, or was built with another model."""

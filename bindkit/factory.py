@@ -1,0 +1,190 @@
+"""``build_model`` / ``load_model``: turn a card (name, path, dict) and optional weights into a BindModel."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from .cards import Card, load_card
+from .errors import CheckpointError, ModalityError
+from .modality import ENCODERS, encoder_of
+from .models import BindModel
+from .models import reference_layout as layout
+
+CardSpec = "str | os.PathLike | Mapping[str, Any] | Card"
+_SHOW = 5  # how many offending keys an error message lists
+
+
+def _resolve_modalities(card: Card, modalities: Iterable[str] | None) -> list[str]:
+    if modalities is None:
+        return [m for m in ENCODERS if m in card.modalities]
+    if isinstance(modalities, str):
+        modalities = [modalities]
+    wanted = []
+    for name in modalities:
+        enc = encoder_of(name)
+        if enc not in card.modalities:
+            raise ModalityError(f"card {card.name!r} has no {enc!r} encoder (it has: {', '.join(card.modalities)})")
+        if enc not in wanted:
+            wanted.append(enc)
+    if not wanted:
+        raise ModalityError("modalities=[] selects no encoder; pass None for all of them")
+    return [m for m in ENCODERS if m in wanted]
+
+
+def _init_weights(model: nn.Module) -> None:
+    """Random initialisation for training from scratch: truncated normal 0.02 for embeddings and linears."""
+    for name, p in model.named_parameters():
+        if name.endswith(("cls_token", "pos_embed", "bias_k", "bias_v")) or "token_embedding" in name:
+            nn.init.trunc_normal_(p, std=0.02)
+
+
+def _parse_dtype(dtype: "torch.dtype | str | None") -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if str(dtype).lower() not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(names)}")
+    return names[str(dtype).lower()]
+
+
+def build_model(
+    spec: CardSpec,
+    modalities: Iterable[str] | None = None,
+    device: "str | torch.device" = "cpu",
+    dtype: "torch.dtype | str | None" = None,
+) -> BindModel:
+    """Build the architecture a card describes, with random weights, in eval mode.
+
+    Args:
+        spec: card name (``"imagebind_huge"``), path to a card JSON, a card dict, or a dict of the reference
+            constructor's hyper-parameters (``{"vision_embed_dim": 64, ...}``).
+        modalities: encoders to build (``image``/``video`` mean ``vision``); None builds all the card has.
+            The others are not built and cost no memory.
+        device: ``"meta"`` allocates nothing (for counting parameters or validating checkpoint layouts).
+        dtype: parameter dtype (default float32).
+    """
+    card = load_card(spec)
+    mods = _resolve_modalities(card, modalities)
+    with torch.device(device):
+        model = BindModel(card, mods)
+    if torch.device(device).type != "meta":
+        with torch.no_grad():
+            _init_weights(model)
+    dt = _parse_dtype(dtype)
+    if dt is not None:
+        model.to(dt)
+    return model.eval()
+
+
+def _summary(keys: list[str], what: str) -> str:
+    shown = ", ".join(keys[:_SHOW]) + (f", … (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
+    return f"{len(keys)} {what}: {shown}"
+
+
+def _is_causal_mask(mask: torch.Tensor) -> bool:
+    upper = torch.ones_like(mask, dtype=torch.bool).triu(1)
+    return bool(torch.isneginf(mask[upper]).all() and (mask[~upper] == 0).all())
+
+
+def _to_our_layout(state: Mapping[str, torch.Tensor], model: BindModel) -> dict[str, torch.Tensor]:
+    """Map a reference-layout (or bindkit-layout) state dict onto ``model.encoders``; strict: raises
+    CheckpointError naming missing, unexpected and mis-shaped keys (reference names)."""
+    keys = list(state)
+    if not keys:
+        raise CheckpointError("the checkpoint holds no tensors")
+    reference = layout.is_reference_layout(keys)
+    if not reference and not any(k.split(".")[0] in ENCODERS for k in keys):
+        raise CheckpointError(
+            "this is not an ImageBind-layout checkpoint (no 'modality_*' keys); it looks like a checkpoint of "
+            f"another architecture (first keys: {', '.join(keys[:3])})"
+        )
+    wanted = model.encoders.state_dict()
+    name = (lambda k: layout.to_reference(k) or k) if reference else (lambda k: k)
+    out: dict[str, torch.Tensor] = {}
+    unexpected, mismatched = [], []
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"checkpoint entry {key!r} is a {type(tensor).__name__}, not a tensor")
+        ours = layout.to_ours(key) if reference else key
+        enc = ours.split(".")[0] if ours else layout.encoder_of_key(key)
+        if enc in ENCODERS and enc not in model.encoders:
+            continue  # an encoder the caller did not ask for
+        if ours is None or ours not in wanted:
+            unexpected.append(key)
+        elif tuple(tensor.shape) != tuple(wanted[ours].shape):
+            mismatched.append(f"{key} {list(tensor.shape)} vs model {list(wanted[ours].shape)}")
+        elif ours == "text.stem.mask" and tensor.device.type != "meta" and not _is_causal_mask(tensor):
+            mismatched.append(f"{key} (not the causal mask the text encoder was trained with)")
+        else:
+            out[ours] = tensor
+    missing = [name(k) for k in wanted if k not in out]
+    problems = []
+    if missing:
+        problems.append(_summary(missing, "missing key(s)"))
+    if unexpected:
+        problems.append(_summary(unexpected, "unexpected key(s)"))
+    if mismatched:
+        problems.append(_summary(mismatched, "shape mismatch(es)"))
+    if problems:
+        hint = (" — is this a checkpoint for another card (other widths/depths)?" if mismatched or unexpected
+                else "")
+        raise CheckpointError(
+            f"checkpoint does not match card {model.card.name!r} (encoders {', '.join(model.modalities)}): "
+            + "; ".join(problems) + hint
+        )
+    return out
+
+
+def load_model(
+    spec: CardSpec,
+    weights: "str | os.PathLike | Mapping[str, torch.Tensor] | None" = None,
+    modalities: Iterable[str] | None = None,
+    device: "str | torch.device" = "cpu",
+    dtype: "torch.dtype | str | None" = None,
+    *,
+    download: bool = True,
+) -> BindModel:
+    """Build a card's architecture and load its weights strictly, in eval mode.
+
+    Args:
+        spec: as for :func:`build_model`.
+        weights: a reference ``.pth``/``.pt`` file, a safetensors file or directory written by
+            ``bindkit convert``, or an in-memory state dict (reference layout). None looks in ``weights/``,
+            ``$BINDKIT_WEIGHTS`` and the user cache, then downloads the card's weights if ``download``
+            (progress, resume, checksum; the licence is printed first).
+        modalities: encoders to load; only their tensors are read (a converted directory opens only their files).
+        device: target device; ``"meta"`` validates the layout without allocating (meta tensors accepted).
+        dtype: compute dtype for floating tensors (default float32, whatever the checkpoint stores).
+
+    Raises:
+        CheckpointError: unreadable file, or missing/unexpected/mis-shaped keys (listed, with counts).
+        WeightsNotFoundError: no weights found and ``download`` is False or the card has no URL.
+    """
+    from . import weights as wio
+
+    card = load_card(spec)
+    mods = _resolve_modalities(card, modalities)
+    if weights is None:
+        found = wio.locate_weights(card)
+        if found is None:
+            if not download or not card.weights.get("url"):
+                raise wio.missing_weights_error(card)
+            found = wio.fetch_weights(card)
+        weights = found
+    state = wio.read_state_dict(weights, mods)
+    dev = torch.device(device)
+    if dev.type != "meta" and any(t.device.type == "meta" for t in state.values() if isinstance(t, torch.Tensor)):
+        raise CheckpointError("the state dict holds meta tensors (no data); load it with device='meta'")
+    with torch.device("meta"):
+        model = BindModel(card, mods)
+    ours = _to_our_layout(state, model)
+    dt = _parse_dtype(dtype) or torch.float32
+    ours = {k: t.to(dev, dt if t.is_floating_point() else t.dtype) for k, t in ours.items()}
+    model.encoders.load_state_dict(ours, strict=True, assign=True)
+    return model.eval()

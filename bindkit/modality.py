@@ -1,0 +1,38 @@
+"""Modality names. One place defines the canonical names and the aliases users may type."""
+
+from __future__ import annotations
+
+from .errors import ModalityError
+
+#: The encoders a model may have (reference checkpoint names).
+ENCODERS: tuple[str, ...] = ("vision", "text", "audio", "depth", "thermal", "imu")
+
+#: The input kinds ``encode``/``preprocess``/``embed`` accept; ``image`` and ``video`` share the vision encoder.
+INPUT_KINDS: tuple[str, ...] = ("image", "video", "text", "audio", "depth", "thermal", "imu")
+
+_ALIASES = {
+    "vision": "image",
+    "img": "image",
+    "images": "image",
+    "videos": "video",
+    "texts": "text",
+    "sound": "audio",
+    "infrared": "thermal",
+}
+
+
+def input_kind(name: str) -> str:
+    """Canonical input kind for ``name`` (``"vision"`` -> ``"image"``); raises ModalityError when unknown."""
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in INPUT_KINDS:
+        raise ModalityError(
+            f"unknown modality {name!r}; expected one of {', '.join(INPUT_KINDS)} (or alias 'vision')"
+        )
+    return key
+
+
+def encoder_of(name: str) -> str:
+    """The encoder that embeds input kind ``name`` (``image``/``video`` -> ``vision``)."""
+    kind = input_kind(name)
+    return "vision" if kind in ("image", "video") else kind

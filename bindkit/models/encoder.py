@@ -1,0 +1,240 @@
+"""Encoder = stem -> trunk -> head -> unit vector; BindModel = the encoders of one card + ``encode``."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..cards import Card
+from ..errors import ModalityError
+from ..modality import ENCODERS, encoder_of, input_kind
+from .stems import ConvStem, IMUStem, TextStem, VisionStem
+from .transformer import LN_EPS, Trunk
+
+
+class Head(nn.Module):
+    """LayerNorm -> (dropout) -> linear projection to the shared space, on one pooled token."""
+
+    def __init__(self, dim: int, out_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(dim, out_dim, bias=False)
+
+    def forward(self, token: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.dropout(self.norm(token)))
+
+
+class Encoder(nn.Module):
+    """One modality's tower. ``forward`` returns unit vectors (B, out_dim) for one batch without a clips axis.
+
+    ``log_logit_scale`` is the modality's training temperature (the reference multiplies outputs by
+    ``exp(log_logit_scale)``); bindkit keeps it as metadata and never applies it to returned vectors.
+    """
+
+    def __init__(self, name: str, cfg: dict[str, Any], out_dim: int):
+        super().__init__()
+        self.name = name
+        dim, blocks, heads = int(cfg["embed_dim"]), int(cfg["num_blocks"]), int(cfg["num_heads"])
+        if name == "vision":
+            self.stem = VisionStem(dim, cfg["image_size"], cfg["patch_size"], cfg.get("num_frames", 2))
+        elif name == "text":
+            self.stem = TextStem(dim, cfg["vocab_size"], cfg["context_length"])
+        elif name == "audio":
+            size = (cfg["num_mel_bins"], cfg["target_length"])
+            self.stem = ConvStem(dim, size, cfg["kernel_size"], cfg.get("stride"))
+        elif name in ("depth", "thermal"):
+            self.stem = ConvStem(dim, cfg["image_size"], cfg["kernel_size"], cfg.get("stride"))
+        elif name == "imu":
+            self.stem = IMUStem(dim, cfg["channels"], cfg["length"], cfg["kernel_size"])
+        else:  # pragma: no cover - cards are validated before this point
+            raise ModalityError(f"unknown encoder {name!r}")
+        self.trunk = Trunk(
+            dim,
+            blocks,
+            heads,
+            pre_norm=bool(cfg.get("pre_transformer_ln", name == "vision")),
+            add_bias_kv=bool(cfg.get("add_bias_kv", name not in ("vision", "text"))),
+            drop_path=float(cfg.get("drop_path", 0.0)),
+            causal=name == "text",
+        )
+        self.head = Head(dim, out_dim, float(cfg.get("head_dropout", 0.0)))
+        scale = cfg.get("logit_scale")
+        if scale == "learnable":  # text: learned temperature, clipped at max_logit_scale
+            self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        elif scale is not None:
+            self.register_buffer("log_logit_scale", torch.tensor(math.log(float(scale))))
+        else:
+            self.log_logit_scale = None
+        self.max_logit_scale = float(cfg.get("max_logit_scale", math.inf))
+
+    @property
+    def logit_scale(self) -> float | None:
+        """The temperature the reference multiplies this modality's embeddings by (None for vision)."""
+        if self.log_logit_scale is None:
+            return None
+        return min(float(self.log_logit_scale.detach().float().exp()), self.max_logit_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.trunk(self.stem(x))
+        if self.name == "text":
+            # Pool the end-of-text token: it has the highest id in the vocabulary; causal attention means later
+            # (padding) tokens never influence it.
+            pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), x.argmax(dim=-1)]
+        else:
+            pooled = tokens[:, 0]
+        return F.normalize(self.head(pooled), dim=-1)
+
+
+def _expected_shape(kind: str, cfg: dict[str, Any]) -> tuple[str, ...]:
+    """Human-readable expected batch shape (N first) for error messages and checks."""
+    if kind == "image":
+        s = str(cfg["image_size"])
+        return ("N", "3", s, s)
+    if kind == "video":
+        s = str(cfg["image_size"])
+        return ("N", "S", "3", str(cfg.get("num_frames", 2)), s, s)
+    if kind == "text":
+        return ("N", f"<={cfg['context_length']}")
+    if kind == "audio":
+        return ("N", "S", "1", str(cfg["num_mel_bins"]), str(cfg["target_length"]))
+    if kind in ("depth", "thermal"):
+        s = str(cfg["image_size"])
+        return ("N", "1", s, s)
+    return ("N", str(cfg["channels"]), str(cfg["length"]))  # imu
+
+
+def _check_batch(kind: str, batch: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
+    """Validate rank, shape and dtype of a preprocessed batch; returns it with a clips axis where the kind
+    has one (audio/video), so the caller can flatten clips uniformly."""
+    want = _expected_shape(kind, cfg)
+    if not isinstance(batch, torch.Tensor):
+        raise ModalityError(f"encode({kind!r}) takes a torch.Tensor batch, got {type(batch).__name__}; "
+                            "use bindkit.preprocess or model.embed for files and raw items")
+    shape = tuple(batch.shape)
+    if kind == "audio" and batch.ndim == 4:
+        batch, shape = batch.unsqueeze(1), (shape[0], 1) + shape[1:]
+    ok = len(shape) == len(want) and all(
+        w in ("N", "S") or (w.startswith("<=") and s <= int(w[2:])) or str(s) == w
+        or (kind == "video" and i == 3 and s == 1)
+        for i, (s, w) in enumerate(zip(shape, want))
+    )
+    if not ok or shape[0] == 0:
+        hint = " (did you forget the batch dimension? use x.unsqueeze(0))" if len(shape) == len(want) - 1 else ""
+        raise ModalityError(
+            f"encode({kind!r}) expects a batch of shape {' x '.join(want)}, got {' x '.join(map(str, shape)) or 'a scalar'}"
+            f"{hint}"
+        )
+    if kind == "text":
+        if batch.dtype.is_floating_point or batch.dtype == torch.bool:
+            raise ModalityError(f"encode('text') expects integer token ids, got dtype {batch.dtype}")
+        if batch.numel() and (int(batch.min()) < 0 or int(batch.max()) >= int(cfg["vocab_size"])):
+            raise ModalityError(f"encode('text'): token ids must lie in [0, {cfg['vocab_size']})")
+    elif not batch.dtype.is_floating_point:
+        raise ModalityError(f"encode({kind!r}) expects a floating-point batch, got dtype {batch.dtype}")
+    return batch
+
+
+class BindModel(nn.Module):
+    """The encoders of one card, mapping every modality into one ``dim``-dimensional space of unit vectors.
+
+    Build it with :func:`bindkit.build_model` or :func:`bindkit.load_model`.
+    """
+
+    def __init__(self, card: Card, modalities: list[str] | None = None):
+        super().__init__()
+        names = list(card.modalities) if modalities is None else list(modalities)
+        self.card = card.restrict(names)
+        self.encoders = nn.ModuleDict({m: Encoder(m, card.modalities[m], card.out_embed_dim) for m in names})
+        self._fingerprints: dict[str, str] = {}
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the shared embedding space."""
+        return self.card.out_embed_dim
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Encoder names this model holds (``vision`` serves both ``image`` and ``video``)."""
+        return tuple(m for m in ENCODERS if m in self.encoders)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def logit_scale(self, modality: str) -> float | None:
+        """The reference's output scale (training temperature) for ``modality``; None for vision."""
+        return self._encoder(modality).logit_scale
+
+    def _encoder(self, modality: str) -> Encoder:
+        enc = encoder_of(modality)
+        if enc not in self.encoders:
+            raise ModalityError(
+                f"this model was built without the {enc!r} encoder (it has: {', '.join(self.modalities)}); "
+                f"load it with modalities=[..., {enc!r}]"
+            )
+        return self.encoders[enc]
+
+    def encode(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
+        """Embed a preprocessed batch into unit vectors.
+
+        Args:
+            modality: ``image`` (alias ``vision``), ``video``, ``text``, ``audio``, ``depth``, ``thermal``, ``imu``.
+            batch: image N x 3 x H x W; video N x S x 3 x T x H x W (S clips); text N x L int64 token ids;
+                audio N x S x 1 x mel x frames (S clips; N x 1 x mel x frames is one clip); depth and thermal
+                N x 1 x H x W; imu N x 6 x T. See :func:`bindkit.preprocess`.
+
+        Returns:
+            float32 tensor (N, dim) of unit vectors (clips are embedded separately, averaged, renormalised).
+        """
+        kind = input_kind(modality)
+        encoder = self._encoder(kind)
+        batch = _check_batch(kind, batch, self.card.modalities[encoder.name])
+        param = next(encoder.parameters())
+        batch = batch.to(param.device, param.dtype if batch.dtype.is_floating_point else batch.dtype)
+        clips = kind in ("video", "audio")
+        with torch.inference_mode(not self.training):
+            if clips:
+                n, s = batch.shape[:2]
+                out = encoder(batch.flatten(0, 1)).view(n, s, -1).mean(dim=1)
+                out = F.normalize(out, dim=-1)
+            else:
+                out = encoder(batch)
+        return out.float()
+
+    def embed(self, **kwargs: Any):
+        """Embed raw items (paths, bytes, PIL images, arrays, strings) of any modalities; see
+        :func:`bindkit.inputs.batch.embed` for the arguments. Returns an ``Embeddings`` dict of unit-norm float32
+        numpy arrays in input order, with ``.errors`` listing items that failed."""
+        from ..inputs.batch import embed
+
+        return embed(self, **kwargs)
+
+    def fingerprint(self, modality: str) -> str:
+        """A digest identifying this encoder's weights (recorded by ``bindkit convert``, else computed from the
+        parameters), used by indexes to refuse vectors from another model."""
+        enc = self._encoder(modality).name
+        if enc not in self._fingerprints:
+            self._fingerprints[enc] = tensor_fingerprint(self.encoders[enc].state_dict())
+        return self._fingerprints[enc]
+
+
+def tensor_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """Blake2b digest over sorted names, shapes and float32 values (dtype-independent for fp32 sources)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        if t.device.type != "meta":
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,104 @@
+"""Stems: turn a preprocessed input into a token sequence (B, L, D) with a class token and position embedding.
+
+Token counts come from the card, so a card with another input size or patch size builds the matching layout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+# The stems normalise patch tokens with LayerNorm at its default eps (1e-5), unlike the trunk and heads (1e-6):
+# the checkpoint was trained that way, and 1e-6 moves audio embeddings by ~1e-5.
+STEM_LN_EPS = 1e-5
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
+
+
+class _TokenStem(nn.Module):
+    """Common tail of every patch stem: prepend the class token, add the (learned) position embedding."""
+
+    def __init__(self, dim: int, num_patches: int, cls_token: bool = True):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + int(cls_token), dim))
+
+    def _finish(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        return tokens + self.pos_embed
+
+
+class VisionStem(_TokenStem):
+    """Images (B, 3, H, W) or clips (B, 3, T, H, W) -> (B, 1 + T/t * H/p * W/p, D) via a 3-D patch convolution.
+
+    An image is a clip of one frame repeated ``num_frames`` times, so images and video share the encoder.
+    """
+
+    def __init__(self, dim: int, image_size: int, patch_size: list[int], num_frames: int = 2):
+        t, p, q = (int(v) for v in patch_size)
+        self.num_frames = int(num_frames)
+        self.image_size = int(image_size)
+        n = (self.num_frames // t) * (self.image_size // p) * (self.image_size // q)
+        super().__init__(dim, n)
+        self.patch = nn.Conv3d(3, dim, kernel_size=(t, p, q), stride=(t, p, q), bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            x = x.unsqueeze(2)
+        if x.shape[2] == 1:
+            x = x.expand(-1, -1, self.num_frames, -1, -1)
+        return self._finish(self.patch(x).flatten(2).transpose(1, 2))
+
+
+class ConvStem(_TokenStem):
+    """Single-channel maps (B, 1, H, W) (audio spectrogram, depth, thermal) -> tokens, via a 2-D patch
+    convolution (stride may be smaller than the kernel: overlapping audio patches) and a LayerNorm."""
+
+    def __init__(self, dim: int, input_size: tuple[int, int], kernel_size: int, stride: int | None = None):
+        k, s = int(kernel_size), int(stride or kernel_size)
+        h, w = _pair(input_size)
+        n = ((h - k) // s + 1) * ((w - k) // s + 1)
+        super().__init__(dim, n)
+        self.patch = nn.Conv2d(1, dim, kernel_size=k, stride=s, bias=False)
+        self.norm = nn.LayerNorm(dim, eps=STEM_LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._finish(self.norm(self.patch(x).flatten(2).transpose(1, 2)))
+
+
+class IMUStem(_TokenStem):
+    """IMU (B, C, T) -> (B, 1 + T/k, D): non-overlapping windows of ``k`` steps; each token holds all channels of
+    its window, channel-major (C*k values), projected linearly and layer-normed."""
+
+    def __init__(self, dim: int, channels: int, length: int, kernel_size: int):
+        self.kernel_size = int(kernel_size)
+        super().__init__(dim, int(length) // self.kernel_size)
+        self.patch = nn.Linear(int(channels) * self.kernel_size, dim, bias=False)
+        self.norm = nn.LayerNorm(dim, eps=STEM_LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        windows = x.unfold(-1, k, k).permute(0, 2, 1, 3)  # (B, T/k, C, k)
+        return self._finish(self.norm(self.patch(windows.flatten(2))))
+
+
+class TextStem(nn.Module):
+    """Token ids (B, L) -> token embeddings + learned positions (B, L, D). No class token: the head pools the
+    end-of-text token."""
+
+    def __init__(self, dim: int, vocab_size: int, context_length: int):
+        super().__init__()
+        self.token_embedding = nn.Embedding(int(vocab_size), dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, int(context_length), dim))
+        # The causal mask is part of the checkpoint layout (and of its 1,200,786,990-value count); attention uses
+        # is_causal, which is the same mask, and loading checks a checkpoint's mask is this one.
+        L = int(context_length)
+        self.register_buffer("mask", torch.full((L, L), float("-inf")).triu(1))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.token_embedding(tokens) + self.pos_embed[:, : tokens.shape[1]]

@@ -1,0 +1,25 @@
+"""Weights: read reference checkpoints (``.pth``, safetensors, converted directories) restricted to some
+modalities, convert them to one safetensors file per modality, and find or download them for a card.
+
+``read``: :func:`read_state_dict`, :func:`checkpoint_modalities`; ``convert``: :func:`convert`;
+``fetch``: :func:`locate_weights`, :func:`fetch_weights`, :func:`missing_weights_error`.
+"""
+
+from .convert import convert, parse_dtype
+from .fetch import cache_dir, fetch_weights, license_notice, locate_weights, missing_weights_error, search_dirs
+from .read import checkpoint_modalities, converted_card, modality_of_key, read_state_dict
+
+__all__ = [
+    "cache_dir",
+    "checkpoint_modalities",
+    "convert",
+    "converted_card",
+    "fetch_weights",
+    "license_notice",
+    "locate_weights",
+    "missing_weights_error",
+    "modality_of_key",
+    "parse_dtype",
+    "read_state_dict",
+    "search_dirs",
+]
