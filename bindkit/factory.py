@@ -14,6 +14,7 @@ from .errors import CheckpointError, ModalityError
 from .modality import ENCODERS, encoder_of
 from .models import BindModel
 from .models import reference_layout as layout
+from .weights.convert import parse_dtype as _parse_dtype
 
 CardSpec = "str | os.PathLike | Mapping[str, Any] | Card"
 _SHOW = 5  # how many offending keys an error message lists
@@ -41,16 +42,6 @@ def _init_weights(model: nn.Module) -> None:
     for name, p in model.named_parameters():
         if name.endswith(("cls_token", "pos_embed", "bias_k", "bias_v")) or "token_embedding" in name:
             nn.init.trunc_normal_(p, std=0.02)
-
-
-def _parse_dtype(dtype: "torch.dtype | str | None") -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if str(dtype).lower() not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(names)}")
-    return names[str(dtype).lower()]
 
 
 def build_model(

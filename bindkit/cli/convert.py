@@ -1,0 +1,49 @@
+"""``bindkit convert``: reference checkpoint -> directory of per-modality safetensors files."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..modality import ENCODERS
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "convert",
+        help="convert a reference checkpoint (.pth) into per-modality safetensors files",
+        description="Convert a reference-layout checkpoint (e.g. imagebind_huge.pth) into OUT_DIR/"
+        "<modality>.safetensors, one file per modality, plus card.json and manifest.json (sizes, sha256). "
+        "Loading one modality from the result reads only that file. Peak memory is about one modality.",
+        epilog="example: bindkit convert ~/.cache/bindkit/imagebind_huge.pth weights/imagebind_huge "
+        "--card imagebind_huge --dtype fp16",
+    )
+    p.add_argument("src", metavar="SRC", help="reference .pth/.pt, .safetensors, or a converted directory")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="destination directory (created)")
+    p.add_argument("--card", metavar="CARD", help="card name or path stored with the weights (card.json)")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
+                   help="storage dtype of floating-point tensors (default: as in SRC)")
+    p.add_argument("--modality", dest="modalities", action="append", metavar="NAME",
+                   help=f"convert only this modality ({', '.join(ENCODERS)}; image = vision); repeatable or "
+                   "comma-separated (default: every modality in SRC)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..weights import convert
+    from ..weights.read import MANIFEST
+
+    mods = None
+    if args.modalities:
+        mods = [m.strip() for part in args.modalities for m in part.split(",") if m.strip()]
+    out = convert(args.src, args.out_dir, card=args.card, dtype=args.dtype, modalities=mods,
+                  progress=not args.quiet)
+    manifest = json.loads((out / MANIFEST).read_text())
+    if not args.quiet:
+        print(f"{'modality':<9} {'keys':>5} {'dtype':>9} {'MB':>9}  file")
+        for m, info in manifest["files"].items():
+            print(f"{m:<9} {info['keys']:>5} {info['dtype']:>9} {info['bytes'] / 1e6:>9.1f}  {info['file']}")
+    print(out)
+    return 0
