@@ -1,0 +1,191 @@
+"""``bindkit embed``: files of any modalities -> one matrix of unit vectors (.npy or .parquet) + an error report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_OUT_SUFFIXES = (".npy", ".parquet")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "embed",
+        help="embed files (images, video, audio, depth, thermal, IMU CSVs, .txt) into unit vectors",
+        description="Embed FILES with an encoder model and write one row per file, in the order given:\n"
+        "  OUT.npy      float32 N x D, with OUT.paths.txt (one path per line), or\n"
+        "  OUT.parquet  columns path, modality, ok, embedding.\n"
+        "The modality of each file comes from -m, else from its extension; parent folders named depth/,\n"
+        "thermal/ (infrared/, ir/) or imu/ decide for ordinary image, CSV and .npy files. .txt files are\n"
+        "embedded as text (their contents). A file that cannot be loaded gets an all-NaN row and an entry\n"
+        "in the error report (--errors), and the exit status is 1.",
+        epilog="examples:\n  bindkit embed photos/*.jpg --out photos.npy --weights weights/imagebind_huge\n"
+        "  bindkit embed rec/*.csv -m imu -o imu.fit=crop_pad --out imu.parquet --errors errors.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="input files")
+    p.add_argument("-m", "--modality", metavar="KIND",
+                   help="modality of every FILE: image, video, text, audio, depth, thermal, imu "
+                   "(default: guessed per file)")
+    p.add_argument("--model", default="imagebind_huge", metavar="CARD",
+                   help="encoder card name or path (default: imagebind_huge)")
+    p.add_argument("--weights", metavar="PATH",
+                   help="checkpoint (.pth, .safetensors) or converted directory (default: look up / download "
+                   "the card's weights)")
+    p.add_argument("--out", required=True, metavar="OUT", help="output file: .npy or .parquet")
+    p.add_argument("--errors", metavar="REPORT.json", help="write the list of files that failed, with reasons")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="items per forward pass (default 32)")
+    p.add_argument("--num-workers", type=int, default=None, metavar="N",
+                   help="loader threads (default: the CPU count, at most 8)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KIND.KEY=VALUE",
+                   help="loader option, e.g. imu.fit=crop_pad, audio.reference_inplace_mean=false, "
+                   "depth.sunrgbd=true (JSON values); repeatable")
+    p.add_argument("--strict", action="store_true", help="stop at the first file that cannot be loaded")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=run)
+
+
+def parse_options(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """``["imu.fit=crop_pad", "depth.sunrgbd=true"]`` -> ``{"imu": {"fit": "crop_pad"}, "depth": {...}}``."""
+    from ..modality import input_kind
+
+    options: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        key, sep, raw = spec.partition("=")
+        kind, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise SystemExit(f"error: --option {spec!r}: expected KIND.KEY=VALUE, e.g. imu.fit=crop_pad")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        options.setdefault(input_kind(kind), {})[name.strip()] = value
+    return options
+
+
+def _plan(files: list[str], modality: str | None) -> tuple[list[str | None], list[dict[str, Any]]]:
+    """The kind of each file (None when unknown) and error records for the unknown ones."""
+    from ..inputs import kind_from_path
+    from ..modality import input_kind
+
+    if modality:
+        kind = input_kind(modality)
+        return [kind] * len(files), []
+    kinds = [kind_from_path(f) for f in files]
+    errors = [
+        {"index": i, "path": f, "modality": None,
+         "reason": "cannot tell the modality from the file name; pass -m KIND"}
+        for i, (f, k) in enumerate(zip(files, kinds)) if k is None
+    ]
+    return kinds, errors
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    import bindkit
+
+    from ..modality import encoder_of
+
+    files = list(args.files)
+    kinds, errors = _plan(files, args.modality)
+    options = parse_options(args.option)
+    if args.batch_size < 1:
+        raise SystemExit("error: --batch-size must be at least 1")
+    out = Path(args.out)
+    if out.suffix.lower() not in _OUT_SUFFIXES:
+        raise SystemExit(f"error: --out must end in {' or '.join(_OUT_SUFFIXES)}, got {out.name!r}")
+
+    groups: dict[str, list[int]] = {}
+    items: dict[str, list[Any]] = {}
+    for i, (f, k) in enumerate(zip(files, kinds)):
+        if k is None:
+            continue
+        item: Any = f
+        if k == "text":
+            item = _read_text(f)
+            if item is None:
+                errors.append({"index": i, "path": f, "modality": k, "reason": "not a readable UTF-8 text file"})
+                continue
+        groups.setdefault(k, []).append(i)
+        items.setdefault(k, []).append(item)
+
+    card = bindkit.load_card(args.model)
+    matrix = np.full((len(files), card.out_embed_dim), np.nan, dtype=np.float32)
+    if items:
+        model = bindkit.load_model(args.model, weights=args.weights,
+                                   modalities=sorted({encoder_of(k) for k in items}), device=args.device)
+        result = model.embed(**items, batch_size=args.batch_size, num_workers=args.num_workers,
+                             show_progress_bar=None if not args.quiet else False, strict=args.strict,
+                             options=options)
+        for kind, rows in groups.items():
+            matrix[rows] = result[kind]
+        for err in result.errors:
+            i = groups[err.kind][err.index]
+            errors.append({"index": i, "path": files[i], "modality": err.kind, "reason": err.reason})
+    errors.sort(key=lambda e: e["index"])
+    failed = {e["index"] for e in errors}
+    modalities = [k or "" for k in kinds]
+    ok = [i not in failed for i in range(len(files))]
+    _write(out, matrix, files, modalities, ok, model_name=card.name)
+    if args.errors:
+        report = {"model": card.name, "files": len(files), "embedded": len(files) - len(failed), "errors": errors}
+        _atomic_write_bytes(Path(args.errors), json.dumps(report, indent=2).encode())
+    if not args.quiet:
+        print(f"embedded {len(files) - len(failed)} of {len(files)} file(s) (dim {card.out_embed_dim}) -> {out}")
+        for e in errors[:10]:
+            print(f"  failed: {e['path']}: {e['reason']}", file=sys.stderr)
+        if len(errors) > 10:
+            print(f"  ... and {len(errors) - 10} more" + (f" (see {args.errors})" if args.errors else ""),
+                  file=sys.stderr)
+    return 1 if errors else 0
+
+
+def paths_file(out: Path) -> Path:
+    """The list of paths written beside an .npy output (``emb.npy`` -> ``emb.paths.txt``)."""
+    return out.with_suffix(".paths.txt")
+
+
+def _write(out: Path, matrix: np.ndarray, files: list[str], modalities: list[str], ok: list[bool],
+           model_name: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npy":
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, matrix)
+        _atomic_write_bytes(out, buf.getvalue())
+        _atomic_write_bytes(paths_file(out), "".join(f + "\n" for f in files).encode())
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = matrix.shape[1]
+    table = pa.table({
+        "path": pa.array(files, pa.string()),
+        "modality": pa.array(modalities, pa.string()),
+        "ok": pa.array(ok, pa.bool_()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), dim),
+    }).replace_schema_metadata({"bindkit.model": model_name, "bindkit.dim": str(dim)})
+    tmp = out.with_name(out.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,64 @@
+"""Text loader: strings -> CLIP BPE token ids (context 77, int64), with open_clip's tokenizer.
+
+open_clip ships the same BPE vocabulary as the reference (``bpe_simple_vocab_16e6.txt.gz``) and cleans text the
+same way (ftfy, HTML unescape, whitespace collapse, lower case). Sequences longer than the context are cut and
+still end with the end-of-text token 49407; shorter ones are zero-padded.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import torch
+
+from .sources import Source
+
+DEFAULTS: dict[str, Any] = {"tokenizer": "clip_bpe", "context_length": 77}
+
+_lock = threading.Lock()
+_tokenizer = None
+
+
+def shape(p: dict[str, Any]) -> tuple[int, ...]:
+    """Shape of one tokenised text: (context_length,)."""
+    return (int(p["context_length"]),)
+
+
+def validate(p: dict[str, Any]) -> None:
+    """Raise ValueError for option values this loader cannot use."""
+    if p["tokenizer"] != "clip_bpe":
+        raise ValueError(f"unknown tokenizer {p['tokenizer']!r}; bindkit has 'clip_bpe' (open_clip's)")
+    if int(p["context_length"]) < 2:
+        raise ValueError(f"context_length must be at least 2, got {p['context_length']!r}")
+
+
+def _get_tokenizer():
+    global _tokenizer
+    with _lock:  # building it reads the 1.3 MB vocabulary; do it once even when threads race
+        if _tokenizer is None:
+            from open_clip.tokenizer import SimpleTokenizer
+
+            _tokenizer = SimpleTokenizer()
+    return _tokenizer
+
+
+def check_text(item: Any, index: int) -> str:
+    """``item`` if it is a string; InputError otherwise (text items are strings, never paths)."""
+    if isinstance(item, str):
+        return item
+    raise Source(f"#{index}", "text").fail(
+        f"text items must be str, got {type(item).__name__}; to embed a text file, read it first "
+        "(the `bindkit embed` command does that for .txt files)"
+    )
+
+
+def tokenize(texts: Sequence[str], p: dict[str, Any] | None = None) -> torch.Tensor:
+    """Token ids, int64 tensor (len(texts), context_length). Empty strings give [49406, 49407, 0, ...]."""
+    p = p or DEFAULTS
+    return _get_tokenizer()(list(texts), context_length=int(p["context_length"])).long()
+
+
+def load(item: Any, p: dict[str, Any], index: int = 0) -> torch.Tensor:
+    """One string -> int64 tensor (context_length,)."""
+    return tokenize([check_text(item, index)], p)[0]

@@ -1,0 +1,212 @@
+"""Video loader: a video file (PyAV) -> (clips x crops) x 3 x frames x size x size, as NOTES "Video" describes.
+
+* ``clips_per_video`` clips of ``clip_duration`` s starting at k * max(duration - clip, 0) / clips (exact
+  fractions; pytorchvideo's ConstantClipsPerVideoSampler); a clip holds the frames whose presentation time t
+  (from the stream start) satisfies start <= t < end;
+* ``frames_per_clip`` frames per clip at indices ``linspace(0, T - 1, n).long()`` (frames repeat when a clip
+  has fewer; a clip with none takes the frame shown at its start);
+* frames / 255, short side scaled to ``size`` with bilinear ``interpolate`` (align_corners=False, long side
+  floor(long / short * size)), CLIP-normalised, then 3 crops of ``size`` along the long side (start, centre,
+  end; centred on the short side). Output order: clip-major, crop-minor.
+
+Only the frames that are kept are converted to RGB: packet timestamps are read first (no decoding), then one
+decoding pass converts the chosen frames, so memory stays small for long or high-resolution videos.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from .sources import Source, describe_exc
+
+DEFAULTS: dict[str, Any] = {
+    "size": 224,
+    "clip_duration": 2.0,
+    "clips_per_video": 5,
+    "frames_per_clip": 2,
+    "spatial_crops": 3,
+    "interpolation": "bilinear",
+    "mean": [0.48145466, 0.4578275, 0.40821073],
+    "std": [0.26862954, 0.26130258, 0.27577711],
+    "fps": None,
+}
+
+
+def shape(p: dict[str, Any]) -> tuple[int, ...]:
+    """Shape of one preprocessed video: (clips_per_video * spatial_crops, 3, frames_per_clip, size, size)."""
+    s = int(p["size"])
+    return (int(p["clips_per_video"]) * int(p["spatial_crops"]), 3, int(p["frames_per_clip"]), s, s)
+
+
+def validate(p: dict[str, Any]) -> None:
+    """Raise ValueError for option values this loader cannot use."""
+    if p["spatial_crops"] not in (1, 3):
+        raise ValueError(f"spatial_crops must be 1 (centre) or 3 (start/centre/end), got {p['spatial_crops']!r}")
+    if p["interpolation"] not in ("bilinear", "bicubic", "nearest"):
+        raise ValueError(f"video interpolation must be bilinear, bicubic or nearest, got {p['interpolation']!r}")
+    for key in ("size", "clips_per_video", "frames_per_clip"):
+        if int(p[key]) <= 0:
+            raise ValueError(f"{key} must be positive, got {p[key]!r}")
+    if float(p["clip_duration"]) <= 0:
+        raise ValueError(f"clip_duration must be positive, got {p['clip_duration']!r}")
+
+
+def clip_windows(duration: float, clip_s: float, clips: int) -> list[tuple[Fraction, Fraction]]:
+    """[start, end) of each clip in seconds (exact fractions of the float duration)."""
+    step = Fraction(max(duration - clip_s, 0)) / clips
+    return [(step * k, step * k + Fraction(clip_s)) for k in range(clips)]
+
+
+def pick_frames(times: list[Fraction], windows: list[tuple[Fraction, Fraction]], n: int) -> list[list[int]]:
+    """For each window, ``n`` indices into the sorted ``times``: linspace(0, T - 1, n) over the frames inside;
+    a window with no frame uses the last frame before its end (or the first frame)."""
+    picks = []
+    for start, end in windows:
+        inside = [i for i, t in enumerate(times) if start <= t < end]
+        if not inside:
+            before = [i for i, t in enumerate(times) if t < end]
+            inside = [before[-1] if before else 0]
+        idx = torch.linspace(0, len(inside) - 1, n).long().tolist()
+        picks.append([inside[i] for i in idx])
+    return picks
+
+
+def _stream_info(src: Source):
+    """(sorted presentation times in s from the stream start, the pts of each, duration in s), no decoding."""
+    import av
+
+    with av.open(src.open(), mode="r") as container:
+        fmt = container.format.name
+        if fmt in ("image2", "image2pipe") or fmt.endswith("_pipe"):
+            raise src.fail(f"is a still image ({fmt}), not a video; embed it as an image")
+        if not container.streams.video:
+            raise src.fail("no video stream in the file")
+        stream = container.streams.video[0]
+        tb = stream.time_base
+        start = stream.start_time or 0
+        pts = sorted({pk.pts for pk in container.demux(stream) if pk.pts is not None and pk.size})
+        if stream.duration:
+            duration = float(stream.duration * tb)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        else:
+            duration = None
+    if not pts:
+        raise src.fail("the video stream has no frames")
+    if duration is None:
+        step = pts[1] - pts[0] if len(pts) > 1 else 0
+        duration = float((pts[-1] - start + step) * tb)
+    times = [Fraction(p - start) * tb for p in pts]
+    return times, pts, duration
+
+
+def _decode_frames(src: Source, wanted: set[int]) -> dict[int, np.ndarray]:
+    """RGB uint8 H x W x 3 arrays of the frames with pts in ``wanted`` (one decoding pass, stops early). A
+    wanted pts the decoder never reports takes the next decoded frame."""
+    import av
+
+    found: dict[int, np.ndarray] = {}
+    todo = sorted(wanted)
+    with av.open(src.open(), mode="r") as container:
+        stream = container.streams.video[0]
+        # Frame threading ("AUTO"/"FRAME") can hang when decoding stops before the end with torch loaded
+        # (PyAV-Org/PyAV#1849); slice threading cannot.
+        stream.thread_type = "SLICE"
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            hit = [p for p in todo if p <= frame.pts]
+            if hit:
+                rgb = frame.to_ndarray(format="rgb24")
+                for p in hit:
+                    found[p] = rgb
+                todo = [p for p in todo if p > frame.pts]
+            if not todo:
+                break
+    return found
+
+
+def _frames_from_array(src: Source, p: dict[str, Any]):
+    """In-memory video: T x H x W x 3 (uint8, or float in [0, 1]) with the ``fps`` option."""
+    if not p.get("fps"):
+        raise src.fail("an in-memory video needs the fps option (frames per second)")
+    obj = src.obj
+    a = obj.detach().cpu().numpy() if isinstance(obj, torch.Tensor) else np.asarray(obj)
+    if a.ndim != 4 or a.shape[-1] != 3 or a.shape[0] == 0:
+        raise src.fail(f"wrong array shape {tuple(a.shape)}; expected frames x H x W x 3")
+    if np.issubdtype(a.dtype, np.floating):
+        a = np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    fps = Fraction(p["fps"]).limit_denominator(1001)
+    times = [Fraction(i) / fps for i in range(a.shape[0])]
+    return times, a, float(a.shape[0] / fps)
+
+
+def _scale_crop(frames: torch.Tensor, p: dict[str, Any]) -> list[torch.Tensor]:
+    """frames (F, 3, H, W) uint8 -> normalised short-side-scaled frames, then the spatial crops."""
+    size = int(p["size"])
+    x = frames.float() / 255.0
+    h, w = x.shape[-2:]
+    if w < h:
+        nh, nw = int(math.floor(h / w * size)), size
+    else:
+        nh, nw = size, int(math.floor(w / h * size))
+    mode = p["interpolation"]
+    x = F.interpolate(x, size=(nh, nw), mode=mode, align_corners=False if mode != "nearest" else None)
+    mean = torch.tensor(p["mean"], dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(p["std"], dtype=x.dtype).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    tall = nh > nw
+    long = nh if tall else nw
+    other = int(math.ceil(((nw if tall else nh) - size) / 2))
+    offsets = [int(math.ceil((long - size) / 2))]
+    if int(p["spatial_crops"]) == 3:
+        offsets = [0, offsets[0], long - size]
+    crops = []
+    for off in offsets:
+        if tall:
+            crops.append(x[..., off : off + size, other : other + size])
+        else:
+            crops.append(x[..., other : other + size, off : off + size])
+    return crops
+
+
+def load(src: Source, p: dict[str, Any]) -> torch.Tensor:
+    """One video -> float32 tensor (clips * crops, 3, frames_per_clip, size, size)."""
+    n = int(p["frames_per_clip"])
+    if src.obj is not None:
+        times, array, duration = _frames_from_array(src, p)
+        picks = pick_frames(times, _windows(duration, p), n)
+        rgb = [array[i] for clip in picks for i in clip]
+    else:
+        try:
+            times, pts, duration = _stream_info(src)
+            picks = pick_frames(times, _windows(duration, p), n)
+            found = _decode_frames(src, {pts[i] for clip in picks for i in clip})
+        except InputError:
+            raise
+        except Exception as exc:  # FFmpeg reports bad data through many av.error types
+            raise src.fail(f"not a decodable video ({describe_exc(exc)})") from None
+        missing = [pts[i] for clip in picks for i in clip if pts[i] not in found]
+        if missing:
+            raise src.fail(f"could not decode {len(missing)} frame(s); the file may be truncated")
+        rgb = [found[pts[i]] for clip in picks for i in clip]
+    if len({f.shape for f in rgb}) > 1:
+        raise src.fail("the frame size changes inside the video; re-encode it at one resolution")
+    frames = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2)  # (clips * n, 3, H, W)
+    crops = _scale_crop(frames, p)
+    out = []
+    for c in range(len(picks)):
+        for crop in crops:
+            out.append(crop[c * n : (c + 1) * n].permute(1, 0, 2, 3))  # (3, n, size, size)
+    return torch.stack(out).contiguous()
+
+
+def _windows(duration: float, p: dict[str, Any]) -> list[tuple[Fraction, Fraction]]:
+    return clip_windows(duration, float(p["clip_duration"]), int(p["clips_per_video"]))
