@@ -16,6 +16,7 @@ decoding pass converts the chosen frames, so memory stays small for long or high
 from __future__ import annotations
 
 import math
+import threading
 from fractions import Fraction
 from typing import Any
 
@@ -76,6 +77,9 @@ def pick_frames(times: list[Fraction], windows: list[tuple[Fraction, Fraction]],
         idx = torch.linspace(0, len(inside) - 1, n).long().tolist()
         picks.append([inside[i] for i in idx])
     return picks
+
+
+_AV_LOCK = threading.Lock()
 
 
 def _stream_info(src: Source):
@@ -186,9 +190,12 @@ def load(src: Source, p: dict[str, Any]) -> torch.Tensor:
         rgb = [array[i] for clip in picks for i in clip]
     else:
         try:
-            times, pts, duration = _stream_info(src)
-            picks = pick_frames(times, _windows(duration, p), n)
-            found = _decode_frames(src, {pts[i] for clip in picks for i in clip})
+            # One video at a time through FFmpeg: a build once hung with two loader threads inside PyAV
+            # (one in av.open); decoding still overlaps the model, which runs in the main thread.
+            with _AV_LOCK:
+                times, pts, duration = _stream_info(src)
+                picks = pick_frames(times, _windows(duration, p), n)
+                found = _decode_frames(src, {pts[i] for clip in picks for i in clip})
         except InputError:
             raise
         except Exception as exc:  # FFmpeg reports bad data through many av.error types

@@ -1,0 +1,238 @@
+"""``bindkit index build|merge|stats|remove|compact|optimize``: offline index builds and maintenance."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import IndexStoreError
+
+
+def parse_bytes(text: str) -> int:
+    """``"8G"``, ``"512M"``, ``"1.5GiB"``, ``"1000000"`` -> bytes."""
+    m = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a size such as 8G or 512M, got {text!r}")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+def default_device() -> str:
+    """``cuda:<LOCAL_RANK>`` when CUDA is available (one GPU per torchrun process), else ``cpu``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weights: str | None,
+                   device: str | None, modalities: list[str] | None = None) -> Any:
+    """The model for an index: ``--model``/``--weights`` when given, else the card and weights recorded in the
+    index when it exists, else imagebind_huge (local weights, or download)."""
+    import bindkit
+
+    recorded: dict[str, Any] = {}
+    if index_dir is not None and (Path(index_dir) / "meta.sqlite").is_file():
+        from ..index.store import Store
+
+        store = Store(index_dir)
+        recorded = store.get_info("model") or {}
+        store.close()
+    card = model or recorded.get("card") or "imagebind_huge"
+    if weights is None and card == recorded.get("card"):
+        weights = recorded.get("weights")
+    return bindkit.load_model(card, weights=weights, modalities=modalities, device=device or default_device())
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="CARD", help="encoder card (default: the one the index was built with, "
+                   "else imagebind_huge)")
+    p.add_argument("--weights", metavar="PATH", help="checkpoint or converted weights folder (default: as recorded "
+                   "in the index, else the card's local/cached weights)")
+    p.add_argument("--device", metavar="DEV", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+
+
+def _optimize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index-key", metavar="KEY", help="force a FAISS index type (factory string, e.g. Flat, HNSW32, "
+                   "IVF4096,PQ64); default: chosen from the collection size and --memory-budget")
+    p.add_argument("--memory-budget", type=parse_bytes, metavar="SIZE", help="RAM the index may use, e.g. 8G")
+    p.add_argument("--recall-target", type=float, default=0.95, metavar="R",
+                   help="recall@10 the search parameters are tuned to (default 0.95)")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    top = subparsers.add_parser("index", help="build, merge and maintain search indexes",
+                                description="Build and maintain bindkit indexes (a folder: SQLite metadata + one "
+                                "FAISS index per modality + manifest.json).")
+    sub = top.add_subparsers(dest="index_command", metavar="ACTION")
+    top.set_defaults(func=lambda args: (top.print_help(), 2)[1])
+
+    b = sub.add_parser("build", help="embed folders/manifests into an index (resumable, incremental)",
+                       description="Embed every file of SOURCE folders (recursively; modality by extension or by "
+                       "folder name depth/, thermal/, imu/), manifests (.csv/.jsonl/.parquet with a 'path' or "
+                       "'text' column, optional 'modality', other columns become metadata) or single files. "
+                       "Progress is committed every batch: rerun the same command to resume a killed build, or "
+                       "to pick up new/changed files (by content hash). Bad files are skipped and listed in "
+                       "OUT/build_report.json.",
+                       epilog="examples:\n  bindkit index build photos/ sounds.csv --out my_index\n"
+                       "  bindkit index build data/ --out idx --shard 0/4   # writes idx/part-0-of-4\n"
+                       "  torchrun --nproc_per_node=4 -m bindkit index build data/ --out idx && "
+                       "bindkit index merge idx --out final",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("sources", nargs="+", metavar="SOURCE", help="folder, manifest or file")
+    b.add_argument("--out", required=True, metavar="DIR", help="index folder (created, or updated when it exists)")
+    _model_args(b)
+    b.add_argument("--modality", metavar="KIND", help="treat every file as this kind (default: infer)")
+    b.add_argument("--batch-size", type=int, default=32, metavar="N", help="items per batch and commit (default 32)")
+    b.add_argument("--workers", type=int, metavar="N", help="loader threads (default: CPU count)")
+    b.add_argument("--shard", metavar="I/N", help="embed only shard I of N into OUT/part-I-of-N (under torchrun: "
+                   "RANK/WORLD_SIZE)")
+    b.add_argument("--sync", action="store_true", help="also remove items whose source files are gone")
+    b.add_argument("--no-optimize", action="store_true", help="keep exact search; skip choosing/tuning an index type")
+    _optimize_args(b)
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--json", action="store_true", help="print the build report as JSON")
+    b.set_defaults(func=run_build)
+
+    m = sub.add_parser("merge", help="join partial indexes (from --shard builds) into one",
+                       description="Merge partial indexes into a new index OUT. Each PART is an index folder or a "
+                       "folder holding part-I-of-N indexes (all N must be present).")
+    m.add_argument("parts", nargs="+", metavar="PART")
+    m.add_argument("--out", required=True, metavar="DIR", help="new index folder")
+    m.add_argument("--no-optimize", action="store_true", help="keep exact search")
+    _optimize_args(m)
+    m.set_defaults(func=run_merge)
+
+    s = sub.add_parser("stats", help="counts, index types, recall, sizes", description="Show an index's statistics.")
+    s.add_argument("index", metavar="DIR")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=run_stats)
+
+    r = sub.add_parser("remove", help="remove items by id, path or metadata filter",
+                       description="Remove items. Filters: --where key=value (also !=, >, >=, <, <=), repeatable.")
+    r.add_argument("index", metavar="DIR")
+    r.add_argument("--id", type=int, action="append", dest="ids", metavar="ID", help="item id (repeatable)")
+    r.add_argument("--uri", action="append", metavar="PATH", help="source path of the item (repeatable)")
+    r.add_argument("--where", action="append", metavar="EXPR", help="metadata filter, e.g. split=test")
+    r.set_defaults(func=run_remove)
+
+    c = sub.add_parser("compact", help="rebuild FAISS files from the store, reclaim space",
+                       description="Rebuild every FAISS index from the SQLite store (dropping removed vectors), "
+                       "prune the change log and VACUUM. Ids do not change.")
+    c.add_argument("index", metavar="DIR")
+    c.set_defaults(func=run_compact)
+
+    o = sub.add_parser("optimize", help="choose and tune the FAISS index type",
+                       description="Pick an index type for each modality's size and the memory budget (or "
+                       "--index-key), train it and tune search parameters to --recall-target.")
+    o.add_argument("index", metavar="DIR")
+    o.add_argument("--modality", metavar="KIND", help="only this modality (comma-separated list allowed)")
+    _optimize_args(o)
+    o.set_defaults(func=run_optimize)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ..index.build import build, parse_shard, part_dir, shard_from_env
+
+    shard = parse_shard(args.shard) if args.shard else shard_from_env()
+    target = part_dir(args.out, shard) if shard else Path(args.out)
+    model = load_model_for(target, args.model, args.weights, args.device)
+    report = build(args.sources, args.out, model, modality=args.modality, batch_size=args.batch_size,
+                   workers=args.workers, shard=shard, sync=args.sync, optimize=not args.no_optimize,
+                   index_key=args.index_key, memory_budget_bytes=args.memory_budget,
+                   recall_target=args.recall_target, progress=None if not args.quiet else False,
+                   weights=args.weights)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        c = report["counts"]
+        print(f"{report['index']}: {report['items_in_index']} items "
+              f"({', '.join(f'{k} {v}' for k, v in sorted(report['per_modality'].items()))}); this run: "
+              f"{c['embedded']} embedded ({c['new']} new, {c['changed']} changed), {c['unchanged']} unchanged, "
+              f"{c['failed']} failed, {c['removed']} removed, {c['ignored']} ignored; {report['elapsed_s']:.1f} s")
+        for f in report["failures"][:20]:
+            print(f"  failed: {f['item']} ({f['modality']}): {f['reason']}")
+        if len(report["failures"]) > 20:
+            print(f"  ... {len(report['failures']) - 20} more in {report['index']}/build_report.json")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from ..index.merge import merge
+
+    stats = merge(args.parts, args.out, optimize=not args.no_optimize, index_key=args.index_key,
+                  memory_budget_bytes=args.memory_budget, recall_target=args.recall_target)
+    print(f"{args.out}: {stats['count']} items merged from {len(args.parts)} argument(s)")
+    return 0
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    model = stats["model"] or {}
+    print(f"index    {stats['path']}")
+    print(f"model    {model.get('card')} (dim {stats['dim']})")
+    print(f"items    {stats['count']}  (embedded in total: {stats['embedded_total']}, failures on record: "
+          f"{stats['failures']})")
+    print(f"on disk  {stats['disk_bytes'] / 1e6:.2f} MB")
+    print(f"{'modality':<9} {'count':>9}  {'index':<22} {'recall@10':>9}  params")
+    for kind, info in stats["modalities"].items():
+        recall = info.get("recall@10")
+        print(f"{kind:<9} {info['count']:>9}  {info.get('key', '?'):<22} "
+              f"{'-' if recall is None else f'{recall:.3f}':>9}  {json.dumps(info.get('params', {}))}")
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from ..index import Index
+
+    with Index.open(args.index) as index:
+        stats = index.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        _print_stats(stats)
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..index import Index
+    from ..index.where import parse_cli_filters
+
+    where = parse_cli_filters(args.where or [])
+    if not (args.ids or args.uri or where):
+        raise IndexStoreError("nothing to remove: give --id, --uri or --where")
+    with Index.open(args.index) as index:
+        ids = list(args.ids or [])
+        if args.uri:
+            keys = index._store.lookup([os.path.abspath(u) for u in args.uri])
+            ids += [v[0] for v in keys.values()]
+            if not ids and not where:
+                print("removed 0 items (no such uri)")
+                return 0
+        n = index.remove(np.asarray(ids, dtype=np.int64) if (args.ids or args.uri) else None, where=where)
+    print(f"removed {n} items")
+    return 0
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    from ..index import Index
+
+    with Index.open(args.index) as index:
+        before = index.stats()["disk_bytes"]
+        stats = index.compact()
+    print(f"{args.index}: {stats['count']} items, {before / 1e6:.2f} MB -> {stats['disk_bytes'] / 1e6:.2f} MB")
+    return 0
+
+
+def run_optimize(args: argparse.Namespace) -> int:
+    from ..index import Index
+
+    with Index.open(args.index) as index:
+        index.optimize(args.modality, memory_budget_bytes=args.memory_budget, index_key=args.index_key,
+                       recall_target=args.recall_target)
+        _print_stats(index.stats())
+    return 0

@@ -1,0 +1,82 @@
+"""``bindkit search DIR --text ... [--image P ...]``: query an index from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import BindkitError, InputError
+from ..index.query import QUERY_KINDS
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "search", help="search an index by text, image, audio, video, depth, thermal or IMU",
+        description="Search an index. Several query inputs are combined by embedding arithmetic (unit vectors, "
+        "weighted, summed, renormalised). Results: the top k per result modality.",
+        epilog='examples:\n  bindkit search my_index --text "a dog barking" -k 5\n'
+        "  bindkit search my_index --image dog.jpg --audio rain.wav --modality image,video --where split=test\n"
+        '  bindkit search my_index --text "beach" --weight text=0.5 --image sunset.jpg --json',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("index", metavar="DIR", help="index folder")
+    for kind in QUERY_KINDS:
+        p.add_argument(f"--{kind}", action="append", metavar="TEXT" if kind == "text" else "PATH",
+                       help=f"{kind} query input (repeatable: several inputs are combined)")
+    p.add_argument("--weight", action="append", metavar="KIND=W", help="weight of a query kind (default 1)")
+    p.add_argument("-k", type=int, default=10, help="hits per result modality (default 10)")
+    p.add_argument("--modality", metavar="KINDS", help="result modalities, comma-separated (default: all)")
+    p.add_argument("--where", action="append", metavar="EXPR",
+                   help="metadata filter KEY=VALUE (also !=, >, >=, <, <=), repeatable (all must hold)")
+    p.add_argument("--model", metavar="CARD", help="encoder card (default: the one the index was built with)")
+    p.add_argument("--weights", metavar="PATH", help="weights (default: as recorded when the index was built)")
+    p.add_argument("--device", metavar="DEV", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def _weights(exprs: list[str] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for expr in exprs or []:
+        kind, _, value = expr.partition("=")
+        try:
+            out[kind.strip()] = float(value)
+        except ValueError:
+            raise InputError(expr, "query", "expected --weight KIND=NUMBER, e.g. text=0.5") from None
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..index import Index
+    from ..index.where import parse_cli_filters
+    from ..modality import encoder_of
+    from .index import load_model_for
+
+    inputs = {kind: getattr(args, kind) for kind in QUERY_KINDS if getattr(args, kind)}
+    if not inputs:
+        raise BindkitError("give at least one query input: --text, --image, --audio, --video, --depth, "
+                           "--thermal or --imu")
+    where = parse_cli_filters(args.where or [])
+    weights = _weights(args.weight)
+    model = load_model_for(args.index, args.model, args.weights, args.device,
+                           modalities=sorted({encoder_of(k) for k in inputs}))
+    with Index.open(args.index, model=model) as index:
+        # Every input (several per kind allowed) becomes a unit vector, weighted by its kind's weight.
+        total = np.zeros(index.dim, np.float32)
+        for kind, items in inputs.items():
+            emb = model.embed(**{kind: items}, show_progress_bar=False, strict=True)[kind]
+            total += weights.get(kind, 1.0) * (emb / np.linalg.norm(emb, axis=1, keepdims=True)).sum(0)
+        hits = index.search(vector=total, k=args.k, modalities=args.modality, where=where)
+    if args.json:
+        print(json.dumps({kind: [{"id": h.id, "score": h.score, "modality": h.modality, "uri": h.uri,
+                                  "text": h.text, "metadata": h.metadata} for h in lst]
+                          for kind, lst in hits.items()}, indent=2))
+        return 0
+    for kind, lst in hits.items():
+        print(f"== {kind} ({len(lst)} hits)")
+        for rank, h in enumerate(lst, 1):
+            what = h.uri if h.uri is not None else repr(h.text)
+            meta = f"  {json.dumps(h.metadata)}" if h.metadata else ""
+            print(f"{rank:>3}. {h.score:+.4f}  {what}{meta}")
+    return 0

@@ -1,0 +1,428 @@
+"""``bindkit.Index``: a directory holding one FAISS index per modality plus a SQLite metadata store.
+
+    index = bindkit.Index.create("my_index", model=model)
+    index.add(["dog.jpg", "bark.wav"], metadata={"source": "samples"})
+    index.add(["a dog barking"], modality="text")
+    hits = index.search(text="a dog", k=5, modalities=["image", "audio"], where={"source": "samples"})
+    hits["image"][0].uri, hits["image"][0].score
+
+SQLite is the source of truth (one transaction per add/remove); the FAISS files are a cache repaired on open,
+so killing a process at any point leaves an index that opens with the state before or after the interrupted
+call. See ``bindkit/index/store.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import IndexStoreError, InputError
+from ..modality import input_kind
+from .cache import Caches
+from .ingest import AddResult, ingest, item_error
+from .items import Prepared, check_metadata, prepare
+from .query import QUERY_KINDS, compose
+from .store import DB_NAME, FORMAT_VERSION, ItemRow, Store, crash_point
+from .where import compile_where
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result. ``score`` is the inner product of unit vectors (cosine similarity, in [-1, 1]);
+    ``text`` holds the text of items added as strings (None otherwise)."""
+
+    id: int
+    score: float
+    modality: str
+    uri: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    text: str | None = None
+
+
+def _identity(model: Any) -> dict[str, Any]:
+    return {"card": model.card.name, "dim": int(model.dim),
+            "fingerprints": {enc: model.fingerprint(enc) for enc in model.modalities}}
+
+
+class Index:
+    """A searchable collection of embeddings from one model. Create with :meth:`create`, open with :meth:`open`."""
+
+    def __init__(self, path: Path, store: Store, model: Any | None, mmap: bool):
+        self.path = path
+        self.model = model
+        self._store = store
+        self._mmap = mmap
+        self._lock = threading.RLock()
+        self._dim = int(store.get_info("dim"))
+        self._caches = Caches(path, store, self._dim, mmap)
+        self._closed = False
+
+    # ---- life cycle -----------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike, model: Any, *, exist_ok: bool = False) -> "Index":
+        """Create an empty index at ``path`` (a directory) for vectors of ``model``.
+
+        Raises:
+            IndexStoreError: ``path`` already holds an index (unless ``exist_ok``, which opens it instead and
+                checks the model), or is a non-empty directory that is not an index.
+        """
+        path = Path(path)
+        if (path / DB_NAME).is_file():
+            store = Store(path)
+            complete = store.get_info("model") is not None
+            store.close()
+            if complete:
+                if not exist_ok:
+                    raise IndexStoreError(f"{path} already holds an index; open it with bindkit.Index.open(path, "
+                                          "model=...) or pass exist_ok=True")
+                return cls.open(path, model=model)
+        elif path.is_dir() and any(path.iterdir()):
+            raise IndexStoreError(f"{path} is a non-empty directory that is not an index; choose a new path")
+        store = Store(path, create=True)
+        with store.transaction():
+            store.set_info("format_version", FORMAT_VERSION)
+            store.set_info("dim", int(model.dim))
+            store.set_info("model", _identity(model))
+            store.set_info("indexes", {})
+        index = cls(path, store, model, mmap=False)
+        index._caches.synced = store.version()
+        index._caches.write_manifest()
+        return index
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, model: Any | None = None, mmap: bool = False) -> "Index":
+        """Open an index. Without ``model`` it can search by ``vector=`` only (and remove, compact, stats).
+
+        Args:
+            mmap: memory-map the FAISS files read-only (large indexes); such an index cannot be added to.
+
+        Raises:
+            IndexStoreError: not an index, an unknown format, or ``model`` differs from the one it was built
+                with (the message names both).
+        """
+        path = Path(path)
+        store = Store(path)
+        stored = store.get_info("model")
+        if stored is None:
+            store.close()
+            raise IndexStoreError(f"{path} holds an unfinished index (its creation was interrupted); delete it "
+                                  "and create it again")
+        version = store.get_info("format_version", 0)
+        if version > FORMAT_VERSION:
+            store.close()
+            raise IndexStoreError(f"{path} was written by a newer bindkit (format {version}, this one reads "
+                                  f"{FORMAT_VERSION}); upgrade bindkit to open it")
+        if model is not None:
+            try:
+                cls._check_model(path, stored, model)
+            except IndexStoreError:
+                store.close()
+                raise
+            extra = {e for e in model.modalities if e not in stored["fingerprints"]}
+            if extra:  # an encoder the index had not seen: its vectors belong to this model from now on
+                with store.transaction():
+                    stored["fingerprints"].update({e: model.fingerprint(e) for e in extra})
+                    store.set_info("model", stored)
+        index = cls(path, store, model, mmap=mmap)
+        with index._lock:
+            index._caches.load()
+        return index
+
+    @staticmethod
+    def _check_model(path: Path, stored: dict[str, Any], model: Any) -> None:
+        if stored["card"] != model.card.name or int(stored["dim"]) != int(model.dim):
+            raise IndexStoreError(
+                f"index {path} was built with model {stored['card']!r} (dim {stored['dim']}), but the model given "
+                f"is {model.card.name!r} (dim {model.dim}); vectors of different models never mix: open it with "
+                f"bindkit.load_model({stored['card']!r}, ...) or build a new index"
+            )
+        for enc in sorted(set(stored["fingerprints"]) & set(model.modalities)):
+            mine, theirs = stored["fingerprints"][enc], model.fingerprint(enc)
+            if mine != theirs:
+                raise IndexStoreError(
+                    f"index {path} was built with {stored['card']!r} weights whose {enc} encoder has fingerprint "
+                    f"{mine[:16]}, but the model given has {theirs[:16]} (other weights of {model.card.name!r}); "
+                    "open it with the weights it was built with, or build a new index"
+                )
+
+    def _record_model_hint(self, weights: str) -> None:
+        """Remember where the weights came from, so CLI searches can load the same model by default."""
+        with self._lock, self._store.transaction():
+            info = self._store.get_info("model")
+            info["weights"] = os.path.abspath(weights) if os.path.exists(weights) else weights
+            self._store.set_info("model", info)
+
+    def close(self) -> None:
+        """Write pending FAISS caches and close the SQLite connection."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self.flush()
+            finally:
+                self._store.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._store.count()
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.path)!r}, items={len(self)}, modalities={self.modalities})"
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the stored vectors."""
+        return self._dim
+
+    @property
+    def modalities(self) -> list[str]:
+        """Input kinds that have items in this index."""
+        with self._lock:
+            return sorted(self._store.modality_counts())
+
+    # ---- writes -----------------------------------------------------------------------------------------------
+    def _require_writable(self) -> None:
+        if self._mmap:
+            raise IndexStoreError(f"{self.path} was opened with mmap=True (read-only); reopen it without mmap to change it")
+
+    def _commit(self, rows: Sequence[ItemRow], delete: Sequence[int] = (), embedded: int = 0,
+                failures: Sequence[tuple[str, str | None, str | None, str]] = (),
+                metadata: Sequence[tuple[int, dict[str, Any]]] = (), save: bool = True,
+                file_stats: Sequence[tuple[int, int | None, int | None]] = ()) -> list[int]:
+        """One transaction: upsert ``rows``, delete ids, count embeddings, record failures, update metadata
+        and file stats;
+        then mirror it into the in-memory FAISS indexes and (``save``) their files. Returns the ids of ``rows``."""
+        with self._lock:
+            self._require_writable()
+            with self._store.transaction():
+                self._caches.catch_up()
+                version = self._store.bump_counter("version")
+                crash_point("add:begin")
+                ids, replaced = self._store.upsert(rows, version)
+                crash_point("add:rows")
+                gone = self._store.delete(delete, version)
+                if embedded:
+                    self._store.bump_counter("embedded", embedded)
+                if failures:
+                    self._store.record_failures(failures)
+                if metadata:
+                    self._store.update_metadata([i for i, _ in metadata], [m for _, m in metadata])
+                if file_stats:
+                    self._store.update_file_stats(file_stats)
+            crash_point("add:committed")
+            self._caches.mirror(rows, ids, list(replaced) + list(gone), version)
+            if save:
+                self._caches.save(self._caches.due())
+            return ids
+
+    def flush(self) -> None:
+        """Write every FAISS cache changed since it was last written (``close`` does this too). Writes save
+        small caches at once and big ones every so often; either way nothing is lost, since SQLite holds it."""
+        with self._lock:
+            if not self._mmap:
+                self._caches.save()
+
+    def add(self, items: Any, modality: str | Sequence[str] | None = None,
+            metadata: dict[str, Any] | Sequence[dict[str, Any] | None] | None = None, *, strict: bool = True,
+            batch_size: int = 32, show_progress_bar: bool | None = None) -> AddResult:
+        """Embed and store items; returns their ids (stable: an item keeps its id when re-added or changed).
+
+        Args:
+            items: a list of paths (``str``/``Path``), texts (with ``modality="text"``) or in-memory items
+                (bytes, arrays, PIL images, tensors, with a modality); anything but a list is one item.
+            modality: one kind for all items, one per item, or None to infer files' kinds from extension and
+                folder names (``depth/``, ``thermal/``, ``imu/``).
+            metadata: one dict for all items, one per item, or None (keeps stored metadata of re-added items).
+            strict: raise InputError when any item fails (and add nothing); False adds the others and lists
+                failures in ``result.errors``.
+
+        Files already stored with the same content are not embedded again (their metadata is updated when
+        given). The whole call is one transaction: a crash leaves the index as before or after it.
+        """
+        with self._lock:
+            if self.model is None:
+                raise IndexStoreError(f"{self.path} was opened without a model; pass model= to Index.open to add items")
+            self._require_writable()
+            if not isinstance(items, list):  # one item (a tuple may be one item: (waveform, sample_rate))
+                items = [items]
+            n = len(items)
+            kinds = list(modality) if isinstance(modality, (list, tuple)) else [modality] * n
+            metas = list(metadata) if isinstance(metadata, (list, tuple)) else [metadata] * n
+            if len(kinds) != n or len(metas) != n:
+                raise ValueError(f"got {n} items but {len(kinds)} modalities and {len(metas)} metadata entries")
+            prepared: list[Prepared | None] = []
+            errors = []
+            for pos, (item, kind, meta) in enumerate(zip(items, kinds, metas)):
+                try:
+                    prepared.append(prepare(item, kind, check_metadata(meta, f"#{pos}"), pos))
+                except InputError as exc:
+                    if strict:
+                        raise
+                    prepared.append(None)
+                    errors.append(item_error(exc.modality, pos, exc.item, exc.reason))
+            result = ingest(self, prepared, strict=strict, batch_size=batch_size, show_progress_bar=show_progress_bar)
+            result.errors[:0] = errors
+            result.errors.sort(key=lambda e: e.index)
+            return result
+
+    def remove(self, ids: int | Iterable[int] | None = None, *, where: dict[str, Any] | None = None) -> int:
+        """Delete items by id and/or metadata filter (both given: the ids that also match). Returns how many
+        were removed. Other items keep their ids."""
+        with self._lock:
+            if ids is None and where is None:
+                raise ValueError("remove() needs ids=... or where=...; refusing to remove everything")
+            chosen = None if ids is None else np.atleast_1d(np.asarray(ids, dtype=np.int64))
+            if where is not None:
+                matching = self._store.ids(where=compile_where(where))
+                chosen = matching if chosen is None else np.intersect1d(chosen, matching)
+            present = self._store.rows(chosen.tolist())
+            if not present:
+                return 0
+            self._commit([], delete=list(present))
+            return len(present)
+
+    # ---- reads ------------------------------------------------------------------------------------------------
+    def search(self, text: Any = None, image: Any = None, audio: Any = None, video: Any = None, depth: Any = None,
+               thermal: Any = None, imu: Any = None, *, vector: Any = None,
+               weights: dict[str, float] | Sequence[float] | None = None, k: int = 10,
+               modalities: str | Sequence[str] | None = None, where: dict[str, Any] | None = None):
+        """Top-``k`` hits per result modality for a query built from one or several inputs.
+
+        Each query input is embedded to a unit vector; several inputs are combined by embedding arithmetic
+        (weighted sum of unit vectors, renormalised). ``vector`` takes raw query vectors (D,) or (q, D).
+        A *list* of inputs (or a 2-D ``vector``) is a batch of queries: all lists must have the same length,
+        query i combines the i-th element of each.
+
+        Args:
+            weights: per input kind (``{"text": 0.3, "image": 1.0}``) or a list in the order text, image, audio,
+                video, depth, thermal, imu, vector (of the inputs given); default 1 each.
+            k: hits per modality (fewer only when fewer items match).
+            modalities: result kinds to search (default: every kind the index holds).
+            where: metadata filter applied *before* ranking (see ``bindkit.index.where``).
+
+        Returns:
+            ``{modality: [Hit, ...]}`` best first, or a list of those for a batch of queries.
+        """
+        inputs = {kind: value for kind, value in zip(QUERY_KINDS, (text, image, audio, video, depth, thermal, imu))
+                  if value is not None}
+        if inputs and self.model is None:
+            raise IndexStoreError(f"{self.path} was opened without a model, so it can search by vector= only; "
+                                  "open it with Index.open(path, model=bindkit.load_model(...)) to search by content")
+        queries, batched = compose(self.model, inputs, vector, weights, self._dim)
+        with self._lock:
+            self._caches.catch_up()
+            kinds = self._result_kinds(modalities)
+            flt = compile_where(where) if where is not None else None
+            results: list[dict[str, list[Hit]]] = [{} for _ in range(len(queries))]
+            for kind in kinds:
+                vi = self._caches.vi.get(kind)
+                allowed = self._store.ids(kind, flt) if flt is not None else None
+                if vi is None or not len(vi) or (allowed is not None and not len(allowed)) or k <= 0:
+                    for r in results:
+                        r[kind] = []
+                    continue
+                scores, found = vi.search(queries, int(k), allowed_ids=allowed)
+                rows = self._store.rows(np.unique(found[found >= 0]).tolist())
+                for r, srow, irow in zip(results, scores, found):
+                    r[kind] = [Hit(int(i), float(s), kind, rows[int(i)]["uri"], rows[int(i)]["metadata"],
+                                   rows[int(i)]["text"]) for s, i in zip(srow, irow) if i >= 0 and int(i) in rows]
+        return results if batched else results[0]
+
+    def _result_kinds(self, modalities: str | Sequence[str] | None) -> list[str]:
+        if modalities is None:
+            return sorted(self._store.modality_counts())
+        if isinstance(modalities, str):
+            modalities = [m for m in modalities.split(",") if m.strip()]
+        return list(dict.fromkeys(input_kind(m) for m in modalities))
+
+    def get(self, ids: int | Iterable[int]) -> list[Hit | None]:
+        """Stored records (as hits with score nan) for ids, in order; None for unknown ids."""
+        with self._lock:
+            wanted = [int(i) for i in np.atleast_1d(np.asarray(ids, dtype=np.int64))]
+            rows = self._store.rows(wanted)
+            return [Hit(i, float("nan"), rows[i]["modality"], rows[i]["uri"], rows[i]["metadata"], rows[i]["text"])
+                    if i in rows else None for i in wanted]
+
+    def vectors(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """All stored (ids int64 (n,), vectors float32 (n, dim)) of one modality, ordered by id."""
+        with self._lock:
+            parts = list(self._store.vectors(input_kind(modality)))
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros((0, self._dim), np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    # ---- maintenance ------------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counts per modality, index types/parameters/recall, model identity, sizes on disk (bytes)."""
+        with self._lock:
+            self._caches.catch_up()
+            counts = self._store.modality_counts()
+            disk = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+            return {
+                "path": str(self.path),
+                "count": sum(counts.values()),
+                "dim": self._dim,
+                "model": self._store.get_info("model"),
+                "modalities": {k: {**self._caches.vi[k].info(), "count": counts.get(k, 0)}
+                               for k in sorted(self._caches.vi) if k in counts or len(self._caches.vi[k])},
+                "embedded_total": self._store.embedded_total(),
+                "failures": len(self._store.failures()),
+                "version": self._store.version(),
+                "disk_bytes": disk,
+            }
+
+    def optimize(self, modalities: str | Sequence[str] | None = None, *, memory_budget_bytes: int | None = None,
+                 index_key: str | None = None, recall_target: float = 0.95, progress: bool = True) -> dict[str, Any]:
+        """Choose (or force, ``index_key``) each modality's FAISS index type for its size and a memory budget,
+        train it and tune its search parameters to ``recall_target``; returns {kind: info}."""
+        with self._lock:
+            self._require_writable()
+            self._caches.catch_up()
+            infos = {}
+            for kind in self._result_kinds(modalities):
+                vi = self._caches.vi.get(kind)
+                if vi is None or not len(vi):
+                    continue
+                infos[kind] = vi.optimize(memory_budget_bytes=memory_budget_bytes, index_key=index_key,
+                                          recall_target=recall_target, progress=progress)
+                self._caches.dirty.add(kind)
+            with self._store.transaction():
+                chosen = self._store.get_info("indexes", {}) or {}
+                chosen.update({k: {"key": self._caches.vi[k].info().get("key")} for k in infos})
+                self._store.set_info("indexes", chosen)
+            self._caches.save()
+            return infos
+
+    def compact(self) -> dict[str, Any]:
+        """Rebuild every FAISS cache from SQLite (dropping tombstones, retraining IVF/PQ), prune the change log,
+        drop caches of emptied modalities and VACUUM SQLite. Ids do not change. Returns :meth:`stats`."""
+        with self._lock:
+            self._require_writable()
+            counts = self._store.modality_counts()
+            with self._store.transaction():
+                self._caches.catch_up()
+                version = self._store.version()
+                fresh = {kind: self._caches.rebuild(kind) for kind in counts}
+            for kind in set(self._caches.vi) - set(counts):
+                shutil.rmtree(self.path / kind, ignore_errors=True)
+            self._caches.vi = fresh
+            self._caches.synced = version
+            self._caches.dirty.clear()
+            self._caches.save(fresh)
+            with self._store.transaction():  # every cache now reflects `version`: older changes are history
+                self._store.prune_changes(version)
+            self._store.conn.execute("VACUUM")
+            return self.stats()

@@ -1,0 +1,296 @@
+"""Offline builds: scan sources, embed what is new or changed, commit in batches, write a build report.
+
+    report = build(["photos/", "clips.csv"], "my_index", model, batch_size=32)
+
+- Sources are folders (recursive; kind from ``modality=``, else by extension and folder names such as
+  ``depth/``, ``thermal/``, ``imu/``), manifests (``.jsonl``, ``.parquet``, or ``.csv`` with a ``path`` or
+  ``text`` column; optional ``modality``; other columns become metadata; relative paths are relative to the
+  manifest) and single files.
+- Resumable and incremental: every batch is one transaction (vectors + metadata + content hashes + the count of
+  embedded items), and items whose content hash is stored are skipped, so rerunning a killed or finished build
+  embeds only what is missing, new or changed. ``sync=True`` also drops items whose source vanished.
+- A bad file never aborts a build: it is skipped, remembered, and listed in ``build_report.json``.
+- Sharding: ``shard=(i, n)`` keeps the items whose id hash is ``i`` modulo ``n`` and writes the partial index
+  to ``<out>/part-i-of-n``; under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) the shard is the rank.
+  :func:`bindkit.index.merge.merge` joins the parts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ..errors import InputError, ModalityError
+from ..modality import input_kind
+from .api import Index
+from .ingest import ingest
+from .items import Prepared, check_metadata, prepare_file
+from .store import atomic_write_bytes, hash_object, id_for
+from .where import parse_value
+
+REPORT_NAME = "build_report.json"
+_RESERVED = ("path", "modality", "text")
+
+
+@dataclass
+class Candidate:
+    """An item found in the sources. ``kind`` None: inferred from the file when prepared."""
+
+    key: str
+    kind: str | None
+    path: str | None = None
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def shard_from_env() -> tuple[int, int] | None:
+    """(rank, world size) when running under torchrun (or another launcher setting RANK/WORLD_SIZE)."""
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if rank is None or world is None or int(world) <= 1:
+        return None
+    return int(rank), int(world)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"expected --shard I/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+def part_dir(out: str | os.PathLike, shard: tuple[int, int]) -> Path:
+    return Path(out) / f"part-{shard[0]}-of-{shard[1]}"
+
+
+def _text_candidate(text: str, metadata: dict[str, Any] | None) -> Candidate:
+    # the same key Index.add gives a text, so a text added both ways is one item
+    return Candidate(key=f"text:{hash_object(text)}", kind="text", text=text, metadata=metadata)
+
+
+def _manifest_rows(path: Path) -> Iterator[dict[str, Any]] | None:
+    """Rows of a manifest file, or None when ``path`` is not a manifest (e.g. a CSV of IMU samples)."""
+    ext = path.suffix.lower()
+    if ext == ".jsonl":
+        return (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    if ext == ".parquet":
+        import pyarrow.parquet as pq
+
+        return iter(pq.read_table(path).to_pylist())
+    if ext == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+        if "path" not in header and "text" not in header:
+            return None
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        # CSV has no types: numbers and booleans are parsed so that filters like year>=2020 work.
+        return ({k: parse_value(v) if isinstance(v, str) and v != "" else v for k, v in r.items()} for r in rows)
+    return None
+
+
+def _absent(v: Any) -> bool:
+    return v is None or v == "" or (isinstance(v, float) and math.isnan(v))
+
+
+def _from_manifest(path: Path, rows: Iterator[dict[str, Any]], modality: str | None,
+                   problems: list[dict[str, Any]]) -> Iterator[Candidate]:
+    """Candidates of a manifest's rows; a bad row is recorded in ``problems`` and skipped."""
+    for n, row in enumerate(rows):
+        where = f"{path}:{n + 1}"
+        try:
+            kind = row.get("modality") if not _absent(row.get("modality")) else modality
+            meta = check_metadata({k: v for k, v in row.items() if k not in _RESERVED and not _absent(v)}, where)
+            if not _absent(row.get("path")):
+                full = os.path.abspath(path.parent / str(row["path"]))
+                yield Candidate(key=full, kind=input_kind(kind) if kind else None, path=full, metadata=meta)
+            elif not _absent(row.get("text")):
+                yield _text_candidate(str(row["text"]), meta)
+            else:
+                raise InputError(where, "manifest", "row has neither a 'path' nor a 'text' value")
+        except (InputError, ModalityError) as exc:
+            problems.append({"item": where, "modality": kind if isinstance(kind, str) else None,
+                             "reason": getattr(exc, "reason", str(exc))})
+
+
+def scan(sources: Sequence[str | os.PathLike], modality: str | None = None, exclude: Path | None = None
+         ) -> tuple[list[Candidate], list[str], list[dict[str, Any]]]:
+    """Candidates from folders/manifests/files (sorted, de-duplicated), the files ignored (unknown kind) and
+    the manifest rows that could not be read (item, modality, reason)."""
+    from ..inputs import kind_from_path
+
+    kind = input_kind(modality) if modality else None
+    found: dict[str, Candidate] = {}
+    ignored: list[str] = []
+    problems: list[dict[str, Any]] = []
+    excluded = os.path.abspath(exclude) if exclude is not None else None
+
+    def add_file(full: str) -> None:
+        k = kind or kind_from_path(full, folder_hints=True)
+        if k is None:
+            ignored.append(full)
+        else:
+            found.setdefault(full, Candidate(key=full, kind=input_kind(k), path=full))
+
+    for src in sources:
+        p = Path(src)
+        if not p.exists():
+            raise InputError(str(src), "source", "does not exist; pass folders, manifests (.csv/.jsonl/.parquet) or files")
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                root_abs = os.path.abspath(root)
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                                 and os.path.join(root_abs, d) != excluded)
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        add_file(os.path.join(root_abs, name))
+            continue
+        rows = _manifest_rows(p)
+        if rows is None:
+            add_file(os.path.abspath(p))
+        else:
+            for c in _from_manifest(p, rows, kind, problems):
+                found[c.key] = c
+    return sorted(found.values(), key=lambda c: c.key), ignored, problems
+
+
+def _prepare(c: Candidate, stored: tuple | None) -> Prepared:
+    if c.path is None:
+        return Prepared(kind="text", key=c.key, content_hash=c.key.split(":", 1)[1], payload=c.text, text=c.text,
+                        metadata=c.metadata)
+    try:
+        st = os.stat(c.path)
+    except OSError as exc:
+        raise InputError(c.path, c.kind or "unknown", f"cannot read it ({exc.strerror or exc})") from exc
+    known = None
+    if stored and stored[3] == st.st_size and stored[4] == st.st_mtime_ns and (c.kind in (None, stored[1])):
+        known = stored[2]  # same size and mtime as when it was embedded: trust the stored hash, skip the read
+    return prepare_file(c.path, c.kind, c.metadata, stat=st, content_hash=known)
+
+
+def _progress(total: int, enabled: bool | None):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="item", desc="indexing", dynamic_ncols=True, smoothing=0.1,
+                disable=not (sys.stderr.isatty() if enabled is None else enabled))
+
+
+def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: Any, *, modality: str | None = None,
+          batch_size: int = 32, workers: int | None = None, shard: tuple[int, int] | None = None, sync: bool = False,
+          optimize: bool = True, index_key: str | None = None, memory_budget_bytes: int | None = None,
+          recall_target: float = 0.95, progress: bool | None = None, weights: str | None = None) -> dict[str, Any]:
+    """Build or update the index at ``out`` from ``sources``; returns the build report (also written to
+    ``<index>/build_report.json``). With ``shard=(i, n)`` the partial index goes to ``<out>/part-i-of-n`` and is
+    left exact (Flat) for :func:`merge` to optimise. ``weights`` (a path) is recorded so later searches can
+    load the same model without repeating it."""
+    started = time.time()
+    target = part_dir(out, shard) if shard else Path(out)
+    candidates, ignored, problems = scan(sources, modality, exclude=Path(out))
+    total_found = len(candidates)
+    if shard:
+        candidates = [c for c in candidates if id_for(c.key) % shard[1] == shard[0]]
+    index = Index.create(target, model, exist_ok=True)
+    try:
+        if weights:
+            index._record_model_hint(weights)
+        removed = 0
+        if sync:
+            wanted = {c.key for c in candidates}
+            vanished = [i for k, i in index._store.keys().items() if k not in wanted]
+            if vanished:
+                index._commit([], delete=vanished, save=False)
+                removed = len(vanished)
+        # One kind per batch keeps model batches full.
+        candidates.sort(key=lambda c: (c.kind or "", c.key))
+        counts = {"found": total_found, "selected": len(candidates), "new": 0, "changed": 0, "unchanged": 0,
+                  "embedded": 0, "failed": 0, "removed": removed, "ignored": len(ignored)}
+        failures: list[dict[str, Any]] = list(problems)
+        bar = _progress(len(candidates), progress)
+        for start in range(0, len(candidates), batch_size):
+            chunk = candidates[start:start + batch_size]
+            stored = index._store.lookup([c.key for c in chunk])
+            prepared: list[Prepared | None] = []
+            bad: list[tuple[str, str | None, str | None, str]] = []
+            for c in chunk:
+                try:
+                    prepared.append(_prepare(c, stored.get(c.key)))
+                except (InputError, ModalityError) as exc:
+                    prepared.append(None)
+                    bad.append((c.key, c.kind, c.path, getattr(exc, "reason", str(exc))))
+            try:
+                result = ingest(index, prepared, strict=False, batch_size=batch_size, save=False, workers=workers,
+                                failed=bad)
+            except Exception as exc:  # a loader bug must not end a long build: retry item by item
+                result = _one_by_one(index, prepared, bad, batch_size, workers, exc)
+            for p, item_id in zip(prepared, result):
+                if p is not None and item_id is not None and p.key not in stored:
+                    counts["new"] += 1
+            counts["embedded"] += result.embedded
+            counts["unchanged"] += result.unchanged
+            for key, kind, uri, reason in bad:
+                failures.append({"item": uri or key, "modality": kind, "reason": reason})
+            for e in result.errors:
+                p = prepared[e.index] if e.index < len(prepared) else None
+                failures.append({"item": (p.uri or p.key) if p else str(e.item), "modality": e.kind, "reason": e.reason})
+            bar.update(len(chunk))
+            bar.set_postfix(embedded=counts["embedded"], failed=len(failures), refresh=False)
+        bar.close()
+        counts["changed"] = counts["embedded"] - counts["new"]
+        counts["failed"] = len(failures)
+        index.flush()
+        if optimize and not shard and (counts["embedded"] or removed or index_key):
+            index.optimize(memory_budget_bytes=memory_budget_bytes, index_key=index_key,
+                           recall_target=recall_target, progress=bool(progress))
+        elapsed = time.time() - started
+        report = {
+            "index": str(target),
+            "sources": [str(s) for s in sources],
+            "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+            "counts": counts,
+            "items_in_index": len(index),
+            "per_modality": index._store.modality_counts(),
+            "embedded_total": index._store.embedded_total(),
+            "elapsed_s": round(elapsed, 3),
+            "items_per_s": round(counts["embedded"] / elapsed, 3) if elapsed > 0 else None,
+            "failures": failures,
+            "ignored": ignored[:1000],
+        }
+        atomic_write_bytes(target / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
+        return report
+    finally:
+        index.close()
+
+
+def _one_by_one(index: Index, prepared: list[Prepared | None], bad: list, batch_size: int, workers: int | None,
+                exc: Exception):
+    """Fallback when a whole batch raised: ingest each item alone so only the culprit fails."""
+    from .ingest import AddResult
+
+    warnings.warn(f"a batch failed ({type(exc).__name__}: {exc}); retrying its items one by one", RuntimeWarning)
+    if bad:
+        index._commit([], failures=bad, save=False)
+    ids, errors, embedded, unchanged = [], [], 0, 0
+    for p in prepared:
+        try:
+            r = ingest(index, [p], strict=False, batch_size=batch_size, save=False, workers=workers)
+        except Exception as item_exc:
+            bad.append((p.key, p.kind, p.uri, f"{type(item_exc).__name__}: {item_exc}"))
+            index._commit([], failures=[bad[-1]], save=False)
+            ids.append(None)
+            continue
+        ids.append(r[0])
+        errors += r.errors
+        embedded += r.embedded
+        unchanged += r.unchanged
+    return AddResult(ids, errors, embedded, unchanged)

@@ -1,0 +1,187 @@
+"""Saving, loading and merging :class:`~bindkit.index.faiss_index.VectorIndex` folders.
+
+Layout of a modality folder::
+
+    CURRENT.json          {"format", "version", "stamp", "dim", "key", "params", "recall@10", "count", "raw", ...}
+    v<stamp>-<rand>/      index.faiss (+ raw.f16, raw_ids.npy for lossy keys; only those two for "exact:raw-f16")
+
+A save writes a fresh version folder, renames it into place, then swaps ``CURRENT.json`` with ``os.replace``: a
+crash at any point leaves the previous version readable. Older version folders are deleted afterwards (a process
+still mapping them keeps its open files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import faiss
+import numpy as np
+
+from bindkit.errors import IndexStoreError
+from bindkit.index.faiss_index import CURRENT, FORMAT_VERSION, INDEX_FILE, kind_of, _set_direct_map
+from bindkit.index.raw_store import IDS_FILE, RAW_FILE, RawStore
+
+if TYPE_CHECKING:
+    from bindkit.index.faiss_index import VectorIndex
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_index(vi: "VectorIndex", directory: Path, stamp: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"v{stamp}-{uuid.uuid4().hex[:8]}"
+    tmp = directory / f".{name}.tmp"
+    tmp.mkdir()
+    try:
+        files = [INDEX_FILE] if vi._index is not None else []
+        files += [RAW_FILE, IDS_FILE] if vi._raw is not None else []
+        if vi._read_only and vi._source is not None:
+            # a mapped index cannot change, so its files are still the truth: link them instead of rewriting
+            for f in files:
+                try:
+                    os.link(vi._source / f, tmp / f)
+                except OSError:
+                    shutil.copy2(vi._source / f, tmp / f)
+        else:
+            if vi._index is not None:
+                faiss.write_index(vi._index, str(tmp / INDEX_FILE))
+            if vi._raw is not None:
+                vi._raw.save(tmp)  # fsyncs its own files
+        if vi._index is not None:
+            with open(tmp / INDEX_FILE, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.rename(tmp, directory / name)
+        meta = {"format": FORMAT_VERSION, "version": name, "stamp": stamp, "dim": vi.dim, "key": vi._key,
+                "params": vi._params, "recall@10": vi._recall, "count": len(vi), "raw": vi._raw is not None,
+                "extra": vi._extra}
+        cur_tmp = directory / f".{CURRENT}.{name}.tmp"
+        with open(cur_tmp, "w") as fh:
+            json.dump(meta, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(cur_tmp, directory / CURRENT)
+        _fsync_dir(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for p in directory.iterdir():
+        if p.name != name and (p.name.startswith("v") or p.name.startswith(".v")) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def load_index(cls: type, directory: Path, mmap: bool) -> "tuple[VectorIndex, int]":
+    cur = directory / CURRENT
+    if not cur.is_file():
+        raise IndexStoreError(f"no saved FAISS index in {directory} ({CURRENT} missing); rebuild it from the "
+                              "metadata store")
+    try:
+        meta = json.loads(cur.read_text())
+        vdir = directory / meta["version"]
+        key, dim, count = meta["key"], int(meta["dim"]), int(meta["count"])
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"format {meta.get('format')}, this bindkit reads {FORMAT_VERSION}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise IndexStoreError(f"{cur} is unreadable ({e}); rebuild the FAISS index from the metadata store") from None
+    index = _read_faiss(vdir, key, dim, count, mmap) if kind_of(key) != "raw" else None
+    raw = RawStore.load(vdir, dim) if meta.get("raw") else None
+    if raw is None and index is None:
+        raise IndexStoreError(f"{cur} names key {key!r} but no raw vectors; rebuild it from the metadata store")
+    if raw is not None and len(raw) != count:
+        raise IndexStoreError(f"raw vectors in {vdir} hold {len(raw)} rows for {count} indexed; rebuild the index")
+    vi = cls(dim, index, key, params=meta.get("params"), recall=meta.get("recall@10"), raw=raw, read_only=mmap,
+             extra=meta.get("extra"), source=vdir)
+    return vi, int(meta["stamp"])
+
+
+def _read_faiss(vdir: Path, key: str, dim: int, count: int, mmap: bool) -> faiss.Index:
+    # IVF lists map through OnDiskInvertedLists; flat codes (Flat/HNSW storage) through the zero-copy IFC reader.
+    # The two flags cannot be combined.
+    flags = 0
+    if mmap:
+        flags = faiss.IO_FLAG_MMAP if kind_of(key) == "ivf" else faiss.IO_FLAG_MMAP_IFC
+    try:
+        index = faiss.read_index(str(vdir / INDEX_FILE), flags)
+    except RuntimeError as e:
+        raise IndexStoreError(f"FAISS index {vdir / INDEX_FILE} is unreadable ({str(e).splitlines()[-1][:200]}); "
+                              "rebuild it from the metadata store") from None
+    if index.d != dim or index.ntotal != count:
+        raise IndexStoreError(f"FAISS index {vdir / INDEX_FILE} holds {index.ntotal} x {index.d}, its manifest "
+                              f"says {count} x {dim}; rebuild it from the metadata store")
+    return index
+
+
+def _writable_copy(vi: "VectorIndex") -> faiss.Index | None:
+    if vi._index is None:  # "exact:raw-f16": nothing besides the raw store
+        return None
+    if vi._read_only and vi._source is not None:
+        index = faiss.read_index(str(vi._source / INDEX_FILE))
+    else:
+        index = faiss.clone_index(vi._index)
+    _set_direct_map(index, vi._key)
+    return index
+
+
+def merge_indexes(cls: type, parts: "list[VectorIndex]") -> "VectorIndex":
+    if not parts:
+        raise IndexStoreError("merge needs at least one part")
+    dims = {p.dim for p in parts}
+    if len(dims) > 1:
+        raise IndexStoreError(f"cannot merge indexes of different dimensions {sorted(dims)}")
+    all_ids = np.concatenate([p.ids() for p in parts])
+    if np.unique(all_ids).size != all_ids.size:
+        raise IndexStoreError(f"cannot merge: {all_ids.size - np.unique(all_ids).size} ids occur in more than one "
+                              "part; shards must hold disjoint items")
+    first = parts[0]
+    index = _writable_copy(first)
+    raw = None
+    if first._raw is not None:
+        raw = RawStore(first.dim)
+        for ids, vecs in first._raw.iter_chunks():
+            raw.add(ids, vecs)
+    recalls = [p._recall for p in parts if p._recall is not None]
+    merged = cls(first.dim, index, first._key, params=first._params, raw=raw, extra=first._extra,
+                 recall=min(recalls) if len(recalls) == len(parts) else None)
+    trained = first._params.get("trained")
+    for part in parts[1:]:
+        if (kind_of(first._key) == "ivf" and part._key == first._key and trained is not None
+                and part._params.get("trained") == trained):
+            _merge_lists(merged, part)
+        else:
+            for ids, vecs in part.iter_vectors():
+                merged.add(ids, np.asarray(vecs, np.float32))
+    merged._sorted_ids = None
+    return merged
+
+
+def _merge_lists(dst: "VectorIndex", part: "VectorIndex") -> None:
+    """FAISS on-disk-style merge: same quantizer and codebooks, so the part's inverted lists are appended to ours
+    as they are, without re-encoding. (``IndexIVF.merge_from`` would empty the part, and crashes on mapped lists.)"""
+    dst_ivf = faiss.extract_index_ivf(dst._index)
+    src_inv = faiss.extract_index_ivf(part._index).invlists
+    dst_ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+    dst_inv = dst_ivf.invlists
+    for l in range(src_inv.nlist):
+        m = src_inv.list_size(l)
+        if m:
+            ids, codes = src_inv.get_ids(l), src_inv.get_codes(l)
+            dst_inv.add_entries(l, m, ids, codes)
+            src_inv.release_ids(l, ids)
+            src_inv.release_codes(l, codes)
+    dst_ivf.ntotal += part._index.ntotal
+    if dst._index is not dst_ivf:
+        dst._index.ntotal = dst_ivf.ntotal  # a wrapping IndexPreTransform (OPQ) keeps its own count
+    _set_direct_map(dst._index, dst._key)
+    if dst._raw is not None:
+        for ids, vecs in part._raw.iter_chunks():
+            dst._raw.add(ids, vecs)

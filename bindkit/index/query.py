@@ -1,0 +1,82 @@
+"""Query vectors for ``Index.search``: embed each query input, weight, sum, renormalise (the paper's
+"embedding arithmetic" for composing modalities)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+#: Order of the query inputs (``Index.search``'s keyword order); a list of weights follows it.
+QUERY_KINDS: tuple[str, ...] = ("text", "image", "audio", "video", "depth", "thermal", "imu")
+
+
+def _unit_rows(x: np.ndarray, what: str) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    bad = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
+    if bad.any():
+        raise InputError(what, "query", f"query {int(np.argmax(bad))} is a zero or non-finite vector; it has no direction")
+    return (x / norms).astype(np.float32)
+
+
+def _as_vectors(vector: Any, dim: int) -> tuple[np.ndarray, bool]:
+    arr = np.asarray(vector, dtype=np.float32)
+    if arr.ndim not in (1, 2) or arr.shape[-1] != dim:
+        raise InputError("vector", "query", f"expected a vector of shape ({dim},) or a batch (q, {dim}), got shape "
+                         f"{tuple(arr.shape)}")
+    return _unit_rows(arr.reshape(-1, dim), "vector"), arr.ndim == 2
+
+
+def _weights(weights: dict[str, float] | Sequence[float] | None, given: list[str]) -> dict[str, float]:
+    if weights is None:
+        return {g: 1.0 for g in given}
+    if isinstance(weights, dict):
+        unknown = sorted(set(weights) - set(given))
+        if unknown:
+            raise ValueError(f"weights name {unknown} but the query inputs are {given}")
+        return {g: float(weights.get(g, 1.0)) for g in given}
+    weights = list(weights)
+    if len(weights) != len(given):
+        raise ValueError(f"expected {len(given)} weights (for {', '.join(given)}), got {len(weights)}")
+    return {g: float(w) for g, w in zip(given, weights)}
+
+
+def compose(model: Any, inputs: dict[str, Any], vector: Any, weights: Any, dim: int) -> tuple[np.ndarray, bool]:
+    """Query matrix (q, dim) float32 of unit vectors, and whether the call was a batch.
+
+    ``inputs`` maps kind -> one item or a list of items (a batch); ``vector`` raw vectors (D,) or (q, D).
+    Raises InputError when a query input cannot be embedded (the message names it).
+    """
+    if not inputs and vector is None:
+        raise ValueError("search needs a query: text=, image=, audio=, video=, depth=, thermal=, imu= or vector=")
+    parts: dict[str, np.ndarray] = {}
+    sizes: dict[str, int] = {}
+    batched = False
+    if inputs:
+        lists = {k: (v if isinstance(v, list) else [v]) for k, v in inputs.items()}
+        batched = any(isinstance(v, list) for v in inputs.values())
+        if len({len(v) for v in lists.values()}) > 1:
+            raise ValueError(f"batch queries need lists of one length; got {({k: len(v) for k, v in lists.items()})}")
+        emb = model.embed(**lists, show_progress_bar=False, strict=False)
+        if emb.errors:
+            e = emb.errors[0]
+            raise InputError(e.item, e.kind, f"query input cannot be embedded: {e.reason}")
+        for kind in lists:
+            parts[kind] = _unit_rows(np.asarray(emb[kind], dtype=np.float32), kind)
+            sizes[kind] = len(lists[kind])
+    if vector is not None:
+        parts["vector"], vec_batched = _as_vectors(vector, dim)
+        sizes["vector"] = len(parts["vector"])
+        batched = batched or vec_batched
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"batch queries need lists of one length; got {sizes}")
+    if parts and next(iter(parts.values())).shape[1] != dim:
+        raise InputError("query", "query", f"the model gives {next(iter(parts.values())).shape[1]}-d vectors but "
+                         f"the index holds {dim}-d ones")
+    if len(parts) == 1:
+        return next(iter(parts.values())), batched
+    w = _weights(weights, list(parts))
+    total = sum(w[k] * parts[k] for k in parts)
+    return _unit_rows(total, "+".join(parts)), batched

@@ -1,0 +1,420 @@
+"""The metadata store of an index directory: SQLite (WAL) holding every item and its fp16 vector.
+
+SQLite is the source of truth. Every add/remove is one transaction that also bumps a ``version`` counter and
+logs the ids it touched in ``changes``; the per-modality FAISS files are a cache stamped with the version they
+reflect, so a cache left stale by a crash is repaired by replaying the changes logged after its stamp.
+
+Ids are stable 64-bit integers derived from the item's key (its URI, or ``<kind>:<content hash>`` for in-memory
+items): ``blake2b(key, digest_size=8) & (2**63 - 1)``, with linear probing on the rare collision, so a sharded
+build and a one-process build agree on every id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import IndexStoreError
+
+FORMAT_VERSION = 1
+DB_NAME = "meta.sqlite"
+MANIFEST_NAME = "manifest.json"
+_ID_MASK = (1 << 63) - 1
+_CHUNK = 900  # stays under SQLite's default limit on bound parameters
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id            INTEGER PRIMARY KEY,
+    key           TEXT NOT NULL UNIQUE,
+    modality      TEXT NOT NULL,
+    uri           TEXT,
+    content_hash  TEXT NOT NULL,
+    metadata      TEXT NOT NULL DEFAULT '{}',
+    text          TEXT,
+    added_at      REAL NOT NULL,
+    file_size     INTEGER,
+    file_mtime_ns INTEGER,
+    vector        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_modality ON items(modality);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (version INTEGER NOT NULL, modality TEXT NOT NULL, id INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS changes_by_version ON changes(modality, version);
+CREATE TABLE IF NOT EXISTS failures (
+    key TEXT PRIMARY KEY, modality TEXT, uri TEXT, reason TEXT NOT NULL, at REAL NOT NULL
+);
+"""
+
+
+def crash_point(name: str) -> None:
+    """Kill this process with SIGKILL when ``$BINDKIT_CRASH_AT`` names this point (crash-safety tests only)."""
+    if os.environ.get("BINDKIT_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def id_for(key: str) -> int:
+    """The preferred 63-bit id of an item key (before collision probing)."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & _ID_MASK
+
+
+def hash_bytes(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def hash_file(path: str | os.PathLike) -> str:
+    """Content hash of a file, streamed (hex, 128-bit blake2b)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_object(item: Any) -> str:
+    """Content hash of an in-memory item: str, bytes, numpy array, torch tensor, PIL image, or a tuple/list of
+    those (e.g. ``(waveform, sample_rate)``). Raises TypeError for anything else."""
+    h = hashlib.blake2b(digest_size=16)
+
+    def feed(x: Any) -> None:
+        if isinstance(x, str):
+            h.update(b"s" + x.encode("utf-8"))
+        elif isinstance(x, (bytes, bytearray, memoryview)):
+            h.update(b"b" + bytes(x))
+        elif isinstance(x, (bool, int, float)):
+            h.update(b"n" + repr(x).encode())
+        elif isinstance(x, np.ndarray):
+            h.update(f"a{x.dtype.str}{x.shape}".encode() + np.ascontiguousarray(x).tobytes())
+        elif type(x).__module__.startswith("torch"):
+            feed(x.detach().cpu().numpy())
+        elif hasattr(x, "tobytes") and hasattr(x, "mode") and hasattr(x, "size"):  # PIL image
+            h.update(f"p{x.mode}{x.size}".encode() + x.tobytes())
+        elif isinstance(x, (tuple, list)):
+            h.update(f"t{len(x)}".encode())
+            for part in x:
+                feed(part)
+        elif hasattr(x, "read"):  # binary file object: hash its bytes and rewind for the loader
+            pos = x.tell() if hasattr(x, "tell") else None
+            h.update(b"b" + x.read())
+            if pos is not None:
+                x.seek(pos)
+        else:
+            raise TypeError(f"cannot hash an item of type {type(x).__name__}")
+
+    feed(item)
+    return h.hexdigest()
+
+
+def to_f16(vectors: np.ndarray) -> np.ndarray:
+    """float32 (n, D) -> float16 (n, D), the precision vectors are stored (and indexed) at."""
+    return np.ascontiguousarray(vectors, dtype=np.float32).astype("<f2")
+
+
+@dataclass
+class ItemRow:
+    """One item to write. ``vector`` is float32 (dim,), a unit vector."""
+
+    key: str
+    modality: str
+    content_hash: str
+    vector: np.ndarray
+    uri: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    text: str | None = None
+    file_size: int | None = None
+    file_mtime_ns: int | None = None
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a partial one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the index is an ordinary folder of files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    atomic_write_bytes(Path(directory) / MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    """The manifest, or None when it is missing or unreadable (it is rebuilt from SQLite then)."""
+    try:
+        return json.loads((Path(directory) / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Store:
+    """SQLite metadata + vector store of one index directory. Not thread-safe; one per process/thread."""
+
+    def __init__(self, directory: str | os.PathLike, create: bool = False):
+        self.directory = Path(directory)
+        self.path = self.directory / DB_NAME
+        if not create and not self.path.is_file():
+            raise IndexStoreError(
+                f"{self.directory} is not a bindkit index (no {DB_NAME}); create one with "
+                "bindkit.Index.create(path, model=...) or `bindkit index build`"
+            )
+        if create:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves so one add is exactly one transaction.
+            # check_same_thread=False: Index serialises access with its own lock, and servers call it from
+            # worker threads.
+            self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60.0, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a process crash never loses a committed transaction (only power loss may
+            # drop the last ones), and a build commits many batches.
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            if create:
+                self.conn.executescript(_SCHEMA)
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise IndexStoreError(f"{self.path} is not a readable SQLite database ({exc}); restore it or rebuild") from exc
+        if not {"items", "state", "info", "changes"} <= tables:
+            raise IndexStoreError(f"{self.path} lacks the bindkit tables; it is not a bindkit index")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---- transactions and counters -------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``: all writes inside land together or not at all."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every read inside sees one committed state, and writers are not blocked (WAL)."""
+        self.conn.execute("BEGIN DEFERRED")
+        try:
+            yield self.conn
+        finally:
+            self.conn.execute("COMMIT")
+
+    def counter(self, name: str) -> int:
+        row = self.conn.execute("SELECT value FROM state WHERE name=?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def bump_counter(self, name: str, by: int = 1) -> int:
+        """Add ``by`` to a counter (call inside a transaction); returns the new value."""
+        self.conn.execute(
+            "INSERT INTO state(name, value) VALUES(?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+            (name, by, by),
+        )
+        return self.counter(name)
+
+    def version(self) -> int:
+        """The number of committed write transactions; FAISS caches are stamped with it."""
+        return self.counter("version")
+
+    def embedded_total(self) -> int:
+        """How many items were ever embedded into this index (a resumed build must not embed one twice)."""
+        return self.counter("embedded")
+
+    def get_info(self, name: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM info WHERE name=?", (name,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_info(self, name: str, value: Any) -> None:
+        self.conn.execute(
+            "INSERT INTO info(name, value) VALUES(?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            (name, json.dumps(value, sort_keys=True)),
+        )
+
+    # ---- writes (inside a transaction) ------------------------------------------------------------------------
+    def _assign_id(self, key: str) -> int:
+        row = self.conn.execute("SELECT id FROM items WHERE key=?", (key,)).fetchone()
+        if row:
+            return int(row[0])
+        candidate = id_for(key)
+        while self.conn.execute("SELECT 1 FROM items WHERE id=?", (candidate,)).fetchone():
+            candidate = (candidate + 1) & _ID_MASK  # a different key holds it: probe the next id
+        return candidate
+
+    def upsert(self, rows: Sequence[ItemRow], version: int) -> tuple[list[int], list[tuple[int, str]]]:
+        """Insert or replace items by key. Returns (ids in row order, [(id, old modality)] of replaced items).
+        Logs every touched (modality, id) in ``changes`` at ``version``."""
+        ids: list[int] = []
+        replaced: list[tuple[int, str]] = []
+        now = time.time()
+        for row in rows:
+            old = self.conn.execute("SELECT id, modality FROM items WHERE key=?", (row.key,)).fetchone()
+            item_id = int(old[0]) if old else self._assign_id(row.key)
+            if old:
+                replaced.append((item_id, old[1]))
+                if old[1] != row.modality:
+                    self.conn.execute("INSERT INTO changes VALUES(?, ?, ?)", (version, old[1], item_id))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO items(id, key, modality, uri, content_hash, metadata, text, added_at,"
+                " file_size, file_mtime_ns, vector) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                (item_id, row.key, row.modality, row.uri, row.content_hash, json.dumps(row.metadata or {}),
+                 row.text, now, row.file_size, row.file_mtime_ns, to_f16(row.vector).tobytes()),
+            )
+            self.conn.execute("INSERT INTO changes VALUES(?, ?, ?)", (version, row.modality, item_id))
+            self.conn.execute("DELETE FROM failures WHERE key=?", (row.key,))
+            ids.append(item_id)
+        return ids, replaced
+
+    def update_metadata(self, ids: Sequence[int], metadata: Sequence[dict[str, Any]]) -> None:
+        """Replace user metadata of existing items (vectors untouched, so no change is logged)."""
+        self.conn.executemany("UPDATE items SET metadata=? WHERE id=?",
+                              [(json.dumps(m or {}), int(i)) for i, m in zip(ids, metadata)])
+
+    def update_file_stats(self, stats: Sequence[tuple[int, int | None, int | None]]) -> None:
+        """Record new (id, size, mtime_ns) of files whose content proved unchanged (next scan skips hashing)."""
+        self.conn.executemany("UPDATE items SET file_size=?, file_mtime_ns=? WHERE id=?",
+                              [(s, t, int(i)) for i, s, t in stats])
+
+    def delete(self, ids: Sequence[int], version: int) -> list[tuple[int, str]]:
+        """Delete items; returns [(id, modality)] of those that existed."""
+        gone: list[tuple[int, str]] = []
+        for chunk in _chunks([int(i) for i in ids]):
+            q = ",".join("?" * len(chunk))
+            gone += [(int(i), m) for i, m in self.conn.execute(f"SELECT id, modality FROM items WHERE id IN ({q})", chunk)]
+            self.conn.execute(f"DELETE FROM items WHERE id IN ({q})", chunk)
+        self.conn.executemany("INSERT INTO changes VALUES(?, ?, ?)", [(version, m, i) for i, m in gone])
+        return gone
+
+    def record_failures(self, failures: Sequence[tuple[str, str | None, str | None, str]]) -> None:
+        """Remember failed items: (key, modality, uri, reason)."""
+        now = time.time()
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO failures(key, modality, uri, reason, at) VALUES(?,?,?,?,?)",
+            [(k, m, u, r, now) for k, m, u, r in failures],
+        )
+
+    # ---- reads --------------------------------------------------------------------------------------------
+    def count(self, modality: str | None = None) -> int:
+        if modality is None:
+            return int(self.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+        return int(self.conn.execute("SELECT COUNT(*) FROM items WHERE modality=?", (modality,)).fetchone()[0])
+
+    def modality_counts(self) -> dict[str, int]:
+        return {m: int(n) for m, n in self.conn.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality")}
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, tuple[int, str, str, int | None, int | None]]:
+        """key -> (id, modality, content_hash, file_size, file_mtime_ns) for the keys that are stored."""
+        out: dict[str, tuple[int, str, str, int | None, int | None]] = {}
+        for chunk in _chunks(list(keys)):
+            q = ",".join("?" * len(chunk))
+            for k, i, m, h, s, t in self.conn.execute(
+                f"SELECT key, id, modality, content_hash, file_size, file_mtime_ns FROM items WHERE key IN ({q})", chunk
+            ):
+                out[k] = (int(i), m, h, s, t)
+        return out
+
+    def keys(self) -> dict[str, int]:
+        """Every stored key -> id."""
+        return {k: int(i) for k, i in self.conn.execute("SELECT key, id FROM items")}
+
+    def ids(self, modality: str | None = None, where: tuple[str, list[Any]] | None = None) -> np.ndarray:
+        """Ids (int64, ascending) of the items of ``modality`` (all when None) matching a compiled filter."""
+        sql, params = "SELECT id FROM items WHERE 1", []
+        if modality is not None:
+            sql, params = sql + " AND modality=?", [modality]
+        if where is not None:
+            sql += f" AND ({where[0]})"
+            params += list(where[1])
+        rows = self.conn.execute(sql + " ORDER BY id", params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors(self, modality: str | None = None, ids: Sequence[int] | None = None, chunk: int = 65536
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids int64 (n,), vectors float32 (n, dim)) in chunks, ordered by id."""
+        if ids is not None:
+            for part in _chunks(sorted(int(i) for i in ids)):
+                q = ",".join("?" * len(part))
+                sql, params = f"SELECT id, vector FROM items WHERE id IN ({q})", list(part)
+                if modality is not None:
+                    sql, params = sql + " AND modality=?", params + [modality]
+                got = self.conn.execute(sql + " ORDER BY id", params).fetchall()
+                if got:
+                    yield _unpack(got)
+            return
+        sql, params = "SELECT id, vector FROM items", []
+        if modality is not None:
+            sql, params = sql + " WHERE modality=?", [modality]
+        cur = self.conn.execute(sql + " ORDER BY id", params)
+        while True:
+            got = cur.fetchmany(chunk)
+            if not got:
+                return
+            yield _unpack(got)
+
+    def rows(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """id -> {id, modality, uri, metadata, text, content_hash, added_at} for the ids that exist."""
+        out: dict[int, dict[str, Any]] = {}
+        for part in _chunks([int(i) for i in ids]):
+            q = ",".join("?" * len(part))
+            for i, m, u, md, t, h, a in self.conn.execute(
+                f"SELECT id, modality, uri, metadata, text, content_hash, added_at FROM items WHERE id IN ({q})", part
+            ):
+                out[int(i)] = {"id": int(i), "modality": m, "uri": u, "metadata": json.loads(md), "text": t,
+                               "content_hash": h, "added_at": a}
+        return out
+
+    def changed_since(self, modality: str, version: int) -> np.ndarray:
+        """Ids of ``modality`` touched by transactions after ``version``."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT id FROM changes WHERE modality=? AND version>?", (modality, int(version))
+        ).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def changed_modalities(self, version: int) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT modality FROM changes WHERE version>?", (int(version),))}
+
+    def log_floor(self) -> int:
+        """Changes at or below this version were pruned; caches stamped older must be rebuilt."""
+        return self.counter("log_floor")
+
+    def prune_changes(self, upto: int) -> None:
+        """Forget changes at or below ``upto`` (call inside a transaction, once every cache is past it)."""
+        self.conn.execute("DELETE FROM changes WHERE version<=?", (int(upto),))
+        self.conn.execute(
+            "INSERT INTO state(name, value) VALUES('log_floor', ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            (int(upto),),
+        )
+
+    def failures(self) -> list[dict[str, Any]]:
+        return [{"item": u or k, "modality": m, "reason": r}
+                for k, m, u, r in self.conn.execute("SELECT key, modality, uri, reason FROM failures ORDER BY key")]
+
+
+def _unpack(rows: list[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f2").reshape(len(rows), -1).astype(np.float32)
+    return ids, vecs
+
+
+def _chunks(seq: list, size: int = _CHUNK) -> Iterator[list]:
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
