@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="checkpoint file or converted directory (default: weights/ and the cache)")
     p.add_argument("--download", action="store_true",
                    help="download the card's weights if none are found (imagebind_huge: 4.5 GB, CC BY-NC 4.0)")
+    p.add_argument("--index", type=Path, help="also keep the demo's search index in this directory "
+                   "(default: a temporary one)")
     p.set_defaults(func=run)
 
 
@@ -78,4 +80,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"\n{a} x {b}")
             for name, row in zip(labels[a], sims):
                 print(f"  {name[:28]:<28}" + "".join(f"{v:>15.3f}" for v in row))
+    _search_demo(model, [p for v in by_kind.values() for p in v], texts, args.index)
     return 0
+
+
+def _search_demo(model, files: list[Path], texts: list[str], where: Path | None) -> None:
+    """Index the files, then search them with each text: the best hit per modality."""
+    import tempfile
+
+    import bindkit
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = where or Path(tmp) / "index"
+        index = bindkit.Index.create(path, model=model, exist_ok=True)
+        index.add([str(f) for f in files], strict=False, show_progress_bar=False)
+        print(f"\ncross-modal search over {len(index)} indexed files ({path})")
+        for text, hits in zip(texts, index.search(text=texts, k=1)):
+            best = ", ".join(f"{kind}: {h[0].uri and Path(h[0].uri).name} ({h[0].score:.3f})"
+                             for kind, h in hits.items() if h)
+            print(f"  {text[:28]:<28} -> {best}")
+        index.close()
