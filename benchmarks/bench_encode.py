@@ -68,15 +68,12 @@ def main() -> None:
         build_s = time.perf_counter() - t
         n = BATCH[mod]
         x = make_batch(mod, n)
-        kind = "audio" if mod == "audio" else mod
         ref_sd = {reference_layout.to_reference(k): v for k, v in model.encoders.state_dict().items()}
+        bf = bindkit.load_model("imagebind_huge", weights=ref_sd, modalities=[mod], dtype="bf16")
         with torch.inference_mode():
-            ref_s = timed(lambda: reference_oracle.forward(ref_sd, heads, kind, x), args.repeats)
-            ours_s = timed(lambda: model.encode(kind, x), args.repeats)
-            bf = bindkit.build_model("imagebind_huge", modalities=[mod], device="meta")
-            bf.encoders.load_state_dict({k: v.to(torch.bfloat16) if v.is_floating_point() else v
-                                         for k, v in model.encoders.state_dict().items()}, assign=True)
-            bf16_s = timed(lambda: bf.encode(kind, x), args.repeats)
+            ref_s = timed(lambda: reference_oracle.forward(ref_sd, heads, mod, x), args.repeats)
+            ours_s = timed(lambda: model.encode(mod, x), args.repeats)
+            bf16_s = timed(lambda: bf.encode(mod, x), args.repeats)
         rows.append((mod, n, build_s, n / ref_s, n / ours_s, n / bf16_s))
         del model, bf, ref_sd
 

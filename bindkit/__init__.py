@@ -18,6 +18,7 @@ from .errors import (
     BindkitError,
     CardError,
     CheckpointError,
+    DeviceError,
     IndexStoreError,
     InputError,
     ModalityError,
@@ -52,7 +53,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BindModel", "BindkitError", "Card", "CardError", "CheckpointError", "Embeddings", "Hit", "Index",
+    "BindModel", "BindkitError", "Card", "CardError", "CheckpointError", "DeviceError", "Embeddings", "Hit", "Index",
     "IndexStoreError", "InputError", "ItemError", "ModalityError", "WeightsNotFoundError", "add_card_path",
     "build_model", "convert", "fetch_weights", "list_encoders", "load_card", "load_model", "preprocess",
 ]

@@ -164,9 +164,14 @@ def _validate(d: Mapping[str, Any], where: str) -> Card:
     for m, cfg in mods.items():
         if m not in ENCODERS:
             raise CardError(f"{where}: unknown modality {m!r} (expected one of {', '.join(ENCODERS)})")
+        if not isinstance(cfg, Mapping):
+            raise CardError(f"{where}: modality {m!r} must be an object of hyper-parameters")
         need = [k for k in _COMMON_KEYS + _REQUIRED[m] if k not in cfg]
         if need:
             raise CardError(f"{where}: modality {m!r} lacks {', '.join(need)}")
+        bad = [k for k in _COMMON_KEYS if isinstance(cfg[k], bool) or not isinstance(cfg[k], int) or cfg[k] < 1]
+        if bad:
+            raise CardError(f"{where}: {m}.{bad[0]} must be a positive integer, got {cfg[bad[0]]!r}")
         if int(cfg["embed_dim"]) % int(cfg["num_heads"]):
             raise CardError(
                 f"{where}: {m}.embed_dim={cfg['embed_dim']} is not divisible by num_heads={cfg['num_heads']}"
@@ -204,6 +209,8 @@ def load_card(spec: "str | os.PathLike | Mapping[str, Any] | Card") -> Card:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise CardError(f"card file {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise CardError(f"card file {path}: a card must be a JSON object, got {type(data).__name__}")
         if "modalities" not in data and any(k.endswith("_embed_dim") for k in data):
             data = from_reference_kwargs(data, name=path.stem)
         return _validate(data, str(path))

@@ -41,3 +41,16 @@ class InputError(BindkitError, ValueError):
 
 class IndexStoreError(BindkitError, RuntimeError):
     """An index directory is missing, corrupt, or was built with another model."""
+
+
+class DeviceError(BindkitError, ValueError):
+    """A torch device name that is malformed or not available on this machine."""
+
+
+def describe_exc(exc: BaseException, with_type: bool = True) -> str:
+    """``"TypeName: first line of the message"`` (or the first line alone), to quote a library's complaint
+    inside one of our messages instead of showing its stack trace."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {lines[0]}" if with_type else lines[0]

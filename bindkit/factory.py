@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from .cards import Card, load_card
-from .errors import CheckpointError, ModalityError
-from .modality import ENCODERS, encoder_of
+from .errors import CheckpointError, DeviceError, ModalityError
+from .modality import ENCODERS
 from .models import BindModel
 from .models import reference_layout as layout
 from .weights.convert import parse_dtype as _parse_dtype
+from .weights.read import canonical_modalities
 
 CardSpec = "str | os.PathLike | Mapping[str, Any] | Card"
 _SHOW = 5  # how many offending keys an error message lists
@@ -23,18 +24,30 @@ _SHOW = 5  # how many offending keys an error message lists
 def _resolve_modalities(card: Card, modalities: Iterable[str] | None) -> list[str]:
     if modalities is None:
         return [m for m in ENCODERS if m in card.modalities]
-    if isinstance(modalities, str):
-        modalities = [modalities]
-    wanted = []
-    for name in modalities:
-        enc = encoder_of(name)
-        if enc not in card.modalities:
-            raise ModalityError(f"card {card.name!r} has no {enc!r} encoder (it has: {', '.join(card.modalities)})")
-        if enc not in wanted:
-            wanted.append(enc)
+    wanted = canonical_modalities(modalities)  # aliases resolved, ENCODERS order; ModalityError when unknown
     if not wanted:
         raise ModalityError("modalities=[] selects no encoder; pass None for all of them")
-    return [m for m in ENCODERS if m in wanted]
+    absent = [m for m in wanted if m not in card.modalities]
+    if absent:
+        raise ModalityError(f"card {card.name!r} has no {absent[0]!r} encoder (it has: {', '.join(card.modalities)})")
+    return wanted
+
+
+def resolve_device(device: "str | torch.device") -> torch.device:
+    """``device`` as a torch.device; DeviceError for a malformed name or a GPU this machine does not have."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or meta") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"device {device!r}: CUDA is not available on this machine; use device='cpu'")
+        if dev.index is not None and dev.index >= count:
+            raise DeviceError(f"device {device!r}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {device!r}: MPS is not available on this machine; use device='cpu'")
+    return dev
 
 
 def _init_weights(model: nn.Module) -> None:
@@ -62,9 +75,10 @@ def build_model(
     """
     card = load_card(spec)
     mods = _resolve_modalities(card, modalities)
-    with torch.device(device):
+    device = resolve_device(device)
+    with device:
         model = BindModel(card, mods)
-    if torch.device(device).type != "meta":
+    if device.type != "meta":
         with torch.no_grad():
             _init_weights(model)
     dt = _parse_dtype(dtype)
@@ -161,6 +175,7 @@ def load_model(
 
     card = load_card(spec)
     mods = _resolve_modalities(card, modalities)
+    dev = resolve_device(device)
     if weights is None:
         found = wio.locate_weights(card)
         if found is None:
@@ -169,7 +184,6 @@ def load_model(
             found = wio.fetch_weights(card)
         weights = found
     state = wio.read_state_dict(weights, mods)
-    dev = torch.device(device)
     if dev.type != "meta" and any(t.device.type == "meta" for t in state.values() if isinstance(t, torch.Tensor)):
         raise CheckpointError("the state dict holds meta tensors (no data); load it with device='meta'")
     with torch.device("meta"):

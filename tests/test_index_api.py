@@ -288,3 +288,26 @@ def test_big_caches_are_written_lazily_and_replayed(index, tiny_model, monkeypat
         assert_consistent(other)
     index.flush()
     assert VectorIndex.load(index.path / "text")[1] == index._store.version()
+
+
+def test_exact_disk_mode_is_rebuilt_without_a_float32_copy(index, tiny_model, monkeypatch):
+    """The fp16-on-disk exact mode (the fallback for big unstructured collections) survives a lost cache, and
+    the rebuild fills it directly rather than building a float32 Flat first."""
+    from bindkit.index.faiss_index import VectorIndex
+
+    index.add([f"caption number {i}" for i in range(300)], modality="text", batch_size=128)
+    infos = index.optimize(["text"], index_key="exact:raw-f16", progress=False)
+    assert infos["text"]["key"] == "exact:raw-f16"
+    path = index.path
+    index.close()
+    shutil.rmtree(path / "text")
+    created = []
+    real_create = VectorIndex.create.__func__
+    monkeypatch.setattr(VectorIndex, "create",
+                        classmethod(lambda cls, dim, key=None: created.append(key) or real_create(cls, dim, key)))
+    with Index.open(path, model=tiny_model) as ix:
+        assert ix._caches.vi["text"].key == "exact:raw-f16"
+        assert "exact:raw-f16" in created and None not in created
+        hit = ix.search(text="caption number 7", k=1, modalities="text")["text"][0]
+        assert hit.text == "caption number 7" and hit.score > 0.999
+        assert_consistent(ix)

@@ -43,6 +43,7 @@ def test_shuffled_columns_and_aliases_give_the_same_tensor(samples_dir, tmp_path
     cols = read_named(path)
     shuffled = tmp_path / "shuffled.csv"
     order = list(np.random.default_rng(0).permutation(list(cols)))
+    assert order != list(cols)  # a real shuffle, so a loader reading by position would fail
     write_csv(shuffled, cols, order)
     aliases = {"accl_x": "ax", "accl_y": "AccY", "accl_z": "accelerometer_z", "gyro_x": "gx",
                "gyro_y": "Gyr_Y", "gyro_z": "gyro_z (rad/s)"}

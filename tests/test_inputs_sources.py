@@ -68,5 +68,8 @@ def test_item_errors(tmp_path):
         (12345, "unsupported item type int"),
     ]
     for item, words in cases:
-        with pytest.raises(InputError, match=words):
+        with pytest.raises(InputError, match=words) as info:
             to_source(item, 0, "audio")
+        # paths are named by their path, in-memory items by their position
+        assert info.value.item == (str(item) if isinstance(item, Path) else "#0")
+        assert info.value.modality == "audio"

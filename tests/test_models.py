@@ -198,6 +198,14 @@ def test_unknown_modality_and_bad_text(tiny_model):
         tiny_model.encode("text", torch.full((1, 77), 10**6))
 
 
+def test_bad_devices_are_clear_errors(tiny_state_dict):
+    with pytest.raises(bindkit.DeviceError, match="unknown device 'gpu0'"):
+        bindkit.load_model("imagebind_tiny", weights=tiny_state_dict, modalities=["imu"], device="gpu0")
+    missing = "cuda:99" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(bindkit.DeviceError, match="CUDA"):
+        bindkit.build_model("imagebind_tiny", modalities=["imu"], device=missing)
+
+
 def test_missing_weights_name_the_fetch_command(monkeypatch, tmp_path):
     monkeypatch.setenv("BINDKIT_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -211,12 +219,14 @@ def test_truncated_and_foreign_files_are_refused(tmp_path, tiny_state_dict):
     data = good.read_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="truncated or corrupt") as info:
         bindkit.load_model("imagebind_tiny", weights=cut, modalities=["imu"])
+    assert str(cut) in str(info.value)
     text = tmp_path / "notes.pth"
     text.write_text("these are not weights\n")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint.*a text file") as info:
         bindkit.load_model("imagebind_tiny", weights=text, modalities=["imu"])
+    assert str(text) in str(info.value)
     model = bindkit.load_model("imagebind_tiny", weights=good, modalities=["imu"])
     assert model.modalities == ("imu",)
 

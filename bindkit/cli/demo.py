@@ -39,9 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    import bindkit
-    from bindkit.errors import WeightsNotFoundError
-    from bindkit.inputs import kind_from_path
+    from ..errors import WeightsNotFoundError
+    from ..inputs import kind_from_path
+    from .common import load_model_for
 
     files = list(args.files) or _default_files()
     texts = args.text or _DEFAULT_TEXTS
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         by_kind.setdefault(kind, []).append(f)
     needed = sorted({*by_kind, "text"})
     try:
-        model = bindkit.load_model(args.model, weights=args.weights, modalities=needed, download=args.download)
+        model = load_model_for(None, args.model, args.weights, "cpu", modalities=needed, download=args.download)
     except WeightsNotFoundError as exc:
         print(f"No weights for {args.model!r} yet.\n{exc}\n"
               f"Or run: bindkit demo --download   (then the demo runs)")

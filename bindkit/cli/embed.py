@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_path, atomic_write_bytes
+from .common import add_model_args, load_model_for, positive_int
+
 _OUT_SUFFIXES = (".npy", ".parquet")
 
 
@@ -33,17 +36,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--modality", metavar="KIND",
                    help="modality of every FILE: image, video, text, audio, depth, thermal, imu "
                    "(default: guessed per file)")
-    p.add_argument("--model", default="imagebind_huge", metavar="CARD",
-                   help="encoder card name or path (default: imagebind_huge)")
-    p.add_argument("--weights", metavar="PATH",
-                   help="checkpoint (.pth, .safetensors) or converted directory (default: look up / download "
-                   "the card's weights)")
+    add_model_args(p, for_index=False)
     p.add_argument("--out", required=True, metavar="OUT", help="output file: .npy or .parquet")
     p.add_argument("--errors", metavar="REPORT.json", help="write the list of files that failed, with reasons")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="items per forward pass (default 32)")
+    p.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
+                   help="items per forward pass (default 32)")
     p.add_argument("--num-workers", type=int, default=None, metavar="N",
-                   help="loader threads (default: the CPU count, at most 8)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+                   help="loader threads (default: the CPU count, at most 8; 0 or 1: load in the main thread)")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KIND.KEY=VALUE",
                    help="loader option, e.g. imu.fit=crop_pad, audio.reference_inplace_mean=false, "
                    "depth.sunrgbd=true (JSON values); repeatable")
@@ -79,12 +78,17 @@ def _plan(files: list[str], modality: str | None) -> tuple[list[str | None], lis
         kind = input_kind(modality)
         return [kind] * len(files), []
     kinds = [kind_from_path(f) for f in files]
-    errors = [
-        {"index": i, "path": f, "modality": None,
-         "reason": "cannot tell the modality from the file name; pass -m KIND"}
-        for i, (f, k) in enumerate(zip(files, kinds)) if k is None
-    ]
+    errors = [{"index": i, "path": f, "modality": None, "reason": _why_no_kind(f)}
+              for i, (f, k) in enumerate(zip(files, kinds)) if k is None]
     return kinds, errors
+
+
+def _why_no_kind(path: str) -> str:
+    if os.path.isdir(path):
+        return "is a directory; pass the files inside it (e.g. a glob like dir/*)"
+    if not os.path.exists(path):
+        return "no such file; check the path"
+    return "cannot tell the modality from the file name; pass -m KIND"
 
 
 def _read_text(path: str) -> str | None:
@@ -97,16 +101,18 @@ def _read_text(path: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     import bindkit
 
+    from ..inputs import resolve_params
     from ..modality import encoder_of
 
     files = list(args.files)
     kinds, errors = _plan(files, args.modality)
     options = parse_options(args.option)
-    if args.batch_size < 1:
-        raise SystemExit("error: --batch-size must be at least 1")
     out = Path(args.out)
     if out.suffix.lower() not in _OUT_SUFFIXES:
         raise SystemExit(f"error: --out must end in {' or '.join(_OUT_SUFFIXES)}, got {out.name!r}")
+    for path in (out, Path(args.errors) if args.errors else None):
+        if path is not None:
+            _make_parent(path)
 
     groups: dict[str, list[int]] = {}
     items: dict[str, list[Any]] = {}
@@ -123,10 +129,15 @@ def run(args: argparse.Namespace) -> int:
         items.setdefault(k, []).append(item)
 
     card = bindkit.load_card(args.model)
+    for kind, opts in options.items():  # bad options fail now, before any weights are read
+        try:
+            resolve_params(kind, card, opts)
+        except ValueError as exc:
+            raise SystemExit(f"error: --option for {kind}: {exc}") from None
     matrix = np.full((len(files), card.out_embed_dim), np.nan, dtype=np.float32)
     if items:
-        model = bindkit.load_model(args.model, weights=args.weights,
-                                   modalities=sorted({encoder_of(k) for k in items}), device=args.device)
+        model = load_model_for(None, args.model, args.weights, args.device,
+                               modalities=sorted({encoder_of(k) for k in items}))
         result = model.embed(**items, batch_size=args.batch_size, num_workers=args.num_workers,
                              show_progress_bar=None if not args.quiet else False, strict=args.strict,
                              options=options)
@@ -142,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     _write(out, matrix, files, modalities, ok, model_name=card.name)
     if args.errors:
         report = {"model": card.name, "files": len(files), "embedded": len(files) - len(failed), "errors": errors}
-        _atomic_write_bytes(Path(args.errors), json.dumps(report, indent=2).encode())
+        _save(Path(args.errors), json.dumps(report, indent=2).encode())
     if not args.quiet:
         print(f"embedded {len(files) - len(failed)} of {len(files)} file(s) (dim {card.out_embed_dim}) -> {out}")
         for e in errors[:10]:
@@ -158,16 +169,30 @@ def paths_file(out: Path) -> Path:
     return out.with_suffix(".paths.txt")
 
 
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f"error: cannot create the folder {path.parent} for {path.name} "
+                         f"({exc.strerror or exc})") from None
+
+
+def _save(path: Path, data: bytes) -> None:
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise SystemExit(f"error: cannot write {path} ({exc.strerror or exc})") from None
+
+
 def _write(out: Path, matrix: np.ndarray, files: list[str], modalities: list[str], ok: list[bool],
            model_name: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
         import io
 
         buf = io.BytesIO()
         np.save(buf, matrix)
-        _atomic_write_bytes(out, buf.getvalue())
-        _atomic_write_bytes(paths_file(out), "".join(f + "\n" for f in files).encode())
+        _save(out, buf.getvalue())
+        _save(paths_file(out), "".join(f + "\n" for f in files).encode())
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -179,13 +204,8 @@ def _write(out: Path, matrix: np.ndarray, files: list[str], modalities: list[str
         "ok": pa.array(ok, pa.bool_()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), dim),
     }).replace_schema_metadata({"bindkit.model": model_name, "bindkit.dim": str(dim)})
-    tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(out) as tmp:
+            pq.write_table(table, str(tmp))
+    except OSError as exc:
+        raise SystemExit(f"error: cannot write {out} ({exc.strerror or exc})") from None

@@ -5,62 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import IndexStoreError
+from .common import add_model_args, fraction, load_model_for, parse_bytes, positive_int
 
 
-def parse_bytes(text: str) -> int:
-    """``"8G"``, ``"512M"``, ``"1.5GiB"``, ``"1000000"`` -> bytes."""
-    m = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected a size such as 8G or 512M, got {text!r}")
-    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+def _shard(text: str) -> tuple[int, int]:
+    from ..index.build import parse_shard
 
-
-def default_device() -> str:
-    """``cuda:<LOCAL_RANK>`` when CUDA is available (one GPU per torchrun process), else ``cpu``."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
-    return "cpu"
-
-
-def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weights: str | None,
-                   device: str | None, modalities: list[str] | None = None) -> Any:
-    """The model for an index: ``--model``/``--weights`` when given, else the card and weights recorded in the
-    index when it exists, else imagebind_huge (local weights, or download)."""
-    import bindkit
-
-    recorded: dict[str, Any] = {}
-    if index_dir is not None and (Path(index_dir) / "meta.sqlite").is_file():
-        from ..index.store import Store
-
-        store = Store(index_dir)
-        recorded = store.get_info("model") or {}
-        store.close()
-    card = model or recorded.get("card") or "imagebind_huge"
-    if weights is None and card == recorded.get("card"):
-        weights = recorded.get("weights")
-    return bindkit.load_model(card, weights=weights, modalities=modalities, device=device or default_device())
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="CARD", help="encoder card (default: the one the index was built with, "
-                   "else imagebind_huge)")
-    p.add_argument("--weights", metavar="PATH", help="checkpoint or converted weights folder (default: as recorded "
-                   "in the index, else the card's local/cached weights)")
-    p.add_argument("--device", metavar="DEV", help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _optimize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index-key", metavar="KEY", help="force a FAISS index type (factory string, e.g. Flat, HNSW32, "
                    "IVF4096,PQ64); default: chosen from the collection size and --memory-budget")
     p.add_argument("--memory-budget", type=parse_bytes, metavar="SIZE", help="RAM the index may use, e.g. 8G")
-    p.add_argument("--recall-target", type=float, default=0.95, metavar="R",
+    p.add_argument("--recall-target", type=fraction, default=0.95, metavar="R",
                    help="recall@10 the search parameters are tuned to (default 0.95)")
 
 
@@ -85,12 +50,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("sources", nargs="+", metavar="SOURCE", help="folder, manifest or file")
     b.add_argument("--out", required=True, metavar="DIR", help="index folder (created, or updated when it exists)")
-    _model_args(b)
+    add_model_args(b)
     b.add_argument("--modality", metavar="KIND", help="treat every file as this kind (default: infer)")
-    b.add_argument("--batch-size", type=int, default=32, metavar="N", help="items per batch and commit (default 32)")
-    b.add_argument("--workers", type=int, metavar="N", help="loader threads (default: CPU count)")
-    b.add_argument("--shard", metavar="I/N", help="embed only shard I of N into OUT/part-I-of-N (under torchrun: "
-                   "RANK/WORLD_SIZE)")
+    b.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
+                   help="items per batch and commit (default 32)")
+    b.add_argument("--workers", type=positive_int, metavar="N", help="loader threads (default: CPU count)")
+    b.add_argument("--shard", type=_shard, metavar="I/N", help="embed only shard I of N into OUT/part-I-of-N "
+                   "(under torchrun: RANK/WORLD_SIZE)")
     b.add_argument("--sync", action="store_true", help="also remove items whose source files are gone")
     b.add_argument("--no-optimize", action="store_true", help="keep exact search; skip choosing/tuning an index type")
     _optimize_args(b)
@@ -136,9 +102,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..index.build import build, parse_shard, part_dir, shard_from_env
+    from ..index.build import build, part_dir, shard_from_env
 
-    shard = parse_shard(args.shard) if args.shard else shard_from_env()
+    try:
+        shard = args.shard or shard_from_env()
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     target = part_dir(args.out, shard) if shard else Path(args.out)
     model = load_model_for(target, args.model, args.weights, args.device)
     report = build(args.sources, args.out, model, modality=args.modality, batch_size=args.batch_size,

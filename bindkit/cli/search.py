@@ -7,6 +7,8 @@ import json
 
 from ..errors import BindkitError, InputError
 from ..index.query import QUERY_KINDS
+from ..modality import input_kind
+from .common import add_model_args, load_model_for, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,25 +25,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{kind}", action="append", metavar="TEXT" if kind == "text" else "PATH",
                        help=f"{kind} query input (repeatable: several inputs are combined)")
     p.add_argument("--weight", action="append", metavar="KIND=W", help="weight of a query kind (default 1)")
-    p.add_argument("-k", type=int, default=10, help="hits per result modality (default 10)")
+    p.add_argument("-k", type=positive_int, default=10, help="hits per result modality (default 10)")
     p.add_argument("--modality", metavar="KINDS", help="result modalities, comma-separated (default: all)")
     p.add_argument("--where", action="append", metavar="EXPR",
                    help="metadata filter KEY=VALUE (also !=, >, >=, <, <=), repeatable (all must hold)")
-    p.add_argument("--model", metavar="CARD", help="encoder card (default: the one the index was built with)")
-    p.add_argument("--weights", metavar="PATH", help="weights (default: as recorded when the index was built)")
-    p.add_argument("--device", metavar="DEV", help="torch device (default: cuda if available, else cpu)")
+    add_model_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
-def _weights(exprs: list[str] | None) -> dict[str, float]:
+def _weights(exprs: list[str] | None, given: list[str]) -> dict[str, float]:
+    """``["text=0.5"]`` -> ``{"text": 0.5}``; each KIND must be one of the query kinds ``given``."""
     out: dict[str, float] = {}
     for expr in exprs or []:
         kind, _, value = expr.partition("=")
         try:
-            out[kind.strip()] = float(value)
+            weight = float(value)
         except ValueError:
             raise InputError(expr, "query", "expected --weight KIND=NUMBER, e.g. text=0.5") from None
+        kind = input_kind(kind)
+        if kind not in given:
+            raise InputError(expr, "query", f"no --{kind} query input to weight (the inputs are "
+                             f"{', '.join(given)})")
+        out[kind] = weight
     return out
 
 
@@ -51,22 +57,22 @@ def run(args: argparse.Namespace) -> int:
     from ..index import Index
     from ..index.where import parse_cli_filters
     from ..modality import encoder_of
-    from .index import load_model_for
 
     inputs = {kind: getattr(args, kind) for kind in QUERY_KINDS if getattr(args, kind)}
     if not inputs:
         raise BindkitError("give at least one query input: --text, --image, --audio, --video, --depth, "
                            "--thermal or --imu")
     where = parse_cli_filters(args.where or [])
-    weights = _weights(args.weight)
-    model = load_model_for(args.index, args.model, args.weights, args.device,
+    weights = _weights(args.weight, list(inputs))
+    model = load_model_for(args.index, args.model, args.weights, args.device, require_index=True,
                            modalities=sorted({encoder_of(k) for k in inputs}))
     with Index.open(args.index, model=model) as index:
-        # Every input (several per kind allowed) becomes a unit vector, weighted by its kind's weight.
+        # Every input (several per kind allowed) is a unit vector; the query is their weighted sum (search
+        # renormalises it): the same embedding arithmetic as Index.search with one input per kind.
         total = np.zeros(index.dim, np.float32)
         for kind, items in inputs.items():
             emb = model.embed(**{kind: items}, show_progress_bar=False, strict=True)[kind]
-            total += weights.get(kind, 1.0) * (emb / np.linalg.norm(emb, axis=1, keepdims=True)).sum(0)
+            total += weights.get(kind, 1.0) * emb.sum(0)
         hits = index.search(vector=total, k=args.k, modalities=args.modality, where=where)
     if args.json:
         print(json.dumps({kind: [{"id": h.id, "score": h.score, "modality": h.modality, "uri": h.uri,

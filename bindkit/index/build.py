@@ -21,19 +21,20 @@ import csv
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..errors import InputError, ModalityError
+from ..errors import InputError, ModalityError, describe_exc
+from ..fileio import atomic_write_bytes
 from ..modality import input_kind
+from ..progress import progress_bar
 from .api import Index
 from .ingest import ingest
 from .items import Prepared, check_metadata, prepare_file
-from .store import atomic_write_bytes, hash_object, id_for
+from .store import hash_object, id_for
 from .where import parse_value
 
 REPORT_NAME = "build_report.json"
@@ -54,9 +55,17 @@ class Candidate:
 def shard_from_env() -> tuple[int, int] | None:
     """(rank, world size) when running under torchrun (or another launcher setting RANK/WORLD_SIZE)."""
     rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
-    if rank is None or world is None or int(world) <= 1:
+    if rank is None or world is None:
         return None
-    return int(rank), int(world)
+    try:
+        shard = int(rank), int(world)
+    except ValueError:
+        raise ValueError(f"RANK={rank!r} and WORLD_SIZE={world!r} must be integers (as torchrun sets them)") from None
+    if shard[1] <= 1:
+        return None
+    if not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"RANK={rank} is outside 0..WORLD_SIZE-1 (WORLD_SIZE={world})")
+    return shard
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -64,9 +73,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ValueError(f"expected --shard I/N (e.g. 0/4), got {text!r}") from None
+        raise ValueError(f"expected a shard as I/N (e.g. 0/4), got {text!r}") from None
     if not 0 <= i < n:
-        raise ValueError(f"--shard {text}: need 0 <= I < N")
+        raise ValueError(f"shard {text}: need 0 <= I < N")
     return i, n
 
 
@@ -179,13 +188,6 @@ def _prepare(c: Candidate, stored: tuple | None) -> Prepared:
     return prepare_file(c.path, c.kind, c.metadata, stat=st, content_hash=known)
 
 
-def _progress(total: int, enabled: bool | None):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="item", desc="indexing", dynamic_ncols=True, smoothing=0.1,
-                disable=not (sys.stderr.isatty() if enabled is None else enabled))
-
-
 def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: Any, *, modality: str | None = None,
           batch_size: int = 32, workers: int | None = None, shard: tuple[int, int] | None = None, sync: bool = False,
           optimize: bool = True, index_key: str | None = None, memory_budget_bytes: int | None = None,
@@ -194,6 +196,8 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
     ``<index>/build_report.json``). With ``shard=(i, n)`` the partial index goes to ``<out>/part-i-of-n`` and is
     left exact (Flat) for :func:`merge` to optimise. ``weights`` (a path) is recorded so later searches can
     load the same model without repeating it."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
     started = time.time()
     target = part_dir(out, shard) if shard else Path(out)
     candidates, ignored, problems = scan(sources, modality, exclude=Path(out))
@@ -216,7 +220,8 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
         counts = {"found": total_found, "selected": len(candidates), "new": 0, "changed": 0, "unchanged": 0,
                   "embedded": 0, "failed": 0, "removed": removed, "ignored": len(ignored)}
         failures: list[dict[str, Any]] = list(problems)
-        bar = _progress(len(candidates), progress)
+        bar = progress_bar(progress, total=len(candidates), unit="item", desc="indexing", dynamic_ncols=True,
+                           smoothing=0.1)
         for start in range(0, len(candidates), batch_size):
             chunk = candidates[start:start + batch_size]
             stored = index._store.lookup([c.key for c in chunk])
@@ -277,7 +282,7 @@ def _one_by_one(index: Index, prepared: list[Prepared | None], bad: list, batch_
     """Fallback when a whole batch raised: ingest each item alone so only the culprit fails."""
     from .ingest import AddResult
 
-    warnings.warn(f"a batch failed ({type(exc).__name__}: {exc}); retrying its items one by one", RuntimeWarning)
+    warnings.warn(f"a batch failed ({describe_exc(exc)}); retrying its items one by one", RuntimeWarning)
     if bad:
         index._commit([], failures=bad, save=False)
     ids, errors, embedded, unchanged = [], [], 0, 0
@@ -285,7 +290,7 @@ def _one_by_one(index: Index, prepared: list[Prepared | None], bad: list, batch_
         try:
             r = ingest(index, [p], strict=False, batch_size=batch_size, save=False, workers=workers)
         except Exception as item_exc:
-            bad.append((p.key, p.kind, p.uri, f"{type(item_exc).__name__}: {item_exc}"))
+            bad.append((p.key, p.kind, p.uri, describe_exc(item_exc)))
             index._commit([], failures=[bad[-1]], save=False)
             ids.append(None)
             continue

@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from ..modality import INPUT_KINDS
 from .faiss_index import VectorIndex
+from .keys import EXACT_RAW
 from .store import FORMAT_VERSION, ItemRow, Store, crash_point, to_f16, write_manifest
 
 #: Caches up to this many vectors are saved after every write; bigger ones once their unsaved changes reach
@@ -49,11 +50,13 @@ class Caches:
 
     def rebuild(self, kind: str) -> VectorIndex:
         """A fresh index for ``kind`` from the SQLite vectors, of the type chosen before (retrained)."""
-        vi = VectorIndex.create(self.dim)
+        key = self.index_key(kind)
+        # The exact fp16-on-disk mode exists for collections whose float32 copy exceeds the memory budget:
+        # fill it directly instead of building a float32 Flat first.
+        vi = VectorIndex.create(self.dim, EXACT_RAW if key == EXACT_RAW else None)
         for ids, vecs in self.store.vectors(kind):
             vi.add(ids, vecs)
-        key = self.index_key(kind)
-        if key and key != "Flat" and len(vi):
+        if key and key not in ("Flat", EXACT_RAW) and len(vi):
             vi.optimize(index_key=key, progress=False)
         return vi
 
@@ -141,7 +144,8 @@ class Caches:
             self.unsaved.pop(kind, None)
         self.write_manifest()
 
-    def write_manifest(self, extra: dict[str, Any] | None = None) -> None:
+    def write_manifest(self) -> None:
+        """Write manifest.json: what the index holds, for people and tools (SQLite stays the truth)."""
         counts = self.store.modality_counts()
         indexes = {}
         for kind, vi in sorted(self.vi.items()):
@@ -156,5 +160,4 @@ class Caches:
             "version": self.synced,
             "embedded_total": self.store.embedded_total(),
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **(extra or {}),
         })

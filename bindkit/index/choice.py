@@ -33,17 +33,16 @@ best measured setting. With an explicit ``index_key`` the key is kept at its bes
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 
 import faiss
 import numpy as np
-from tqdm.auto import tqdm
+from bindkit.progress import progress_bar
 
 from bindkit.errors import IndexStoreError
-from bindkit.index.faiss_index import (EXACT_RAW, FLAT, VectorIndex, _new_faiss, fast_training, is_lossy, kind_of,
-                                       trained_fingerprint)
+from bindkit.index.faiss_index import VectorIndex
+from bindkit.index.keys import EXACT_RAW, FLAT, _new_faiss, fast_training, is_lossy, kind_of, trained_fingerprint
 from bindkit.index.raw_store import RawStore
 from bindkit.index.topk import merge_topk
 
@@ -52,7 +51,7 @@ FLAT_MAX = 50_000
 MEDIUM_MAX = 2_000_000
 K = 10
 CHUNK = 65536
-ADD_CHUNK = 4096
+ADD_CHUNK = 8192  # FAISS IVF-PQ add needs scratch of tens of KiB per vector at d = 1024 (+2.4 GiB at 65536)
 _RERANK_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200)
 _EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024)
 
@@ -82,8 +81,9 @@ def choose_key(n: int, dim: int, memory_budget_bytes: int | None = None) -> tupl
             "or the medium range: PQ codes in RAM, fp16 vectors on disk for exact re-ranking")
 
 
-def _bar(progress: bool, **kw) -> tqdm:
-    return tqdm(disable=not progress or not sys.stderr.isatty(), **kw)
+def _bar(progress: bool, **kw):
+    """``progress=True`` means: when stderr is a terminal (the shared rule); False: never."""
+    return progress_bar(None if progress else False, **kw)
 
 
 def _rows_f32(vectors, rows: np.ndarray) -> np.ndarray:

@@ -23,7 +23,8 @@ import faiss
 import numpy as np
 
 from bindkit.errors import IndexStoreError
-from bindkit.index.faiss_index import CURRENT, FORMAT_VERSION, INDEX_FILE, kind_of, _set_direct_map
+from bindkit.index.faiss_index import CURRENT, FORMAT_VERSION, INDEX_FILE
+from bindkit.index.keys import _set_direct_map, kind_of
 from bindkit.index.raw_store import IDS_FILE, RAW_FILE, RawStore
 
 if TYPE_CHECKING:

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import sqlite3
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import IndexStoreError
+from ..fileio import atomic_write_bytes, hash_file_into
 
 FORMAT_VERSION = 1
 DB_NAME = "meta.sqlite"
@@ -70,17 +70,9 @@ def id_for(key: str) -> int:
     return int.from_bytes(digest, "big") & _ID_MASK
 
 
-def hash_bytes(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
 def hash_file(path: str | os.PathLike) -> str:
     """Content hash of a file, streamed (hex, 128-bit blake2b)."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return hash_file_into(hashlib.blake2b(digest_size=16), path).hexdigest()
 
 
 def hash_object(item: Any) -> str:
@@ -137,23 +129,6 @@ class ItemRow:
     file_mtime_ns: int | None = None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a partial one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the index is an ordinary folder of files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     atomic_write_bytes(Path(directory) / MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
@@ -178,7 +153,11 @@ class Store:
                 "bindkit.Index.create(path, model=...) or `bindkit index build`"
             )
         if create:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise IndexStoreError(f"cannot create the index folder {self.directory} "
+                                      f"({exc.strerror or exc}); choose another path") from None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves so one add is exactly one transaction.
             # check_same_thread=False: Index serialises access with its own lock, and servers call it from

@@ -27,7 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .sources import Source, describe_exc, sniff
+from ..errors import describe_exc
+from ..fileio import sniff
+from .sources import Source
 
 DEFAULTS: dict[str, Any] = {
     "target_rate": 16000,

@@ -4,7 +4,6 @@ loading in worker threads, per-item errors, and loader parameters taken from the
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
@@ -14,8 +13,9 @@ import torch
 from PIL import Image
 
 from ..cards import Card, load_card
-from ..errors import InputError, ModalityError
+from ..errors import InputError, ModalityError, describe_exc
 from ..modality import INPUT_KINDS, encoder_of, input_kind
+from ..progress import progress_bar
 from . import audio as _audio
 from . import depth as _depth
 from . import image as _image
@@ -23,7 +23,7 @@ from . import imu as _imu
 from . import text as _text
 from . import thermal as _thermal
 from . import video as _video
-from .sources import describe_exc, to_source
+from .sources import to_source
 
 #: The loader module of each input kind: DEFAULTS (every option), shape(p), validate(p), load(src, p).
 LOADERS = {
@@ -257,13 +257,10 @@ def embed(
         jobs.append((kind, _as_list(inputs[kind], kind), resolve_params(kind, model, options.get(kind))))
 
     total = sum(len(items) for _, items, _ in jobs)
-    if show_progress_bar is None:
-        show_progress_bar = sys.stderr.isatty() and total > 0
     workers = _default_workers(total) if num_workers is None else int(num_workers)
-    from tqdm.auto import tqdm
-
     out = Embeddings()
-    with tqdm(total=total, disable=not show_progress_bar, desc="embedding", unit="item") as bar:
+    show = False if show_progress_bar is None and not total else show_progress_bar  # no bar for nothing
+    with progress_bar(show, total=total, desc="embedding", unit="item") as bar:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bindkit-load") if workers > 1 else None
         try:
             for kind, items, params in jobs:

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from .sources import Source, describe_exc
+from ..errors import describe_exc
+from .sources import Source
 
 DEFAULTS: dict[str, Any] = {
     "size": 224,

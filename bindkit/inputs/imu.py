@@ -23,7 +23,6 @@ Fitting to ``length`` steps (``fit``):
 from __future__ import annotations
 
 import csv
-import io
 import re
 from typing import Any
 

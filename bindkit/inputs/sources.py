@@ -82,32 +82,6 @@ def kind_from_path(path: str | os.PathLike, folder_hints: bool = True) -> str | 
     return None
 
 
-_MAGIC = (
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"GIF8", "a GIF image"),
-    (b"BM", "a BMP image"),
-    (b"%PDF", "a PDF document"),
-    (b"PK\x03\x04", "a ZIP archive"),
-)
-
-
-def sniff(head: bytes) -> str | None:
-    """What the first bytes of a file say it is ("a JPEG image"), for error messages; None when unsure."""
-    for magic, what in _MAGIC:
-        if head.startswith(magic):
-            return what
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "a WebP image"
-    return None
-
-
-def describe_exc(exc: BaseException) -> str:
-    """``"TypeName: first line of the message"``, for error reasons that quote a decoder's complaint."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 @dataclass
 class Source:
     """One item ready for a loader. Exactly one of ``path``, ``data``, ``obj`` is set.
@@ -130,11 +104,6 @@ class Source:
     def fail(self, reason: str) -> InputError:
         """An InputError about this item (to ``raise``)."""
         return InputError(self.label, self.kind, reason)
-
-    @property
-    def is_file(self) -> bool:
-        """True when the item is an encoded file (a path or raw bytes), False for in-memory objects."""
-        return self.obj is None
 
     def open(self):
         """A binary file object over the encoded file (a path name for paths: decoders open those faster)."""

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from .sources import Source, describe_exc
+from ..errors import InputError, describe_exc
+from .sources import Source
 
 DEFAULTS: dict[str, Any] = {
     "size": 224,

@@ -220,8 +220,8 @@ class BindModel(nn.Module):
         return embed(self, **kwargs)
 
     def fingerprint(self, modality: str) -> str:
-        """A digest identifying this encoder's weights (recorded by ``bindkit convert``, else computed from the
-        parameters), used by indexes to refuse vectors from another model."""
+        """A digest identifying this encoder's weights (computed from the parameters once, then cached), used
+        by indexes to refuse vectors from another model."""
         enc = self._encoder(modality).name
         if enc not in self._fingerprints:
             self._fingerprints[enc] = tensor_fingerprint(self.encoders[enc].state_dict())

@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from ..modality import ENCODERS
+
 _GROUPS = {
-    "m": r"(?P<m>vision|text|audio|depth|thermal|imu)",
+    "m": f"(?P<m>{'|'.join(ENCODERS)})",
     "i": r"(?P<i>\d+)",
     "p": r"(?P<p>weight|bias)",
     "n": r"(?P<n>[12])",
@@ -80,9 +82,12 @@ def to_reference(our_key: str) -> str | None:
 
 
 def encoder_of_key(ref_key: str) -> str | None:
-    """The encoder a reference key belongs to (its second dotted component), if any."""
+    """The encoder a reference key belongs to, or None: ``modality_heads.vision.2.weight`` -> ``"vision"``,
+    ``logit_scale`` -> None."""
     parts = ref_key.split(".")
-    return parts[1] if len(parts) > 1 and parts[0].startswith("modality_") else None
+    if len(parts) > 1 and parts[0].startswith("modality_") and parts[1] in ENCODERS:
+        return parts[1]
+    return None
 
 
 def is_reference_layout(keys: Iterable[str]) -> bool:

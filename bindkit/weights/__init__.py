@@ -7,13 +7,12 @@ modalities, convert them to one safetensors file per modality, and find or downl
 
 from .convert import convert, parse_dtype
 from .fetch import cache_dir, fetch_weights, license_notice, locate_weights, missing_weights_error, search_dirs
-from .read import checkpoint_modalities, converted_card, modality_of_key, read_state_dict
+from .read import checkpoint_modalities, modality_of_key, read_state_dict
 
 __all__ = [
     "cache_dir",
     "checkpoint_modalities",
     "convert",
-    "converted_card",
     "fetch_weights",
     "license_notice",
     "locate_weights",

@@ -16,7 +16,9 @@ import torch
 
 from ..cards import Card, load_card
 from ..errors import CheckpointError
+from ..fileio import atomic_path, atomic_write_bytes, hash_file_into
 from ..modality import ENCODERS
+from ..progress import progress_bar
 from .read import CARD_FILE, MANIFEST, canonical_modalities, modality_of_key, read_state_dict, sniff
 
 FORMAT = "bindkit-weights"
@@ -39,21 +41,6 @@ def parse_dtype(dtype: "torch.dtype | str | None") -> torch.dtype | None:
     if key not in _DTYPES:
         raise CheckpointError(f"unknown storage dtype {dtype!r}; use one of fp32, fp16, bf16")
     return _DTYPES[key]
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (read(), so the bytes do not count in our RSS)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _present_modalities(src: Any) -> tuple[list[str], list[str]]:
@@ -115,12 +102,13 @@ def convert(
               f"{', '.join(stray[:5])}", file=sys.stderr)
 
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create the output directory {out} ({exc.strerror or exc}); pass a new "
+                              "directory path") from None
     files: dict[str, dict[str, Any]] = {}
-    from tqdm.auto import tqdm
-
-    bar = tqdm(wanted, desc="convert", unit="modality",
-               disable=not progress or not sys.stderr.isatty())
+    bar = progress_bar(None if progress else False, iterable=wanted, desc="convert", unit="modality")
     for m in bar:
         bar.set_postfix_str(m)
         files[m] = _convert_one(src, m, out, target)
@@ -138,8 +126,8 @@ def convert(
         "files": files,
     }
     if card_obj is not None:
-        _atomic_write_text(out / CARD_FILE, json.dumps(card_obj.to_dict(), indent=2) + "\n")
-    _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        atomic_write_bytes(out / CARD_FILE, (json.dumps(card_obj.to_dict(), indent=2) + "\n").encode())
+    atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return out
 
 
@@ -155,12 +143,10 @@ def _convert_one(src: Any, modality: str, out: Path, target: torch.dtype | None)
         tensors[key] = t.contiguous()
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()})
     final = out / f"{modality}.safetensors"
-    tmp = out / f".{final.name}.tmp-{os.getpid()}"
     try:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "modality": modality})
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT, "modality": modality})
     except (OSError, RuntimeError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write {final}: {exc}") from None
     n = len(tensors)
     del tensors, sd
@@ -169,7 +155,7 @@ def _convert_one(src: Any, modality: str, out: Path, target: torch.dtype | None)
         "keys": n,
         "dtype": dtypes[0] if len(dtypes) == 1 else ",".join(dtypes),
         "bytes": final.stat().st_size,
-        "sha256": sha256_file(final),
+        "sha256": hash_file_into(hashlib.sha256(), final).hexdigest(),
     }
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from ..cards import Card, load_card
 from ..errors import CheckpointError, WeightsNotFoundError
+from ..fileio import hash_file_into
+from ..progress import progress_bar
 from .read import MANIFEST
 
 _REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
@@ -108,7 +110,11 @@ def fetch_weights(
     if final.is_file() and not force:
         print(f"{license_notice(card)}\nAlready downloaded: {final}", file=sys.stderr)
         return final
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create the download folder {dest} ({exc.strerror or exc}); choose "
+                              "another destination (--dest)") from None
     part = final.with_name(final.name + ".part")
     if force:
         part.unlink(missing_ok=True)
@@ -135,8 +141,7 @@ def _download(url: str, part: Path, size: int | None, progress: bool) -> "hashli
         resp = urllib.request.urlopen(req, timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing left to fetch: the .part is already complete
-            _hash_existing(part, digest)
-            return digest
+            return hash_file_into(digest, part)
         raise CheckpointError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -148,11 +153,9 @@ def _download(url: str, part: Path, size: int | None, progress: bool) -> "hashli
         total = resp.headers.get("Content-Length")
         total = have + int(total) if total is not None else (int(size) if size else None)
         if have:
-            _hash_existing(part, digest)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=part.name.removesuffix(".part"), disable=not progress or not sys.stderr.isatty())
+            hash_file_into(digest, part)
+        bar = progress_bar(None if progress else False, total=total, initial=have, unit="B", unit_scale=True,
+                           unit_divisor=1024, desc=part.name.removesuffix(".part"))
         try:
             with open(part, "ab" if have else "wb") as fh:
                 while block := resp.read(_CHUNK):
@@ -169,12 +172,6 @@ def _download(url: str, part: Path, size: int | None, progress: bool) -> "hashli
         raise CheckpointError(f"download of {url} stopped at {got} of {total} bytes; run the command "
                               f"again to resume from {part}")
     return digest
-
-
-def _hash_existing(part: Path, digest: Any) -> None:
-    with open(part, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
 
 
 def _verify(card: Card, part: Path, digest: Any) -> None:

@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, describe_exc
+from ..fileio import sniff as _what_bytes_are
 from ..modality import ENCODERS, encoder_of
+from ..models.reference_layout import encoder_of_key
 
 MANIFEST = "manifest.json"
 CARD_FILE = "card.json"
@@ -24,13 +26,8 @@ CARD_FILE = "card.json"
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module")
 
 
-def modality_of_key(key: str) -> str | None:
-    """The encoder a reference key belongs to (its second dotted component), or None.
-
-    ``modality_heads.vision.2.weight`` -> ``"vision"``; ``logit_scale`` -> ``None``.
-    """
-    parts = key.split(".")
-    return parts[1] if len(parts) > 1 and parts[1] in ENCODERS else None
+#: The encoder a reference key belongs to (``modality_heads.vision.2.weight`` -> ``"vision"``), or None.
+modality_of_key = encoder_of_key
 
 
 def canonical_modalities(modalities: Iterable[str] | None) -> list[str] | None:
@@ -97,27 +94,7 @@ def checkpoint_modalities(source: "str | os.PathLike | Mapping[str, torch.Tensor
     return [m for m in ENCODERS if m in found]
 
 
-def converted_card(path: "str | os.PathLike") -> dict[str, Any] | None:
-    """The card dict stored in a converted directory's ``card.json``, or None when there is none."""
-    f = Path(path) / CARD_FILE
-    if not f.is_file():
-        return None
-    try:
-        return json.loads(f.read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"{f} is not valid JSON ({exc}); convert the checkpoint again") from None
-
-
 # --- file kinds -------------------------------------------------------------------------------------------
-
-_MAGICS = {
-    b"\xff\xd8\xff": "a JPEG image",
-    b"\x89PNG": "a PNG image",
-    b"\x1f\x8b": "a gzip archive",
-    b"GIF8": "a GIF image",
-    b"%PDF": "a PDF document",
-}
-
 
 def sniff(path: Path) -> str:
     """``"zip"`` (torch.save), ``"legacy"`` (pre-1.6 torch.save), or ``"safetensors"``; CheckpointError else."""
@@ -142,9 +119,9 @@ def sniff(path: Path) -> str:
 def _describe(head: bytes, size: int) -> str:
     if size == 0:
         return "an empty file"
-    for magic, what in _MAGICS.items():
-        if head.startswith(magic):
-            return what
+    what = _what_bytes_are(head)
+    if what:
+        return what
     if head.lstrip().lower().startswith((b"<!doctype", b"<html", b"<?xml")):
         return "an HTML/XML page: a failed download?"
     try:
@@ -161,7 +138,7 @@ def _torch_load(path: Path, kind: str, mmap: bool) -> Any:
         # mmap needs the zip format; old checkpoints are read whole (there is no lazy way for them).
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and kind == "zip")
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = describe_exc(exc, with_type=False)
         if "Weights only load failed" in first:
             raise CheckpointError(
                 f"{path} holds Python objects other than tensors; bindkit loads checkpoints with "
@@ -170,7 +147,7 @@ def _torch_load(path: Path, kind: str, mmap: bool) -> Any:
             ) from None
         raise CheckpointError(f"{path} is not a valid PyTorch checkpoint ({first})") from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        why = describe_exc(exc, with_type=False)
         raise CheckpointError(
             f"{path} is truncated or corrupt ({why}); download it again "
             "(`bindkit fetch <card> --force`) or check the copy"

@@ -1,0 +1,94 @@
+"""Helpers the subcommands share: argument types and the one way a command finds its model.
+
+Not a subcommand itself (``bindkit.cli`` registers only the modules it lists)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
+    return value
+
+
+def parse_bytes(text: str) -> int:
+    """``"8G"``, ``"512M"``, ``"1.5GiB"``, ``"1000000"`` -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a size such as 8G or 512M, got {text!r}")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+def default_device() -> str:
+    """``cuda:<LOCAL_RANK>`` when CUDA is available (one GPU per torchrun process), else ``cpu``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def add_model_args(p: argparse.ArgumentParser, *, for_index: bool = True) -> None:
+    """``--model``, ``--weights``, ``--device``. ``for_index``: the defaults come from the index the command
+    works on (the card and weights it was built with) and the device is chosen automatically."""
+    if for_index:
+        p.add_argument("--model", metavar="CARD", help="encoder card (default: the one the index was built with, "
+                       "else imagebind_huge)")
+        p.add_argument("--weights", metavar="PATH", help="checkpoint or converted weights folder (default: as "
+                       "recorded in the index, else the card's local/cached weights)")
+        p.add_argument("--device", metavar="DEV", help="torch device (default: cuda:LOCAL_RANK if available, "
+                       "else cpu)")
+    else:
+        p.add_argument("--model", default="imagebind_huge", metavar="CARD",
+                       help="encoder card name or path (default: imagebind_huge)")
+        p.add_argument("--weights", metavar="PATH", help="checkpoint (.pth, .safetensors) or converted directory "
+                       "(default: the card's weights in weights/ or the cache, downloaded if absent)")
+        p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (default cpu)")
+
+
+def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weights: str | None,
+                   device: str | None, modalities: list[str] | None = None, *, require_index: bool = False,
+                   download: bool = True) -> Any:
+    """The model a command needs: ``--model``/``--weights`` when given, else the card and weights recorded in
+    the index ``index_dir`` when it exists, else imagebind_huge (local weights, or download).
+
+    ``require_index``: ``index_dir`` must already be an index (checked before any weights are read or
+    downloaded, so a mistyped folder fails at once)."""
+    import bindkit
+
+    from ..index.store import DB_NAME, Store
+
+    recorded: dict[str, Any] = {}
+    if index_dir is not None and (require_index or (Path(index_dir) / DB_NAME).is_file()):
+        store = Store(index_dir)  # IndexStoreError naming the folder when it is not an index
+        try:
+            recorded = store.get_info("model") or {}
+        finally:
+            store.close()
+    card = model or recorded.get("card") or "imagebind_huge"
+    if weights is None and card == recorded.get("card"):
+        weights = recorded.get("weights")
+    return bindkit.load_model(card, weights=weights, modalities=modalities, device=device or default_device(),
+                              download=download)
