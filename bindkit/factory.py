@@ -12,7 +12,7 @@ from torch import nn
 from .cards import Card, load_card
 from .errors import CheckpointError, DeviceError, ModalityError
 from .modality import ENCODERS
-from .models import BindModel
+from .models import BindModel, tensor_fingerprint
 from .models import reference_layout as layout
 from .weights.convert import parse_dtype as _parse_dtype
 from .weights.read import canonical_modalities
@@ -190,6 +190,14 @@ def load_model(
         model = BindModel(card, mods)
     ours = _to_our_layout(state, model)
     dt = _parse_dtype(dtype) or torch.float32
+    # Fingerprints identify the weights, not their storage or compute dtype: take the recorded ones, or hash
+    # the source values before a cast would change them.
+    model._fingerprints.update(wio.recorded_fingerprints(weights))
+    for enc in mods:
+        own = {k[len(enc) + 1:]: t for k, t in ours.items() if k.startswith(enc + ".")}
+        casts = any(t.is_floating_point() and t.dtype != dt for t in own.values())
+        if casts and enc not in model._fingerprints and dev.type != "meta":
+            model._fingerprints[enc] = tensor_fingerprint(own)
     ours = {k: t.to(dev, dt if t.is_floating_point() else t.dtype) for k, t in ours.items()}
     model.encoders.load_state_dict(ours, strict=True, assign=True)
     return model.eval()

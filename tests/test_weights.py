@@ -319,3 +319,22 @@ def test_cli_fetch_prints_licence(server, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr()
     assert "Test licence" in out.err and str(tmp_path / "dl" / "tiny.pth") in out.out
     assert (tmp_path / "dl" / "tiny.pth").read_bytes() == PAYLOAD
+
+
+def test_fingerprint_names_the_weights_not_their_storage_dtype(tiny_state_dict, tmp_path):
+    """An index built with the fp32 checkpoint must accept the same weights stored as fp16 or computed in bf16,
+    and refuse other weights."""
+    import bindkit
+
+    base = bindkit.load_model("imagebind_tiny", weights=tiny_state_dict, modalities=["text", "imu"])
+    out = bindkit.convert(tiny_state_dict, tmp_path / "fp16", card="imagebind_tiny", dtype="fp16", progress=False)
+    half = bindkit.load_model("imagebind_tiny", weights=out, modalities=["text", "imu"])
+    bf16 = bindkit.load_model("imagebind_tiny", weights=tiny_state_dict, modalities=["imu"], dtype="bf16")
+    for m in ("text", "imu"):
+        assert half.fingerprint(m) == base.fingerprint(m)
+    assert bf16.fingerprint("imu") == base.fingerprint("imu")
+    assert half.encoders["imu"].head.proj.weight.dtype == torch.float32  # computed in fp32, stored in fp16
+    other = dict(tiny_state_dict)
+    other["modality_heads.imu.3.weight"] = other["modality_heads.imu.3.weight"] + 1e-3
+    changed = bindkit.load_model("imagebind_tiny", weights=other, modalities=["imu"])
+    assert changed.fingerprint("imu") != base.fingerprint("imu")

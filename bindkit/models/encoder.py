@@ -220,12 +220,27 @@ class BindModel(nn.Module):
         return embed(self, **kwargs)
 
     def fingerprint(self, modality: str) -> str:
-        """A digest identifying this encoder's weights (computed from the parameters once, then cached), used
-        by indexes to refuse vectors from another model."""
+        """A digest identifying this encoder's weights, used by indexes to refuse vectors from another model.
+        Computed on the weights' source values as float32: recorded by ``bindkit convert`` for converted
+        directories, taken before any dtype cast by ``load_model``, else hashed from the parameters (cached)."""
         enc = self._encoder(modality).name
         if enc not in self._fingerprints:
             self._fingerprints[enc] = tensor_fingerprint(self.encoders[enc].state_dict())
         return self._fingerprints[enc]
+
+
+def reference_fingerprint(state: dict[str, torch.Tensor], encoder: str) -> str:
+    """The fingerprint ``BindModel.fingerprint(encoder)`` gives for these reference-layout weights (computed
+    on the source values, so storing them as fp16/bf16 later does not change it)."""
+    from .reference_layout import to_ours
+
+    prefix = encoder + "."
+    ours = {}
+    for key, tensor in state.items():
+        name = to_ours(key)
+        if name and name.startswith(prefix):
+            ours[name[len(prefix):]] = tensor
+    return tensor_fingerprint(ours)
 
 
 def tensor_fingerprint(tensors: dict[str, torch.Tensor]) -> str:

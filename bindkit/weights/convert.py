@@ -18,6 +18,7 @@ from ..cards import Card, load_card
 from ..errors import CheckpointError
 from ..fileio import atomic_path, atomic_write_bytes, hash_file_into
 from ..modality import ENCODERS
+from ..models.encoder import reference_fingerprint
 from ..progress import progress_bar
 from .read import CARD_FILE, MANIFEST, canonical_modalities, modality_of_key, read_state_dict, sniff
 
@@ -135,6 +136,7 @@ def _convert_one(src: Any, modality: str, out: Path, target: torch.dtype | None)
     from safetensors.torch import save_file
 
     sd = read_state_dict(src, [modality], mmap=True)
+    fingerprint = reference_fingerprint(sd, modality)  # of the source values, before any storage cast
     tensors = {}
     for key in sorted(sd):
         t = sd.pop(key)
@@ -156,6 +158,7 @@ def _convert_one(src: Any, modality: str, out: Path, target: torch.dtype | None)
         "dtype": dtypes[0] if len(dtypes) == 1 else ",".join(dtypes),
         "bytes": final.stat().st_size,
         "sha256": hash_file_into(hashlib.sha256(), final).hexdigest(),
+        "fingerprint": fingerprint,
     }
 
 

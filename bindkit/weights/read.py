@@ -242,6 +242,19 @@ def _directory_files(path: Path) -> dict[str, Path]:
     return found
 
 
+def recorded_fingerprints(source: Any) -> dict[str, str]:
+    """Per-encoder weight fingerprints ``bindkit convert`` recorded in a converted directory's manifest (of the
+    source values, so fp16/bf16 storage keeps the fingerprint of the original weights); {} for anything else."""
+    if isinstance(source, Mapping):
+        return {}
+    manifest = Path(source).expanduser() / MANIFEST
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        return {m: str(info["fingerprint"]) for m, info in files.items() if info.get("fingerprint")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def _read_directory(path: Path, wanted: list[str] | None, mmap: bool) -> dict[str, torch.Tensor]:
     files = _directory_files(path)
     mods = list(files) if wanted is None else wanted
