@@ -417,3 +417,11 @@ def test_exact_disk_merge_empty_like_and_forced_key(exact_disk):
         info = flat.optimize(index_key=faiss_index.EXACT_RAW, progress=False)
     assert info["key"] == faiss_index.EXACT_RAW and info["recall@10"] == 1.0 and len(flat) == 6000
     assert recall(flat.search(q, 10)[1], brute(q, ids, x, 10)[1]) >= 0.99
+
+
+def test_unknown_index_key_is_refused_even_on_a_tiny_index():
+    vi = VectorIndex.create(DIM)
+    vi.add(ids_for(3), uniform(3))
+    with pytest.raises(IndexStoreError, match="cannot build index key 'Bogus'"):
+        vi.optimize(index_key="Bogus", progress=False)
+    assert len(vi) == 3 and vi.info()["key"] == "Flat"  # unchanged

@@ -383,6 +383,8 @@ class VectorIndex:
         self._check_writable()
         from bindkit.index.choice import VectorsOf, build_tuned
 
+        if index_key is not None and index_key not in (FLAT, EXACT_RAW):
+            _new_faiss(self.dim, index_key)  # a key FAISS cannot parse is an error even where Flat would be kept
         ids = self.ids()
         new = build_tuned(ids, VectorsOf(self), memory_budget_bytes=memory_budget_bytes, index_key=index_key,
                           recall_target=recall_target, progress=progress)
