@@ -51,7 +51,8 @@ def resolve_device(device: "str | torch.device") -> torch.device:
 
 
 def _init_weights(model: nn.Module) -> None:
-    """Random initialisation for training from scratch: truncated normal 0.02 for embeddings and linears."""
+    """Random initialisation for training from scratch: truncated normal 0.02 for the class tokens, position and
+    token embeddings and the learned bias key/values (zeros by construction); linears keep PyTorch's default."""
     for name, p in model.named_parameters():
         if name.endswith(("cls_token", "pos_embed", "bias_k", "bias_v")) or "token_embedding" in name:
             nn.init.trunc_normal_(p, std=0.02)
