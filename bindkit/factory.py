@@ -11,11 +11,10 @@ from torch import nn
 
 from .cards import Card, load_card
 from .errors import CheckpointError, DeviceError, ModalityError
-from .modality import ENCODERS
-from .models import BindModel, tensor_fingerprint
+from .modality import ENCODERS, canonical_modalities
+from .models import BindModel, encoder_fingerprint
 from .models import reference_layout as layout
 from .weights.convert import parse_dtype as _parse_dtype
-from .weights.read import canonical_modalities
 
 CardSpec = "str | os.PathLike | Mapping[str, Any] | Card"
 _SHOW = 5  # how many offending keys an error message lists
@@ -195,10 +194,9 @@ def load_model(
     # the source values before a cast would change them.
     model._fingerprints.update(wio.recorded_fingerprints(weights))
     for enc in mods:
-        own = {k[len(enc) + 1:]: t for k, t in ours.items() if k.startswith(enc + ".")}
-        casts = any(t.is_floating_point() and t.dtype != dt for t in own.values())
+        casts = any(t.is_floating_point() and t.dtype != dt for k, t in ours.items() if k.startswith(enc + "."))
         if casts and enc not in model._fingerprints and dev.type != "meta":
-            model._fingerprints[enc] = tensor_fingerprint(own)
+            model._fingerprints[enc] = encoder_fingerprint(ours, enc)
     ours = {k: t.to(dev, dt if t.is_floating_point() else t.dtype) for k, t in ours.items()}
     model.encoders.load_state_dict(ours, strict=True, assign=True)
     return model.eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from .errors import ModalityError
 
 #: The encoders a model may have (reference checkpoint names).
@@ -36,3 +38,14 @@ def encoder_of(name: str) -> str:
     """The encoder that embeds input kind ``name`` (``image``/``video`` -> ``vision``)."""
     kind = input_kind(name)
     return "vision" if kind in ("image", "video") else kind
+
+
+def canonical_modalities(modalities: Iterable[str] | str | None) -> list[str] | None:
+    """Encoder names for ``modalities`` (aliases such as ``image`` accepted), in ENCODERS order; None = all.
+    Raises ModalityError on an unknown name."""
+    if modalities is None:
+        return None
+    if isinstance(modalities, str):
+        modalities = [modalities]
+    wanted = {encoder_of(m) for m in modalities}
+    return [m for m in ENCODERS if m in wanted]

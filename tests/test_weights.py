@@ -24,9 +24,9 @@ from bindkit.weights import (
     fetch_weights,
     locate_weights,
     missing_weights_error,
-    modality_of_key,
     read_state_dict,
 )
+from bindkit.models.reference_layout import encoder_of_key
 
 ENCODERS = ("vision", "text", "audio", "depth", "thermal", "imu")
 
@@ -117,7 +117,7 @@ def test_pickles_that_are_not_state_dicts(tmp_path):
 
 
 def test_missing_modality_in_source(tiny_state_dict):
-    only_text = {k: v for k, v in tiny_state_dict.items() if modality_of_key(k) == "text"}
+    only_text = {k: v for k, v in tiny_state_dict.items() if encoder_of_key(k) == "text"}
     with pytest.raises(CheckpointError, match="no weights for modality audio"):
         read_state_dict(only_text, ["audio"])
 
@@ -184,7 +184,7 @@ def test_convert_fp16(fixture_dir, tmp_path, tiny_state_dict, converted):
 def test_convert_rejects_bad_dtype_and_absent_modality(fixture_dir, tmp_path, tiny_state_dict):
     with pytest.raises(CheckpointError, match="dtype"):
         convert(fixture_dir / "state_dict.pt", tmp_path / "x", dtype="int8", progress=False)
-    only_text = {k: v for k, v in tiny_state_dict.items() if modality_of_key(k) == "text"}
+    only_text = {k: v for k, v in tiny_state_dict.items() if encoder_of_key(k) == "text"}
     with pytest.raises(CheckpointError, match="no weights for imu"):
         convert(only_text, tmp_path / "y", modalities=["imu"], progress=False)
 

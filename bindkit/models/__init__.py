@@ -1,5 +1,5 @@
 """Model architecture: stems, transformer trunk, heads, and the BindModel container."""
 
-from .encoder import BindModel, Encoder, reference_fingerprint, tensor_fingerprint
+from .encoder import BindModel, Encoder, encoder_fingerprint, reference_fingerprint, tensor_fingerprint
 
-__all__ = ["BindModel", "Encoder", "reference_fingerprint", "tensor_fingerprint"]
+__all__ = ["BindModel", "Encoder", "encoder_fingerprint", "reference_fingerprint", "tensor_fingerprint"]

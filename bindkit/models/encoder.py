@@ -229,18 +229,20 @@ class BindModel(nn.Module):
         return self._fingerprints[enc]
 
 
+def encoder_fingerprint(state: dict[str, torch.Tensor], encoder: str) -> str:
+    """The fingerprint ``BindModel.fingerprint(encoder)`` gives for ``state`` in bindkit's layout
+    (``"text.stem.pos_embed"``...), hashed on these values whatever dtype the model later computes in."""
+    prefix = encoder + "."
+    return tensor_fingerprint({k[len(prefix):]: t for k, t in state.items() if k.startswith(prefix)})
+
+
 def reference_fingerprint(state: dict[str, torch.Tensor], encoder: str) -> str:
-    """The fingerprint ``BindModel.fingerprint(encoder)`` gives for these reference-layout weights (computed
-    on the source values, so storing them as fp16/bf16 later does not change it)."""
+    """:func:`encoder_fingerprint` of reference-layout weights (``bindkit convert`` records it before casting
+    to fp16/bf16 storage)."""
     from .reference_layout import to_ours
 
-    prefix = encoder + "."
-    ours = {}
-    for key, tensor in state.items():
-        name = to_ours(key)
-        if name and name.startswith(prefix):
-            ours[name[len(prefix):]] = tensor
-    return tensor_fingerprint(ours)
+    ours = {name: t for key, t in state.items() if (name := to_ours(key))}
+    return encoder_fingerprint(ours, encoder)
 
 
 def tensor_fingerprint(tensors: dict[str, torch.Tensor]) -> str:

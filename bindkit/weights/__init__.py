@@ -7,7 +7,7 @@ modalities, convert them to one safetensors file per modality, and find or downl
 
 from .convert import convert, parse_dtype
 from .fetch import cache_dir, fetch_weights, license_notice, locate_weights, missing_weights_error, search_dirs
-from .read import checkpoint_modalities, modality_of_key, read_state_dict, recorded_fingerprints
+from .read import checkpoint_modalities, read_state_dict, recorded_fingerprints
 
 __all__ = [
     "cache_dir",
@@ -17,7 +17,6 @@ __all__ = [
     "license_notice",
     "locate_weights",
     "missing_weights_error",
-    "modality_of_key",
     "recorded_fingerprints",
     "parse_dtype",
     "read_state_dict",

@@ -17,10 +17,11 @@ import torch
 from ..cards import Card, load_card
 from ..errors import CheckpointError
 from ..fileio import atomic_path, atomic_write_bytes, hash_file_into
-from ..modality import ENCODERS
+from ..modality import ENCODERS, canonical_modalities
 from ..models.encoder import reference_fingerprint
+from ..models.reference_layout import encoder_of_key
 from ..progress import progress_bar
-from .read import CARD_FILE, MANIFEST, canonical_modalities, modality_of_key, read_state_dict, sniff
+from .read import CARD_FILE, MANIFEST, read_state_dict, sniff
 
 FORMAT = "bindkit-weights"
 FORMAT_VERSION = 1
@@ -47,8 +48,8 @@ def parse_dtype(dtype: "torch.dtype | str | None") -> torch.dtype | None:
 def _present_modalities(src: Any) -> tuple[list[str], list[str]]:
     """(modalities present, keys that belong to none) of ``src``, touching no tensor data when mmap works."""
     sd = read_state_dict(src, None, mmap=True)
-    mods = {modality_of_key(k) for k in sd}
-    stray = sorted(k for k in sd if modality_of_key(k) is None)
+    mods = {encoder_of_key(k) for k in sd}
+    stray = sorted(k for k in sd if encoder_of_key(k) is None)
     del sd
     return [m for m in ENCODERS if m in mods], stray
 

@@ -8,7 +8,7 @@ import os
 import pickle
 import struct
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import torch
 
 from ..errors import CheckpointError, describe_exc
 from ..fileio import sniff as _what_bytes_are
-from ..modality import ENCODERS, encoder_of
+from ..modality import ENCODERS, canonical_modalities
 from ..models.reference_layout import encoder_of_key
 
 MANIFEST = "manifest.json"
@@ -25,19 +25,6 @@ CARD_FILE = "card.json"
 # Top-level keys under which training scripts commonly nest the state dict.
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module")
 
-
-#: The encoder a reference key belongs to (``modality_heads.vision.2.weight`` -> ``"vision"``), or None.
-modality_of_key = encoder_of_key
-
-
-def canonical_modalities(modalities: Iterable[str] | None) -> list[str] | None:
-    """Encoder names for ``modalities`` (aliases such as ``image`` accepted), in ENCODERS order; None = all."""
-    if modalities is None:
-        return None
-    if isinstance(modalities, str):
-        modalities = [modalities]
-    wanted = {encoder_of(m) for m in modalities}  # raises ModalityError on unknown names
-    return [m for m in ENCODERS if m in wanted]
 
 
 def read_state_dict(
@@ -89,8 +76,8 @@ def checkpoint_modalities(source: "str | os.PathLike | Mapping[str, torch.Tensor
             return list(_directory_files(path))
         if path.is_file() and sniff(path) == "safetensors":
             keys = _safetensors_keys(path)
-            return [m for m in ENCODERS if any(modality_of_key(k) == m for k in keys)]
-    found = {modality_of_key(k) for k in read_state_dict(source, None, mmap=True)}
+            return [m for m in ENCODERS if any(encoder_of_key(k) == m for k in keys)]
+    found = {encoder_of_key(k) for k in read_state_dict(source, None, mmap=True)}
     return [m for m in ENCODERS if m in found]
 
 
@@ -174,15 +161,15 @@ def _unwrap(obj: Any, where: str) -> Mapping[str, torch.Tensor]:
 
 
 def _filter(sd: Mapping[str, torch.Tensor], wanted: list[str] | None, where: str) -> dict[str, torch.Tensor]:
-    if sd and not any(modality_of_key(k) for k in sd):
+    if sd and not any(encoder_of_key(k) for k in sd):
         raise CheckpointError(
             f"{where} is not an ImageBind-layout checkpoint (no 'modality_*' keys); it looks like a checkpoint "
             f"of another architecture (first keys: {', '.join(list(sd)[:3])})"
         )
     if wanted is None:
         return dict(sd)
-    out = {k: v for k, v in sd.items() if modality_of_key(k) in wanted}
-    missing = [m for m in wanted if not any(modality_of_key(k) == m for k in out)]
+    out = {k: v for k, v in sd.items() if encoder_of_key(k) in wanted}
+    missing = [m for m in wanted if not any(encoder_of_key(k) == m for k in out)]
     if missing:
         raise CheckpointError(f"{where} has no weights for modality {', '.join(missing)}; "
                               "load only the modalities it holds (modalities=[...])")
@@ -212,7 +199,7 @@ def _read_safetensors(path: Path, wanted: list[str] | None, mmap: bool,
         # safe_open maps the file; get_tensor returns a view of the mapping (zero copy, paged in on use).
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             for key in fh.keys():
-                if wanted is None or modality_of_key(key) in wanted:
+                if wanted is None or encoder_of_key(key) in wanted:
                     t = fh.get_tensor(key)
                     out[key] = t if mmap else t.clone()
     except Exception as exc:
