@@ -42,10 +42,6 @@ OTHER_KINDS = ("video", "depth", "thermal", "imu")
 #: Result files larger than this are listed in the table instead of being copied out for the browser.
 MAX_SERVED_BYTES = 200 * 2**20
 
-FETCH_HINT = ("Get the ImageBind weights with `bindkit fetch imagebind_huge` (about 4.5 GB; by Meta, licence "
-              "**CC BY-NC 4.0 — non-commercial use only**), then restart with `--weights PATH` or put them in "
-              "`weights/` or `~/.cache/bindkit`.")
-
 
 # ---- small helpers ------------------------------------------------------------------------------------------
 def parse_filter(text: str | None) -> dict[str, Any] | None:
@@ -64,6 +60,23 @@ def describe_index(index: Any, model: Any) -> str:
             + ("" if model is not None else " — *no model loaded: search is disabled*"))
     counts = " · ".join(f"{kind} **{m.get('count', 0)}** ({m.get('key', '?')})" for kind, m in st["modalities"].items())
     return f"{head}\n\n{counts or '(empty index)'}"
+
+
+def weights_hint(card: str) -> str:
+    """How to get the weights of model card ``card`` (the one the index was built with), from what its card
+    says: ``bindkit fetch CARD`` and the licence when it has a download, else ``--weights PATH``."""
+    try:
+        info = bindkit.load_card(card)
+    except bindkit.CardError:
+        return f"Restart with `--model CARD --weights PATH` (model card **{card}** is not installed here)."
+    w = info.weights
+    licence = w.get("license_note") or (f"licence: {w['license']}" if w.get("license") else "")
+    licence = f" ({licence})" if licence else ""
+    if w.get("url"):
+        return (f"Get the **{info.name}** weights with `bindkit fetch {info.name}`{licence}, then restart with "
+                "`--weights PATH` or put them in `weights/` or `~/.cache/bindkit`.")
+    return (f"Model card **{info.name}** has no download: restart with `--weights PATH` pointing at the weights "
+            f"the index was built with{licence}.")
 
 
 class _Served:
@@ -99,6 +112,23 @@ def _name(hit: Any) -> str:
     return repr(hit.text) if hit.text is not None else f"#{hit.id}"
 
 
+def _upload_path(value: Any) -> str | None:
+    """The server-side path of an uploaded file as the search handler receives it: the event runs with
+    ``preprocess=False`` (see :func:`build_app`), so a file comes as Gradio's payload dict (already checked to
+    lie in Gradio's upload folder); a plain path (a direct call) is taken as is."""
+    if isinstance(value, dict):
+        value = value.get("path")
+    return str(value) if value else None
+
+
+def _short_paths(message: str, query: dict[str, Any]) -> str:
+    """``message`` with each uploaded query file's server-side path (Gradio's temp folder) shown as its name."""
+    for kind, value in query.items():
+        if kind != "text" and isinstance(value, str) and os.path.isabs(value):
+            message = message.replace(value, os.path.basename(value))
+    return message
+
+
 # ---- the search handler -------------------------------------------------------------------------------------
 def _outputs(status: str, gallery: list | None = None, audio: list | None = None, table: list | None = None) -> list:
     """Values for [status, gallery, *players, table]; players beyond the hits are hidden."""
@@ -120,25 +150,34 @@ def search_fn(index: Any, model: Any, served: _Served, no_model_note: str):
         if model is None:
             return fail(no_model_note)
         query: dict[str, Any] = {}
-        if text and text.strip():
+        if isinstance(text, str) and text.strip():
             query["text"] = text.strip()
+        image, audio, other_file = _upload_path(image), _upload_path(audio), _upload_path(other_file)
         if image:
             query["image"] = image
         if audio:
             query["audio"] = audio
         if other_file:
+            if (other_kind or "video") not in OTHER_KINDS:
+                return fail(f"Unknown modality {other_kind!r} for the other query file: choose one of "
+                            f"{', '.join(OTHER_KINDS)}.")
             query[other_kind or "video"] = other_file
         if not query:
             return fail("Empty query: type a text or upload an image, audio or other file.")
         if not kinds:
             return fail("No result modality selected: tick at least one.")
         try:
+            k = min(max(int(float(k)), 1), K_MAX)
+        except (TypeError, ValueError, OverflowError):
+            return fail(f"k must be a whole number from 1 to {K_MAX}, got {k!r}.")
+        where_text = where_text if isinstance(where_text, str) else ""
+        try:
             where = parse_filter(where_text)
             t0 = time.perf_counter()
-            hits = index.search(**query, k=int(k), modalities=list(kinds), where=where)
+            hits = index.search(**query, k=k, modalities=list(kinds), where=where)
             took = time.perf_counter() - t0
         except (bindkit.BindkitError, ValueError, OSError) as exc:
-            return fail(str(exc))
+            return fail(_short_paths(str(exc), query))
         gallery, players, table = [], [], []
         for kind, lst in hits.items():
             for rank, h in enumerate(lst, 1):
@@ -163,8 +202,9 @@ def search_fn(index: Any, model: Any, served: _Served, no_model_note: str):
 def build_app(index: Any, model: Any | None, *, note: str | None = None,
               title: str = "bindkit search") -> gr.Blocks:
     """The demo as a ``gr.Blocks`` (not launched). ``model=None`` serves the stats and explains how to get
-    weights (``note``, default :data:`FETCH_HINT`) instead of searching."""
-    no_model_note = note or f"No model weights are loaded, so the index cannot be searched. {FETCH_HINT}"
+    weights (``note``, default: :func:`weights_hint` for the card the index was built with) instead of searching."""
+    card = (index.stats().get("model") or {}).get("card", "?")
+    no_model_note = note or f"No model weights are loaded, so the index cannot be searched. {weights_hint(card)}"
     kinds = index.modalities
     served = _Served()
     with gr.Blocks(title=title, analytics_enabled=False) as app:
@@ -203,18 +243,27 @@ def build_app(index: Any, model: Any | None, *, note: str | None = None,
         inputs = [text, image, audio, other_file, other_kind, k, result_kinds, where]
         outputs = [status, gallery, *players, table]
         run = search_fn(index, model, served, no_model_note)
-        button.click(run, inputs, outputs)
-        text.submit(run, inputs, outputs)
+        # preprocess=False: the handler gets the uploads' paths as they are. Gradio's image preprocessing opens
+        # (and for non-RGB modes decodes and re-encodes) an upload before the handler runs, so a WAV renamed
+        # .png or a decompression bomb failed there as a bare "Error" badge, or ate memory; bindkit's loader
+        # reads the file instead, and its clear errors (and bomb limit) reach the status box.
+        button.click(run, inputs, outputs, preprocess=False)
+        text.submit(run, inputs, outputs, preprocess=False)
     return app
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     """(index, model or None, note): the model the index was built with unless --model/--weights say
-    otherwise; no weights -> model None and a note saying how to get them."""
+    otherwise; no weights -> model None and a note saying how to get them. A --model other than the index's
+    is refused (IndexStoreError naming both) before any weights are looked for."""
     import torch
 
     with bindkit.Index.open(args.index) as probe:  # no model: just read what the index was built with
         recorded = probe.stats().get("model") or {}
+    if args.model and recorded.get("card") and bindkit.load_card(args.model).name != recorded["card"]:
+        raise bindkit.IndexStoreError(
+            f"index {args.index} was built with model {recorded['card']!r}, but --model {args.model} was given; "
+            f"vectors of different models never mix: drop --model, or build an index with {args.model}")
     card = args.model or recorded.get("card") or "imagebind_huge"
     weights = args.weights
     if weights is None and card == recorded.get("card"):
@@ -222,14 +271,16 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     note = None
     if weights is not None and not os.path.exists(weights):
         if args.weights:
-            raise bindkit.WeightsNotFoundError(f"--weights {weights}: no such file or directory. {FETCH_HINT}")
+            raise bindkit.WeightsNotFoundError(f"--weights {weights}: no such file or directory. "
+                                               f"{weights_hint(card)}")
         note = f"(the weights recorded in the index, `{weights}`, are gone)"
         weights = None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model = bindkit.load_model(card, weights=weights, device=device, download=False)
     except bindkit.WeightsNotFoundError as exc:
-        msg = f"No weights found for model card **{card}** {note or ''}: {exc} {FETCH_HINT}"
+        msg = (f"No weights found for model card **{card}**{' ' + note if note else ''}, so the index cannot be "
+               f"searched. {weights_hint(card)} ({exc})")
         print(f"warning: {msg}".replace("**", ""), file=sys.stderr)
         return bindkit.Index.open(args.index), None, msg
     return bindkit.Index.open(args.index, model=model), model, None

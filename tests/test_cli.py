@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,30 @@ def test_argument_types():
                     (fraction, "1.5"), (fraction, "0")):
         with pytest.raises(argparse.ArgumentTypeError):
             fn(bad)
+
+
+def test_search_with_another_model_refuses_before_any_download(tmp_path, tiny_model):
+    """`bindkit search IDX --model imagebind_huge` on an imagebind_tiny index: a one-line error naming both models,
+    before the 4.5 GB download could start (no licence banner, no cache folder, no .part file). Run in a fresh
+    process with an empty weights folder, a fresh HOME and cache, and a proxy that refuses connections, so a
+    download attempt (the bug) fails fast and visibly instead of reaching the network."""
+    import os
+
+    import bindkit
+
+    with bindkit.Index.create(tmp_path / "idx", model=tiny_model) as index:
+        index.add(["a dog barking"], modality="text")
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy", "https_proxy")}
+    env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "cache"),
+               BINDKIT_WEIGHTS=str(tmp_path / "weights"), https_proxy="http://127.0.0.1:9",
+               http_proxy="http://127.0.0.1:9")
+    (tmp_path / "weights").mkdir()
+    card_file = Path(bindkit.__file__).resolve().parents[1] / "encoders" / "imagebind_huge.json"
+    for model in ("imagebind_huge", str(card_file)):  # a card name or a card file
+        run = subprocess.run([sys.executable, "-m", "bindkit", "search", str(tmp_path / "idx"), "--text", "a dog",
+                              "--model", model], capture_output=True, text=True, timeout=300, env=env)
+        assert run.returncode == 1, run.stderr
+        assert "'imagebind_tiny'" in run.stderr and "'imagebind_huge'" in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr and "Downloading" not in run.stderr and "CC BY-NC" not in run.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "home").exists()
+    assert list((tmp_path / "weights").iterdir()) == []

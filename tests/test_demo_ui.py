@@ -185,6 +185,41 @@ def test_image_upload_composes_and_bad_upload_is_reported(page, samples_dir, tmp
     assert "⚠️" in status and "video" in status
 
 
+def _unreadable_image(kind: str, samples_dir: Path, tmp_path: Path) -> tuple[Path, str]:
+    """(file, words the status must show) for an image query the demo cannot use."""
+    if kind == "wav_renamed":
+        path = tmp_path / "sound.png"
+        path.write_bytes((samples_dir / "audio" / "dog.wav").read_bytes())
+        return path, "not a readable image"
+    if kind == "truncated_jpeg":  # greyscale: Gradio's own preprocessing would decode it to convert it to RGB
+        from PIL import Image
+
+        path = tmp_path / "cut.jpg"
+        Image.open(samples_dir / "image" / "dog.jpg").convert("L").save(path, quality=90)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return path, "truncated"
+    from PIL import Image
+
+    path = tmp_path / "bomb.png"  # 10000 x 10000 1-bit: 12 kB on disk, 300 MB once decoded as RGB
+    Image.new("1", (10_000, 10_000)).save(path)
+    return path, "decompression bomb"
+
+
+@pytest.mark.parametrize("kind", ["wav_renamed", "truncated_jpeg", "decompression_bomb"])
+def test_unreadable_image_query_gets_a_clear_message(page, samples_dir, tmp_path, kind):
+    path, words = _unreadable_image(kind, samples_dir, tmp_path)
+    page.locator("#query-image input[type=file]").set_input_files(str(path))
+    status = _search(page, "a dog", expect=path.name)  # waits until the status names the upload
+    assert status.startswith("⚠️") and words in status and "image" in status, status
+    assert "/tmp" not in status and str(path.parent) not in status  # the name, not the server's temp path
+    toast = page.locator(".toast-body").first
+    toast.wait_for()
+    assert path.name in toast.inner_text()
+    assert page.get_by_text("Error", exact=True).count() == 0  # no bare error badge anywhere
+    page.goto(page.url)  # the app still answers
+    assert "hits" in _search(page, "a car", k=1)
+
+
 def test_parse_filter(demo):
     assert demo.parse_filter("  ") is None
     assert demo.parse_filter("split=test") == {"split": {"$eq": "test"}}
@@ -202,13 +237,23 @@ def test_without_weights_the_app_says_how_to_get_them(demo, demo_index, tmp_path
     index, model, note = demo._load(argparse.Namespace(index=str(demo_index.path), model=None, weights=None,
                                                        device="cpu"))
     try:
-        assert model is None and "bindkit fetch imagebind_huge" in note and "CC BY-NC 4.0" in note
+        # The note is about the model the index was built with (imagebind_tiny: no download, --weights).
+        assert model is None and "imagebind_tiny" in note and "--weights PATH" in note
+        assert "imagebind_huge" not in note and "bindkit fetch" not in note
         run = demo.search_fn(index, None, demo._Served(), note)
         status = run("a dog", None, None, None, "video", 3, ["image"], "")[0]
-        assert "bindkit fetch imagebind_huge" in status
-        assert isinstance(demo.build_app(index, None, note=note), demo.gr.Blocks)
+        assert "imagebind_tiny" in status and "imagebind_huge" not in status
+        app = demo.build_app(index, None)  # the default note names the index's model too
+        shown = [b.value for b in app.blocks.values() if getattr(b, "elem_id", None) == "weights-missing"]
+        assert len(shown) == 1 and "imagebind_tiny" in shown[0] and "imagebind_huge" not in shown[0]
     finally:
         index.close()
-    with pytest.raises(bindkit.WeightsNotFoundError, match="bindkit fetch"):
+    huge = demo.weights_hint("imagebind_huge")  # a card with a download: the command and its licence
+    assert "bindkit fetch imagebind_huge" in huge and "CC BY-NC 4.0" in huge
+    with pytest.raises(bindkit.WeightsNotFoundError, match="no such file.*imagebind_tiny"):
         demo._load(argparse.Namespace(index=str(demo_index.path), model=None, weights=str(tmp_path / "no.pt"),
+                                      device="cpu"))
+    # Another model than the index's is refused, naming both, before any weights are looked for.
+    with pytest.raises(bindkit.IndexStoreError, match="'imagebind_tiny'.*imagebind_huge"):
+        demo._load(argparse.Namespace(index=str(demo_index.path), model="imagebind_huge", weights=None,
                                       device="cpu"))

@@ -138,3 +138,15 @@ def test_bad_files_raise_input_error_naming_the_item(tmp_path, samples_dir):
         preprocess("image", [np.zeros((4, 5, 6, 3), np.uint8)])
     with pytest.raises(InputError, match="text mode"):
         preprocess("image", [io.StringIO("not bytes")])
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # over PIL's bomb limit (89.5 Mpx: warning; twice that: error)
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, side):
+    # A 1-bit PNG of side x side pixels is a few kB to 50 kB on disk but 300 MB to 1.2 GB once decoded as RGB.
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (side, side)).save(bomb)
+    assert bomb.stat().st_size < 100_000
+    for kind in ("image", "thermal"):  # the loaders that share open_image
+        with pytest.raises(InputError, match="decompression bomb.*MAX_IMAGE_PIXELS") as info:
+            preprocess(kind, [bomb])
+        assert info.value.item == str(bomb) and f"{side * side} pixels" in str(info.value)

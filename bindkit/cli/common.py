@@ -75,9 +75,11 @@ def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weigh
     the index ``index_dir`` when it exists, else imagebind_huge (local weights, or download).
 
     ``require_index``: ``index_dir`` must already be an index (checked before any weights are read or
-    downloaded, so a mistyped folder fails at once)."""
+    downloaded, so a mistyped folder fails at once). A ``model`` other than the one the index was built with
+    is refused the same way (IndexStoreError naming both), before it can start a download."""
     import bindkit
 
+    from ..errors import IndexStoreError
     from ..index.store import DB_NAME, Store
 
     recorded: dict[str, Any] = {}
@@ -87,6 +89,13 @@ def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weigh
             recorded = store.get_info("model") or {}
         finally:
             store.close()
+    if model is not None and recorded.get("card"):
+        asked = bindkit.load_card(model).name  # CardError for an unknown card
+        if asked != recorded["card"]:
+            raise IndexStoreError(
+                f"index {index_dir} was built with model {recorded['card']!r}, but --model {model} asks for "
+                f"{asked!r}; vectors of different models never mix: drop --model (the index's model is the "
+                f"default) or build a new index with {asked!r}")
     card = model or recorded.get("card") or "imagebind_huge"
     if weights is None and card == recorded.get("card"):
         weights = recorded.get("weights")

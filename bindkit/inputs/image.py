@@ -37,7 +37,7 @@ _INTERPOLATIONS = {
     "hamming": transforms.InterpolationMode.HAMMING,
 }
 _HIGH_BIT = ("scale", "minmax")
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
 
 
 def shape(p: dict[str, Any]) -> tuple[int, ...]:
@@ -75,7 +75,8 @@ def resize_crop(size: int, interpolation: str) -> transforms.Compose:
 def open_image(src: Source) -> Image.Image:
     """Decode ``src`` to a fully loaded PIL image (first frame of GIF/WebP animations). Arrays and tensors
     (H x W, H x W x C, or C x H x W with C in 1, 3, 4) become PIL images: uint8 as is, floats taken as [0, 1],
-    16-bit integers kept 16-bit (mode ``I;16``). Raises InputError for undecodable or truncated files."""
+    16-bit integers kept 16-bit (mode ``I;16``). Raises InputError for undecodable or truncated files, and for
+    files over PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``: refused before decoding)."""
     if src.obj is not None:
         if isinstance(src.obj, Image.Image):
             return src.obj
@@ -85,8 +86,14 @@ def open_image(src: Source) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd palettes/EXIF; they decode fine
+            # ...but not on a possible decompression bomb: refuse it at open, before a pixel is decoded.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(src.open())
             im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise src.fail(f"refused, not decoded: {describe_exc(exc, with_type=False)} (PIL.Image.MAX_IMAGE_PIXELS "
+                       f"= {Image.MAX_IMAGE_PIXELS} sets the limit: raise it, or set it to None, to read large "
+                       "images you trust)") from None
     except _DECODE_ERRORS as exc:
         raise src.fail(f"not a readable image ({describe_exc(exc)}); the file may be truncated or corrupt") from None
     return im
