@@ -63,3 +63,26 @@ def sniff(head: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "a WebP image"
     return None
+
+
+def disk_usage(folder: str | os.PathLike, skip_suffixes: tuple[str, ...] = ()) -> int:
+    """Bytes ``folder`` occupies on disk, as ``du`` counts them: allocated blocks (``st_blocks``; the apparent size
+    where the platform has none) of every file and folder under it, hard links once, symlinks not followed.
+    Files whose names end in one of ``skip_suffixes`` are left out (e.g. SQLite's ``-shm`` shared-memory index,
+    which only exists while a connection is open)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root, dirs, files in os.walk(folder):
+        for name in [".", *files]:
+            if name != "." and name.endswith(skip_suffixes):
+                continue
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:  # removed meanwhile
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            blocks = getattr(st, "st_blocks", None)
+            total += blocks * 512 if blocks is not None else st.st_size
+    return total

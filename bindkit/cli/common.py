@@ -101,3 +101,15 @@ def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weigh
         weights = recorded.get("weights")
     return bindkit.load_model(card, weights=weights, modalities=modalities, device=device or default_device(),
                               download=download)
+
+
+def shown(text: object) -> str:
+    """``text`` safe to print on any terminal: a file name's bytes that are not valid UTF-8 (surrogate-escaped,
+    PEP 383) appear as ``\\xNN`` escapes, e.g. ``caf\\xe9.jpg``, instead of failing the print. ``--json`` output
+    keeps them exact (as ``\\udcNN`` escapes, which ``json.loads`` + ``os.fsencode`` turn back into the bytes)."""
+    s = str(text)
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

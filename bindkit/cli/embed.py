@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import atomic_path, atomic_write_bytes
-from .common import add_model_args, load_model_for, positive_int
+from .common import add_model_args, load_model_for, positive_int, shown
 
 _OUT_SUFFIXES = (".npy", ".parquet")
 
@@ -22,8 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "embed",
         help="embed files (images, video, audio, depth, thermal, IMU CSVs, .txt) into unit vectors",
         description="Embed FILES with an encoder model and write one row per file, in the order given:\n"
-        "  OUT.npy      float32 N x D, with OUT.paths.txt (one path per line), or\n"
-        "  OUT.parquet  columns path, modality, ok, embedding.\n"
+        "  OUT.npy      float32 N x D, with OUT.paths.txt (one path per line, the file name's exact bytes), or\n"
+        "  OUT.parquet  columns path, modality, ok, embedding, path_bytes.\n"
+        "A file name that is not valid UTF-8 is written as its bytes in OUT.paths.txt and path_bytes; the\n"
+        "parquet path column (text) shows its undecodable bytes as \\xNN escapes.\n"
         "The modality of each file comes from -m, else from its extension; parent folders named depth/,\n"
         "thermal/ (infrared/, ir/) or imu/ decide for ordinary image, CSV and .npy files. .txt files are\n"
         "embedded as text (their contents). A file that cannot be loaded gets an all-NaN row and an entry\n"
@@ -74,7 +76,10 @@ def _plan(files: list[str], modality: str | None) -> tuple[list[str | None], lis
     from ..inputs import kind_from_path
     from ..modality import input_kind
 
-    if modality:
+    if modality is not None:
+        if not modality.strip():
+            raise SystemExit("error: -m/--modality is empty; give one of image, video, text, audio, depth, "
+                             "thermal, imu, or leave it out to guess each file's modality")
         kind = input_kind(modality)
         return [kind] * len(files), []
     kinds = [kind_from_path(f) for f in files]
@@ -155,9 +160,10 @@ def run(args: argparse.Namespace) -> int:
         report = {"model": card.name, "files": len(files), "embedded": len(files) - len(failed), "errors": errors}
         _save(Path(args.errors), json.dumps(report, indent=2).encode())
     if not args.quiet:
-        print(f"embedded {len(files) - len(failed)} of {len(files)} file(s) (dim {card.out_embed_dim}) -> {out}")
+        n_ok = len(files) - len(failed)
+        print(f"embedded {n_ok} of {len(files)} file(s) (dim {card.out_embed_dim}) -> {shown(out)}")
         for e in errors[:10]:
-            print(f"  failed: {e['path']}: {e['reason']}", file=sys.stderr)
+            print(f"  failed: {shown(e['path'])}: {shown(e['reason'])}", file=sys.stderr)
         if len(errors) > 10:
             print(f"  ... and {len(errors) - 10} more" + (f" (see {args.errors})" if args.errors else ""),
                   file=sys.stderr)
@@ -165,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def paths_file(out: Path) -> Path:
-    """The list of paths written beside an .npy output (``emb.npy`` -> ``emb.paths.txt``)."""
+    """The list of paths written beside an .npy output (``emb.npy`` -> ``emb.paths.txt``): one per line, each the
+    file name's bytes (``os.fsencode``), so a name that is not valid UTF-8 round-trips: read it with
+    ``open(p, encoding="utf-8", errors="surrogateescape")`` or ``os.fsdecode`` of each line of the bytes."""
     return out.with_suffix(".paths.txt")
 
 
@@ -192,17 +200,18 @@ def _write(out: Path, matrix: np.ndarray, files: list[str], modalities: list[str
         buf = io.BytesIO()
         np.save(buf, matrix)
         _save(out, buf.getvalue())
-        _save(paths_file(out), "".join(f + "\n" for f in files).encode())
+        _save(paths_file(out), b"".join(os.fsencode(f) + b"\n" for f in files))
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     dim = matrix.shape[1]
     table = pa.table({
-        "path": pa.array(files, pa.string()),
+        "path": pa.array([shown(f) for f in files], pa.string()),
         "modality": pa.array(modalities, pa.string()),
         "ok": pa.array(ok, pa.bool_()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), dim),
+        "path_bytes": pa.array([os.fsencode(f) for f in files], pa.binary()),
     }).replace_schema_metadata({"bindkit.model": model_name, "bindkit.dim": str(dim)})
     try:
         with atomic_path(out) as tmp:

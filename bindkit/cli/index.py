@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import IndexStoreError
-from .common import add_model_args, fraction, load_model_for, parse_bytes, positive_int
+from .common import add_model_args, fraction, load_model_for, parse_bytes, positive_int, shown
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -41,8 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        "folder name depth/, thermal/, imu/), manifests (.csv/.jsonl/.parquet with a 'path' or "
                        "'text' column, optional 'modality', other columns become metadata) or single files. "
                        "Progress is committed every batch: rerun the same command to resume a killed build, or "
-                       "to pick up new/changed files (by content hash). Bad files are skipped and listed in "
-                       "OUT/build_report.json.",
+                       "to pick up new/changed files (by content hash). Bad files (and bad .jsonl lines) are "
+                       "skipped and listed in OUT/build_report.json; symlinked folders are followed once. Exit "
+                       "status 1 when nothing was indexed (every item failed, or no file of a known kind).",
                        epilog="examples:\n  bindkit index build photos/ sounds.csv --out my_index\n"
                        "  bindkit index build data/ --out idx --shard 0/4   # writes idx/part-0-of-4\n"
                        "  torchrun --nproc_per_node=4 -m bindkit index build data/ --out idx && "
@@ -102,12 +104,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..index.build import build, part_dir, shard_from_env
+    from ..index.build import build, check_sources, nothing_indexed, part_dir, shard_from_env
 
     try:
         shard = args.shard or shard_from_env()
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
+    check_sources(args.sources, args.modality)  # a bad --modality or manifest fails before the model loads
     target = part_dir(args.out, shard) if shard else Path(args.out)
     model = load_model_for(target, args.model, args.weights, args.device)
     report = build(args.sources, args.out, model, modality=args.modality, batch_size=args.batch_size,
@@ -118,16 +121,35 @@ def run_build(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        _print_build(report)
+    if nothing_indexed(report):
         c = report["counts"]
-        print(f"{report['index']}: {report['items_in_index']} items "
-              f"({', '.join(f'{k} {v}' for k, v in sorted(report['per_modality'].items()))}); this run: "
-              f"{c['embedded']} embedded ({c['new']} new, {c['changed']} changed), {c['unchanged']} unchanged, "
-              f"{c['failed']} failed, {c['removed']} removed, {c['ignored']} ignored; {report['elapsed_s']:.1f} s")
-        for f in report["failures"][:20]:
-            print(f"  failed: {f['item']} ({f['modality']}): {f['reason']}")
-        if len(report["failures"]) > 20:
-            print(f"  ... {len(report['failures']) - 20} more in {report['index']}/build_report.json")
+        if c["found"] == 0:
+            why = "the sources hold no file of a known kind" + (
+                f" ({c['ignored']} file(s) of unknown kind ignored; pass --modality KIND)" if c["ignored"] else "")
+        else:
+            why = f"all {c['selected']} item(s) failed"
+        if c["failed"] or c["skipped"]:
+            why += f"; see {report['index']}/build_report.json"
+        print(f"error: nothing was indexed: {why}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _print_build(report: dict[str, Any]) -> None:
+    """The summary line (counts) and the first failures and skipped folders of a build report."""
+    c = report["counts"]
+    per = ", ".join(f"{k} {v}" for k, v in sorted(report["per_modality"].items()))
+    print(f"{shown(report['index'])}: {report['items_in_index']} items{f' ({per})' if per else ''}; this run: "
+          f"{c['embedded']} indexed ({c['new']} new, {c['changed']} changed), {c['unchanged']} unchanged, "
+          f"{c['failed']} failed, {c['skipped']} skipped, {c['removed']} removed, {c['ignored']} ignored "
+          f"(unknown kind); {report['elapsed_s']:.1f} s")
+    for label, records in (("failed", report["failures"]), ("skipped", report["skipped"])):
+        for f in records[:20]:
+            kind = f" ({f['modality']})" if f.get("modality") else ""
+            print(f"  {label}: {shown(f['item'])}{kind}: {shown(f['reason'])}")
+        if len(records) > 20:
+            print(f"  ... {len(records) - 20} more {label} in {shown(report['index'])}/build_report.json")
 
 
 def run_merge(args: argparse.Namespace) -> int:
@@ -146,6 +168,8 @@ def _print_stats(stats: dict[str, Any]) -> None:
     print(f"items    {stats['count']}  (embedded in total: {stats['embedded_total']}, failures on record: "
           f"{stats['failures']})")
     print(f"on disk  {stats['disk_bytes'] / 1e6:.2f} MB")
+    if not stats["count"]:
+        print("the index is empty: add items with `bindkit index build SOURCES --out DIR` or Index.add")
     print(f"{'modality':<9} {'count':>9}  {'index':<22} {'recall@10':>9}  params")
     for kind, info in stats["modalities"].items():
         recall = info.get("recall@10")

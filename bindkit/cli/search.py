@@ -8,7 +8,7 @@ import json
 from ..errors import BindkitError, InputError
 from ..index.query import QUERY_KINDS
 from ..modality import input_kind
-from .common import add_model_args, load_model_for, positive_int
+from .common import add_model_args, load_model_for, positive_int, shown
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +51,13 @@ def _weights(exprs: list[str] | None, given: list[str]) -> dict[str, float]:
     return out
 
 
+def empty_result_note(size: int, where: object) -> str:
+    """What to print when a search found nothing: the index is empty, or nothing matched."""
+    if not size:
+        return "no results: the index is empty (add items with `bindkit index build SOURCES --out DIR`)"
+    return f"no results among {size} items" + (" (no item matches the --where filters)" if where else "")
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -74,15 +81,19 @@ def run(args: argparse.Namespace) -> int:
             emb = model.embed(**{kind: items}, show_progress_bar=False, strict=True)[kind]
             total += weights.get(kind, 1.0) * emb.sum(0)
         hits = index.search(vector=total, k=args.k, modalities=args.modality, where=where)
+        size = len(index)
     if args.json:
         print(json.dumps({kind: [{"id": h.id, "score": h.score, "modality": h.modality, "uri": h.uri,
                                   "text": h.text, "metadata": h.metadata} for h in lst]
                           for kind, lst in hits.items()}, indent=2))
         return 0
+    if not any(hits.values()):
+        print(empty_result_note(size, where))
+        return 0
     for kind, lst in hits.items():
         print(f"== {kind} ({len(lst)} hits)")
         for rank, h in enumerate(lst, 1):
-            what = h.uri if h.uri is not None else repr(h.text)
+            what = shown(h.uri) if h.uri is not None else repr(h.text)
             meta = f"  {json.dumps(h.metadata)}" if h.metadata else ""
             print(f"{rank:>3}. {h.score:+.4f}  {what}{meta}")
     return 0

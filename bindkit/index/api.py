@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import IndexStoreError, InputError
+from ..fileio import disk_usage
 from ..modality import input_kind
 from .cache import Caches
 from .ingest import AddResult, ingest, item_error
@@ -370,7 +371,7 @@ class Index:
         with self._lock:
             self._caches.catch_up()
             counts = self._store.modality_counts()
-            disk = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+            disk = disk_usage(self.path, skip_suffixes=("-shm",))
             return {
                 "path": str(self.path),
                 "count": sum(counts.values()),
@@ -425,4 +426,7 @@ class Index:
             with self._store.transaction():  # every cache now reflects `version`: older changes are history
                 self._store.prune_changes(version)
             self._store.conn.execute("VACUUM")
+            # In WAL mode VACUUM writes the whole new database to the WAL: fold it in now, or the size reported
+            # below counts the database twice (what `du` sees only once this process has closed the index).
+            self._store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return self.stats()

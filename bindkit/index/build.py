@@ -9,7 +9,12 @@
 - Resumable and incremental: every batch is one transaction (vectors + metadata + content hashes + the count of
   embedded items), and items whose content hash is stored are skipped, so rerunning a killed or finished build
   embeds only what is missing, new or changed. ``sync=True`` also drops items whose source vanished.
-- A bad file never aborts a build: it is skipped, remembered, and listed in ``build_report.json``.
+- A bad file never aborts a build: it is skipped, remembered, and listed in ``build_report.json``. So is a bad
+  ``.jsonl`` line (``file:line``); a ``.csv`` that is not UTF-8 or a ``.parquet`` Arrow cannot read is refused
+  before anything is embedded (see :mod:`bindkit.index.manifests`).
+- Symlinked folders are followed; one leading back to a folder already walked (a loop) is not walked again and
+  is listed under ``skipped`` in the report, as is a folder that cannot be listed.
+- File names that are not valid UTF-8 are indexed too (stored losslessly, see :mod:`bindkit.index.store`).
 - Sharding: ``shard=(i, n)`` keeps the items whose id hash is ``i`` modulo ``n`` and writes the partial index
   to ``<out>/part-i-of-n``; under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) the shard is the rank.
   :func:`bindkit.index.merge.merge` joins the parts.
@@ -17,7 +22,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -29,13 +33,13 @@ from typing import Any, Iterator, Sequence
 
 from ..errors import InputError, ModalityError, describe_exc
 from ..fileio import atomic_write_bytes
-from ..modality import input_kind
+from ..modality import INPUT_KINDS, input_kind
 from ..progress import progress_bar
 from .api import Index
 from .ingest import ingest
-from .items import Prepared, check_metadata, prepare_file
+from .items import Prepared, check_metadata, check_text, prepare_file
+from .manifests import Row, manifest_rows
 from .store import hash_object, id_for
-from .where import parse_value
 
 REPORT_NAME = "build_report.json"
 _RESERVED = ("path", "modality", "text")
@@ -88,61 +92,109 @@ def _text_candidate(text: str, metadata: dict[str, Any] | None) -> Candidate:
     return Candidate(key=f"text:{hash_object(text)}", kind="text", text=text, metadata=metadata)
 
 
-def _manifest_rows(path: Path) -> Iterator[dict[str, Any]] | None:
-    """Rows of a manifest file, or None when ``path`` is not a manifest (e.g. a CSV of IMU samples)."""
-    ext = path.suffix.lower()
-    if ext == ".jsonl":
-        return (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    if ext == ".parquet":
-        import pyarrow.parquet as pq
-
-        return iter(pq.read_table(path).to_pylist())
-    if ext == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-        if "path" not in header and "text" not in header:
-            return None
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        # CSV has no types: numbers and booleans are parsed so that filters like year>=2020 work.
-        return ({k: parse_value(v) if isinstance(v, str) and v != "" else v for k, v in r.items()} for r in rows)
-    return None
-
-
 def _absent(v: Any) -> bool:
     return v is None or v == "" or (isinstance(v, float) and math.isnan(v))
 
 
-def _from_manifest(path: Path, rows: Iterator[dict[str, Any]], modality: str | None,
+def _from_manifest(path: Path, rows: Iterator[Row], modality: str | None,
                    problems: list[dict[str, Any]]) -> Iterator[Candidate]:
-    """Candidates of a manifest's rows; a bad row is recorded in ``problems`` and skipped."""
-    for n, row in enumerate(rows):
-        where = f"{path}:{n + 1}"
+    """Candidates of a manifest's rows; a bad row is recorded in ``problems`` (``file:line``) and skipped."""
+    for where, row, problem in rows:
+        kind = modality
         try:
+            if row is None:
+                raise InputError(where, "manifest", problem or "unreadable row")
             kind = row.get("modality") if not _absent(row.get("modality")) else modality
             meta = check_metadata({k: v for k, v in row.items() if k not in _RESERVED and not _absent(v)}, where)
             if not _absent(row.get("path")):
-                full = os.path.abspath(path.parent / str(row["path"]))
+                given = row["path"]
+                # bytes: a file name stored losslessly (e.g. the path_bytes column `bindkit embed` writes)
+                name = os.fsdecode(given) if isinstance(given, bytes) else str(given)
+                full = os.path.abspath(path.parent / name)
                 yield Candidate(key=full, kind=input_kind(kind) if kind else None, path=full, metadata=meta)
             elif not _absent(row.get("text")):
+                check_text(str(row["text"]), where)
                 yield _text_candidate(str(row["text"]), meta)
             else:
                 raise InputError(where, "manifest", "row has neither a 'path' nor a 'text' value")
         except (InputError, ModalityError) as exc:
-            problems.append({"item": where, "modality": kind if isinstance(kind, str) else None,
+            problems.append({"item": where, "modality": kind if kind in INPUT_KINDS else "manifest",
                              "reason": getattr(exc, "reason", str(exc))})
 
 
-def scan(sources: Sequence[str | os.PathLike], modality: str | None = None, exclude: Path | None = None
+def _walk(top: Path, excluded: str | None, skipped: list[dict[str, str]]) -> Iterator[str]:
+    """Absolute paths of the files under ``top`` (sorted, hidden names left out). Symlinked folders are followed
+    once: one that leads back to a folder already walked (a loop, or a second way into the same folder) is
+    listed in ``skipped`` with the reason, as is a folder that cannot be listed."""
+    seen: dict[tuple[int, int], str] = {}
+
+    def on_error(exc: OSError) -> None:
+        skipped.append({"item": str(exc.filename or top), "reason": f"cannot list it ({exc.strerror or exc})"})
+
+    for root, dirs, files in os.walk(top, followlinks=True, onerror=on_error):
+        root_abs = os.path.abspath(root)
+        try:
+            st = os.stat(root_abs)
+        except OSError as exc:
+            skipped.append({"item": root_abs, "reason": f"cannot read it ({exc.strerror or exc})"})
+            dirs[:] = []
+            continue
+        ident = (st.st_dev, st.st_ino)
+        if ident in seen:
+            skipped.append({"item": root_abs, "reason": f"the same folder as {seen[ident]} (through a symlink), "
+                            "which is already indexed; not walked again"})
+            dirs[:] = []
+            continue
+        seen[ident] = root_abs
+        # real folders before symlinked ones, so a folder reachable both ways is indexed under its real path
+        dirs[:] = sorted((d for d in dirs if not d.startswith(".") and os.path.join(root_abs, d) != excluded),
+                         key=lambda d: (os.path.islink(os.path.join(root_abs, d)), d))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield os.path.join(root_abs, name)
+
+
+def check_modality(modality: str | None) -> str | None:
+    """The canonical kind of a ``modality=`` option (None: infer per file). An empty string is an error
+    rather than "infer", so that ``--modality "$KIND"`` with an unset variable does not go unnoticed."""
+    if modality is None:
+        return None
+    if not str(modality).strip():
+        raise ModalityError("the modality is empty; give one of image, video, text, audio, depth, thermal, imu, "
+                            "or leave the option out to infer each file's modality")
+    return input_kind(modality)
+
+
+def _missing(src: str | os.PathLike) -> InputError:
+    return InputError(str(src), "source", "does not exist; pass folders, manifests (.csv/.jsonl/.parquet) or files")
+
+
+def check_sources(sources: Sequence[str | os.PathLike], modality: str | None = None) -> None:
+    """Fail fast, before a model is loaded: the ``modality`` option, that every source exists, and that no
+    manifest must be refused (unreadable Parquet, non-UTF-8 CSV). Bad rows are left for the build to report."""
+    check_modality(modality)
+    for src in sources:
+        p = Path(src)
+        if not p.exists():
+            raise _missing(src)
+        if p.is_file():
+            manifest_rows(p)
+
+
+def scan(sources: Sequence[str | os.PathLike], modality: str | None = None, exclude: Path | None = None,
+         skipped: list[dict[str, str]] | None = None
          ) -> tuple[list[Candidate], list[str], list[dict[str, Any]]]:
     """Candidates from folders/manifests/files (sorted, de-duplicated), the files ignored (unknown kind) and
-    the manifest rows that could not be read (item, modality, reason)."""
+    the manifest rows that could not be read (item, modality, reason). Folders not walked (symlink loops,
+    unreadable folders) are appended to ``skipped`` as {item, reason}. Raises InputError for a missing source
+    or a manifest that must be refused (see :mod:`bindkit.index.manifests`), before anything is embedded."""
     from ..inputs import kind_from_path
 
-    kind = input_kind(modality) if modality else None
+    kind = check_modality(modality)
     found: dict[str, Candidate] = {}
     ignored: list[str] = []
     problems: list[dict[str, Any]] = []
+    skipped = [] if skipped is None else skipped
     excluded = os.path.abspath(exclude) if exclude is not None else None
 
     def add_file(full: str) -> None:
@@ -155,17 +207,12 @@ def scan(sources: Sequence[str | os.PathLike], modality: str | None = None, excl
     for src in sources:
         p = Path(src)
         if not p.exists():
-            raise InputError(str(src), "source", "does not exist; pass folders, manifests (.csv/.jsonl/.parquet) or files")
+            raise _missing(src)
         if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                root_abs = os.path.abspath(root)
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                                 and os.path.join(root_abs, d) != excluded)
-                for name in sorted(files):
-                    if not name.startswith("."):
-                        add_file(os.path.join(root_abs, name))
+            for full in _walk(p, excluded, skipped):
+                add_file(full)
             continue
-        rows = _manifest_rows(p)
+        rows = manifest_rows(p)
         if rows is None:
             add_file(os.path.abspath(p))
         else:
@@ -181,7 +228,7 @@ def _prepare(c: Candidate, stored: tuple | None) -> Prepared:
     try:
         st = os.stat(c.path)
     except OSError as exc:
-        raise InputError(c.path, c.kind or "unknown", f"cannot read it ({exc.strerror or exc})") from exc
+        raise InputError(c.path, _kind_guess(c), f"cannot read it ({exc.strerror or exc})") from exc
     known = None
     if stored and stored[3] == st.st_size and stored[4] == st.st_mtime_ns and (c.kind in (None, stored[1])):
         known = stored[2]  # same size and mtime as when it was embedded: trust the stored hash, skip the read
@@ -200,7 +247,8 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
         raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
     started = time.time()
     target = part_dir(out, shard) if shard else Path(out)
-    candidates, ignored, problems = scan(sources, modality, exclude=Path(out))
+    skipped: list[dict[str, str]] = []
+    candidates, ignored, problems = scan(sources, modality, exclude=Path(out), skipped=skipped)
     total_found = len(candidates)
     if shard:
         candidates = [c for c in candidates if id_for(c.key) % shard[1] == shard[0]]
@@ -218,7 +266,7 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
         # One kind per batch keeps model batches full.
         candidates.sort(key=lambda c: (c.kind or "", c.key))
         counts = {"found": total_found, "selected": len(candidates), "new": 0, "changed": 0, "unchanged": 0,
-                  "embedded": 0, "failed": 0, "removed": removed, "ignored": len(ignored)}
+                  "embedded": 0, "failed": 0, "removed": removed, "ignored": len(ignored), "skipped": len(skipped)}
         failures: list[dict[str, Any]] = list(problems)
         bar = progress_bar(progress, total=len(candidates), unit="item", desc="indexing", dynamic_ncols=True,
                            smoothing=0.1)
@@ -230,9 +278,11 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
             for c in chunk:
                 try:
                     prepared.append(_prepare(c, stored.get(c.key)))
-                except (InputError, ModalityError) as exc:
+                except Exception as exc:  # noqa: BLE001 - one bad item is recorded, never the end of the build
                     prepared.append(None)
-                    bad.append((c.key, c.kind, c.path, getattr(exc, "reason", str(exc))))
+                    kind = getattr(exc, "modality", None)
+                    bad.append((c.key, kind if kind and kind != "unknown" else _kind_guess(c), c.path,
+                                getattr(exc, "reason", None) or describe_exc(exc)))
             try:
                 result = ingest(index, prepared, strict=False, batch_size=batch_size, save=False, workers=workers,
                                 failed=bad)
@@ -244,10 +294,11 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
             counts["embedded"] += result.embedded
             counts["unchanged"] += result.unchanged
             for key, kind, uri, reason in bad:
-                failures.append({"item": uri or key, "modality": kind, "reason": reason})
+                failures.append({"item": uri or key, "modality": kind or "unknown", "reason": reason})
             for e in result.errors:
                 p = prepared[e.index] if e.index < len(prepared) else None
-                failures.append({"item": (p.uri or p.key) if p else str(e.item), "modality": e.kind, "reason": e.reason})
+                failures.append({"item": (p.uri or p.key) if p else str(e.item),
+                                 "modality": e.kind or (p.kind if p else None) or "unknown", "reason": e.reason})
             bar.update(len(chunk))
             bar.set_postfix(embedded=counts["embedded"], failed=len(failures), refresh=False)
         bar.close()
@@ -270,11 +321,30 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
             "items_per_s": round(counts["embedded"] / elapsed, 3) if elapsed > 0 else None,
             "failures": failures,
             "ignored": ignored[:1000],
+            "skipped": skipped[:1000],
         }
         atomic_write_bytes(target / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
         return report
     finally:
         index.close()
+
+
+def _kind_guess(c: Candidate) -> str:
+    """The modality a failed candidate was meant to be: given, else from its name, else ``unknown``."""
+    if c.kind:
+        return c.kind
+    from ..inputs import kind_from_path
+
+    return (kind_from_path(c.path) if c.path else None) or "unknown"
+
+
+def nothing_indexed(report: dict[str, Any]) -> bool:
+    """True when a build added nothing: no item embedded or found unchanged, none removed, although the sources
+    held items (or held none at all). A shard that was given no items is not a failure."""
+    c = report["counts"]
+    if c["embedded"] or c["unchanged"] or c["removed"]:
+        return False
+    return c["selected"] > 0 or c["found"] == 0
 
 
 def _one_by_one(index: Index, prepared: list[Prepared | None], bad: list, batch_size: int, workers: int | None,

@@ -53,6 +53,16 @@ def check_metadata(metadata: Any, item: object = "metadata") -> dict[str, Any] |
     return dict(metadata)
 
 
+def check_text(text: str, item: object) -> None:
+    """Raise InputError when ``text`` is not valid Unicode (a lone surrogate, e.g. ``"\\udce9"`` from a JSON
+    escape): it could be neither embedded nor stored."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(item, "text", f"not valid Unicode: lone surrogate {exc.object[exc.start]!r} at position "
+                         f"{exc.start}; fix the text's encoding") from None
+
+
 def _kind_of_path(path: str, given: str | None, shown: object) -> str:
     if given is not None:
         return given
@@ -74,6 +84,11 @@ def prepare_file(path: str | os.PathLike, kind: str | None = None, metadata: dic
     and URI, content hash of its bytes. ``stat``/``content_hash`` may be passed when already known."""
     shown = os.fspath(path)
     full = os.path.abspath(shown)
+    try:
+        os.fsencode(full)  # undecodable file-name bytes (surrogate-escaped) are fine; other lone surrogates are not
+    except UnicodeEncodeError as exc:
+        raise InputError(ascii(shown), kind or "unknown", f"not a valid path: it holds the lone surrogate "
+                         f"{exc.object[exc.start]!r} at position {exc.start}, which no file name can contain") from None
     kind = _kind_of_path(full, kind, shown)
     try:
         st = stat or os.stat(full)
@@ -109,6 +124,8 @@ def prepare(item: Any, kind: str | None, metadata: dict[str, Any] | None, positi
                          "pass modality=...")
     if kind == "text" and not isinstance(item, str):
         raise InputError(shown, kind, f"text items must be strings, got {type(item).__name__}")
+    if kind == "text":
+        check_text(item, shown)
     try:
         digest = hash_object(item)
     except TypeError as exc:

@@ -21,7 +21,7 @@ from ..errors import IndexStoreError
 from .api import Index
 from .cache import Caches
 from .faiss_index import VectorIndex
-from .store import DB_NAME, FORMAT_VERSION, ItemRow, Store
+from .store import DB_NAME, FORMAT_VERSION, ItemRow, Store, from_db
 
 _PART = re.compile(r"^part-(\d+)-of-(\d+)$")
 _COLUMNS = "id, key, modality, uri, content_hash, metadata, text, added_at, file_size, file_mtime_ns, vector"
@@ -94,11 +94,11 @@ def _copy_part(store: Store, part: Path) -> bool:
             conn.execute("INSERT OR REPLACE INTO main.failures SELECT * FROM part.failures")
             row = conn.execute("SELECT value FROM part.state WHERE name='embedded'").fetchone()
             store.bump_counter("embedded", int(row[0]) if row else 0)
-            known = store.lookup([r[1] for r in clash])
-            rows = [ItemRow(key=r[1], modality=r[2], uri=r[3], content_hash=r[4], metadata=json.loads(r[5]),
-                            text=r[6], file_size=r[8], file_mtime_ns=r[9],
+            known = store.lookup([from_db(r[1]) for r in clash])
+            rows = [ItemRow(key=from_db(r[1]), modality=r[2], uri=from_db(r[3]), content_hash=r[4],
+                            metadata=json.loads(r[5]), text=r[6], file_size=r[8], file_mtime_ns=r[9],
                             vector=np.frombuffer(r[10], "<f2").astype(np.float32))
-                    for r in clash if r[1] not in known]  # a key already merged keeps the first part's row
+                    for r in clash if from_db(r[1]) not in known]  # a key already merged keeps the first part's row
             if rows:
                 store.upsert(rows, store.version())
     finally:

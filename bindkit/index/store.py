@@ -7,6 +7,11 @@ reflect, so a cache left stale by a crash is repaired by replaying the changes l
 Ids are stable 64-bit integers derived from the item's key (its URI, or ``<kind>:<content hash>`` for in-memory
 items): ``blake2b(key, digest_size=8) & (2**63 - 1)``, with linear probing on the rare collision, so a sharded
 build and a one-process build agree on every id.
+
+File names that are not valid UTF-8 (Linux allows any bytes; Python hands them over with the undecodable bytes as
+lone surrogates, PEP 383) cannot be SQLite TEXT: such a key or URI is stored as a BLOB of the file name's exact
+bytes (``os.fsencode``) and read back with ``os.fsdecode``, so ``Hit.uri`` opens the same file. Every other key
+stays TEXT, so existing indexes read unchanged.
 """
 
 from __future__ import annotations
@@ -65,9 +70,28 @@ def crash_point(name: str) -> None:
 
 
 def id_for(key: str) -> int:
-    """The preferred 63-bit id of an item key (before collision probing)."""
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    """The preferred 63-bit id of an item key (before collision probing). A file name's undecodable bytes
+    (surrogate-escaped) hash as the bytes themselves; valid UTF-8 keys hash exactly as before."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "big") & _ID_MASK
+
+
+def to_db(text: str | None) -> str | bytes | None:
+    """A key or URI as SQLite stores it: the str itself, or the file name's bytes (a BLOB) when it holds
+    surrogate-escaped bytes that are not valid UTF-8. Raises UnicodeEncodeError for a lone surrogate that no
+    file name can contain."""
+    if text is None or isinstance(text, bytes):
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text)
+    return text
+
+
+def from_db(value: str | bytes | None) -> str | None:
+    """The inverse of :func:`to_db`: a stored key or URI as a str path (``os.fsdecode`` of a BLOB)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 def hash_file(path: str | os.PathLike) -> str:
@@ -231,7 +255,7 @@ class Store:
 
     # ---- writes (inside a transaction) ------------------------------------------------------------------------
     def _assign_id(self, key: str) -> int:
-        row = self.conn.execute("SELECT id FROM items WHERE key=?", (key,)).fetchone()
+        row = self.conn.execute("SELECT id FROM items WHERE key=?", (to_db(key),)).fetchone()
         if row:
             return int(row[0])
         candidate = id_for(key)
@@ -246,7 +270,8 @@ class Store:
         replaced: list[tuple[int, str]] = []
         now = time.time()
         for row in rows:
-            old = self.conn.execute("SELECT id, modality FROM items WHERE key=?", (row.key,)).fetchone()
+            key = to_db(row.key)
+            old = self.conn.execute("SELECT id, modality FROM items WHERE key=?", (key,)).fetchone()
             item_id = int(old[0]) if old else self._assign_id(row.key)
             if old:
                 replaced.append((item_id, old[1]))
@@ -255,11 +280,11 @@ class Store:
             self.conn.execute(
                 "INSERT OR REPLACE INTO items(id, key, modality, uri, content_hash, metadata, text, added_at,"
                 " file_size, file_mtime_ns, vector) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
-                (item_id, row.key, row.modality, row.uri, row.content_hash, json.dumps(row.metadata or {}),
+                (item_id, key, row.modality, to_db(row.uri), row.content_hash, json.dumps(row.metadata or {}),
                  row.text, now, row.file_size, row.file_mtime_ns, to_f16(row.vector).tobytes()),
             )
             self.conn.execute("INSERT INTO changes VALUES(?, ?, ?)", (version, row.modality, item_id))
-            self.conn.execute("DELETE FROM failures WHERE key=?", (row.key,))
+            self.conn.execute("DELETE FROM failures WHERE key=?", (key,))
             ids.append(item_id)
         return ids, replaced
 
@@ -288,7 +313,7 @@ class Store:
         now = time.time()
         self.conn.executemany(
             "INSERT OR REPLACE INTO failures(key, modality, uri, reason, at) VALUES(?,?,?,?,?)",
-            [(k, m, u, r, now) for k, m, u, r in failures],
+            [(to_db(k), m, to_db(u), r, now) for k, m, u, r in failures],
         )
 
     # ---- reads --------------------------------------------------------------------------------------------
@@ -303,17 +328,17 @@ class Store:
     def lookup(self, keys: Sequence[str]) -> dict[str, tuple[int, str, str, int | None, int | None]]:
         """key -> (id, modality, content_hash, file_size, file_mtime_ns) for the keys that are stored."""
         out: dict[str, tuple[int, str, str, int | None, int | None]] = {}
-        for chunk in _chunks(list(keys)):
+        for chunk in _chunks([to_db(k) for k in keys]):
             q = ",".join("?" * len(chunk))
             for k, i, m, h, s, t in self.conn.execute(
                 f"SELECT key, id, modality, content_hash, file_size, file_mtime_ns FROM items WHERE key IN ({q})", chunk
             ):
-                out[k] = (int(i), m, h, s, t)
+                out[from_db(k)] = (int(i), m, h, s, t)
         return out
 
     def keys(self) -> dict[str, int]:
         """Every stored key -> id."""
-        return {k: int(i) for k, i in self.conn.execute("SELECT key, id FROM items")}
+        return {from_db(k): int(i) for k, i in self.conn.execute("SELECT key, id FROM items")}
 
     def ids(self, modality: str | None = None, where: tuple[str, list[Any]] | None = None) -> np.ndarray:
         """Ids (int64, ascending) of the items of ``modality`` (all when None) matching a compiled filter."""
@@ -357,7 +382,7 @@ class Store:
             for i, m, u, md, t, h, a in self.conn.execute(
                 f"SELECT id, modality, uri, metadata, text, content_hash, added_at FROM items WHERE id IN ({q})", part
             ):
-                out[int(i)] = {"id": int(i), "modality": m, "uri": u, "metadata": json.loads(md), "text": t,
+                out[int(i)] = {"id": int(i), "modality": m, "uri": from_db(u), "metadata": json.loads(md), "text": t,
                                "content_hash": h, "added_at": a}
         return out
 
@@ -384,7 +409,7 @@ class Store:
         )
 
     def failures(self) -> list[dict[str, Any]]:
-        return [{"item": u or k, "modality": m, "reason": r}
+        return [{"item": from_db(u or k), "modality": m, "reason": r}
                 for k, m, u, r in self.conn.execute("SELECT key, modality, uri, reason FROM failures ORDER BY key")]
 
 
