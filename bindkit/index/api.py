@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import numpy as np
 
 from ..errors import ArgumentError, IndexClosedError, IndexStoreError, InputError
-from .args import check_ids, check_k, check_model, check_modalities
 from ..modality import input_kind
+from .args import check_ids, check_k, check_model, check_modalities
 from .cache import Caches
 from .ingest import AddResult, ingest, item_error
 from .items import Prepared, check_metadata, prepare
@@ -318,7 +318,7 @@ class Index:
         run that changes nothing."""
         with self._lock:
             if ids is None and where is None:
-                raise ArgumentError("remove() needs ids=... or where=...; refusing to remove everything")
+                raise ArgumentError("remove() and select() need ids=... or where=...; refusing to remove everything")
             chosen = None if ids is None else np.asarray(check_ids(ids), dtype=np.int64)
             if where is not None:
                 matching = self._store.ids(where=compile_where(where))
