@@ -47,6 +47,18 @@ class DeviceError(BindkitError, ValueError):
     """A torch device name that is malformed or not available on this machine."""
 
 
+class ArgumentError(BindkitError, ValueError):
+    """A Python API argument with the right type but an unusable value (``k=-1``, an id out of range)."""
+
+
+class ArgumentTypeError(BindkitError, TypeError):
+    """A Python API argument of the wrong type (``k="5"``, ``modalities=5``, ``model=None``)."""
+
+
+class IndexClosedError(IndexStoreError, ValueError):
+    """A method was called on an ``Index`` after ``close()`` (like I/O on a closed file, a ValueError)."""
+
+
 def describe_exc(exc: BaseException, with_type: bool = True) -> str:
     """``"TypeName: first line of the message"`` (or the first line alone), to quote a library's complaint
     inside one of our messages instead of showing its stack trace."""

@@ -111,3 +111,69 @@ def test_cli_filter_parsing():
     assert parse_cli_filters([]) is None
     with pytest.raises(FilterError, match="Expected --where KEY=VALUE"):
         parse_cli_filters(["nonsense"])
+
+
+# ---- keys: every key Index.add accepts can be filtered on (issue 7, item 8) ----------------------------------
+ODD_KEYS = ["café", "名前", 'say "hi"', "", "back\\slash", "tab\tkey", "😀", "a.b", "it's"]
+
+
+@pytest.fixture(scope="module")
+def odd_store(tmp_path_factory):
+    """Items whose metadata use keys that need escaping in JSON or in a JSON path."""
+    st = Store(tmp_path_factory.mktemp("odd"), create=True)
+    metas = [{key: i // len(ODD_KEYS), "other": i} for i, key in enumerate(ODD_KEYS * 3)] + [{"plain": 1}]
+    rows = [ItemRow(key=f"k{i}", modality="text", content_hash=str(i), vector=np.ones(4, np.float32) / 2,
+                    metadata=m) for i, m in enumerate(metas)]
+    with st.transaction():
+        st.upsert(rows, 1)
+    st.metas = {st.lookup([f"k{i}"])[f"k{i}"][0]: m for i, m in enumerate(metas)}
+    yield st
+    st.close()
+
+
+@pytest.mark.parametrize("key", ODD_KEYS, ids=repr)
+@pytest.mark.parametrize("op", ["$eq", "$ne", "$gte", "$in"])
+def test_every_storable_key_is_filterable(odd_store, key, op):
+    value = [1, 2] if op == "$in" else 1
+    where = {key: {op: value}}
+    got = set(odd_store.ids(where=compile_where(where)).tolist())
+    want = {i for i, m in odd_store.metas.items() if matches(where, m)}
+    assert got == want
+    if op in ("$eq", "$gte"):
+        assert got  # the oracle agrees with something, not with an empty answer
+
+
+def test_keys_starting_with_dollar_are_refused_when_added():
+    from bindkit.errors import InputError
+    from bindkit.index.items import check_metadata
+
+    with pytest.raises(InputError, match=r"starts with '\$'"):
+        check_metadata({"$price": 3})
+    for key in ODD_KEYS:  # everything else a filter can name is accepted
+        assert check_metadata({key: 1}) == {key: 1}
+    with pytest.raises(FilterError, match="Expected a metadata key"):
+        compile_where({"$price": 3})
+
+
+@pytest.mark.parametrize("expr, wanted", [
+    ("year==2020", "Expected one comparison operator"),
+    ("year=>2020", "Expected one comparison operator"),
+    ("year>>2020", "Expected one comparison operator"),
+    ("year<>2020", "Expected one comparison operator"),
+    ("year>=abc", "Expected a number after >="),
+    ("year<true", "Expected a number after <"),
+    ("year>nan", "Expected a number after >"),
+    ("year=", "Expected a value after year="),
+    ("=2020", "Expected --where KEY=VALUE"),
+])
+def test_cli_filters_that_used_to_match_nothing_are_errors(expr, wanted):
+    with pytest.raises(FilterError, match=wanted) as info:
+        parse_cli_filters([expr])
+    assert "KEY>=VALUE" in str(info.value)  # the accepted syntax is shown
+
+
+def test_cli_filters_accept_quoted_text_and_any_key():
+    assert parse_cli_filters(["name>='abc'"]) == {"name": {"$gte": "abc"}}
+    assert parse_cli_filters(["name=''"]) == {"name": {"$eq": ""}}
+    assert parse_cli_filters(["café=1", "名前=値"]) == {"$and": [{"café": {"$eq": 1}}, {"名前": {"$eq": "値"}}]}
+    assert parse_cli_filters(['say "hi"=yes']) == {'say "hi"': {"$eq": "yes"}}

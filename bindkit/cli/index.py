@@ -86,6 +86,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--id", type=int, action="append", dest="ids", metavar="ID", help="item id (repeatable)")
     r.add_argument("--uri", action="append", metavar="PATH", help="source path of the item (repeatable)")
     r.add_argument("--where", action="append", metavar="EXPR", help="metadata filter, e.g. split=test")
+    r.add_argument("--dry-run", action="store_true", help="list the items that would be removed; remove nothing")
     r.set_defaults(func=run_remove)
 
     c = sub.add_parser("compact", help="rebuild FAISS files from the store, reclaim space",
@@ -206,9 +207,22 @@ def run_remove(args: argparse.Namespace) -> int:
             if not ids and not where:
                 print("removed 0 items (no such uri)")
                 return 0
-        n = index.remove(np.asarray(ids, dtype=np.int64) if (args.ids or args.uri) else None, where=where)
+        chosen = np.asarray(ids, dtype=np.int64) if (args.ids or args.uri) else None
+        if args.dry_run:
+            _print_would_remove(index, index.select(chosen, where=where))
+            return 0
+        n = index.remove(chosen, where=where)
     print(f"removed {n} items")
     return 0
+
+
+def _print_would_remove(index: Any, ids: list[int]) -> None:
+    """``--dry-run``: one line per item (id, modality, uri or text, metadata), then the count."""
+    for hit in index.get(ids):
+        what = hit.uri if hit.uri is not None else repr(hit.text)
+        meta = f"  {json.dumps(hit.metadata, ensure_ascii=False)}" if hit.metadata else ""
+        print(f"{hit.id}  {hit.modality:<8} {what}{meta}")
+    print(f"would remove {len(ids)} items (dry run: nothing was removed)")
 
 
 def run_compact(args: argparse.Namespace) -> int:

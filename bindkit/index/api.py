@@ -13,18 +13,20 @@ call. See ``bindkit/index/store.py``.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from ..errors import IndexStoreError, InputError
+from ..errors import ArgumentError, IndexClosedError, IndexStoreError, InputError
 from ..fileio import disk_usage
 from ..modality import input_kind
+from .args import check_ids, check_k, check_model, check_modalities
 from .cache import Caches
 from .ingest import AddResult, ingest, item_error
 from .items import Prepared, check_metadata, prepare
@@ -44,6 +46,22 @@ class Hit:
     uri: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     text: str | None = None
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _open_only(method: _F) -> _F:
+    """Make ``method`` raise IndexClosedError ("index is closed") once the index was closed, instead of
+    whatever SQLite or FAISS would say."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Index", *args: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise IndexClosedError(f"index {self.path} is closed; open it again with bindkit.Index.open(path)")
+        return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _identity(model: Any) -> dict[str, Any]:
@@ -73,6 +91,7 @@ class Index:
             IndexStoreError: ``path`` already holds an index (unless ``exist_ok``, which opens it instead and
                 checks the model), or is a non-empty directory that is not an index.
         """
+        check_model(model, "Index.create")
         path = Path(path)
         if (path / DB_NAME).is_file():
             store = Store(path)
@@ -107,6 +126,8 @@ class Index:
             IndexStoreError: not an index, an unknown format, or ``model`` differs from the one it was built
                 with (the message names both).
         """
+        if model is not None:
+            check_model(model, "Index.open")
         path = Path(path)
         store = Store(path)
         stored = store.get_info("model")
@@ -152,6 +173,7 @@ class Index:
                     "open it with the weights it was built with, or build a new index"
                 )
 
+    @_open_only
     def _record_model_hint(self, weights: str) -> None:
         """Remember where the weights came from, so CLI searches can load the same model by default."""
         with self._lock, self._store.transaction():
@@ -164,23 +186,32 @@ class Index:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
             try:
                 self.flush()
             finally:
+                self._closed = True
                 self._store.close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (every other method then raises IndexClosedError)."""
+        return self._closed
+
+    @_open_only
     def __enter__(self) -> "Index":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @_open_only
     def __len__(self) -> int:
         with self._lock:
             return self._store.count()
 
     def __repr__(self) -> str:
+        if self._closed:
+            return f"<Index {str(self.path)!r} (closed)>"
         return f"Index({str(self.path)!r}, items={len(self)}, modalities={self.modalities})"
 
     @property
@@ -189,6 +220,7 @@ class Index:
         return self._dim
 
     @property
+    @_open_only
     def modalities(self) -> list[str]:
         """Input kinds that have items in this index."""
         with self._lock:
@@ -229,6 +261,7 @@ class Index:
                 self._caches.save(self._caches.due())
             return ids
 
+    @_open_only
     def flush(self) -> None:
         """Write every FAISS cache changed since it was last written (``close`` does this too). Writes save
         small caches at once and big ones every so often; either way nothing is lost, since SQLite holds it."""
@@ -236,6 +269,7 @@ class Index:
             if not self._mmap:
                 self._caches.save()
 
+    @_open_only
     def add(self, items: Any, modality: str | Sequence[str] | None = None,
             metadata: dict[str, Any] | Sequence[dict[str, Any] | None] | None = None, *, strict: bool = True,
             batch_size: int = 32, show_progress_bar: bool | None = None) -> AddResult:
@@ -263,7 +297,7 @@ class Index:
             kinds = list(modality) if isinstance(modality, (list, tuple)) else [modality] * n
             metas = list(metadata) if isinstance(metadata, (list, tuple)) else [metadata] * n
             if len(kinds) != n or len(metas) != n:
-                raise ValueError(f"got {n} items but {len(kinds)} modalities and {len(metas)} metadata entries")
+                raise ArgumentError(f"got {n} items but {len(kinds)} modalities and {len(metas)} metadata entries")
             prepared: list[Prepared | None] = []
             errors = []
             for pos, (item, kind, meta) in enumerate(zip(items, kinds, metas)):
@@ -279,23 +313,37 @@ class Index:
             result.errors.sort(key=lambda e: e.index)
             return result
 
-    def remove(self, ids: int | Iterable[int] | None = None, *, where: dict[str, Any] | None = None) -> int:
-        """Delete items by id and/or metadata filter (both given: the ids that also match). Returns how many
-        were removed. Other items keep their ids."""
+    @_open_only
+    def select(self, ids: int | Iterable[int] | None = None, *, where: dict[str, Any] | None = None) -> list[int]:
+        """The ids of stored items that :meth:`remove` with the same arguments would delete (ascending); a dry
+        run that changes nothing."""
         with self._lock:
             if ids is None and where is None:
-                raise ValueError("remove() needs ids=... or where=...; refusing to remove everything")
-            chosen = None if ids is None else np.atleast_1d(np.asarray(ids, dtype=np.int64))
+                raise ArgumentError("remove() and select() need ids=... or where=...; refusing to remove everything")
+            chosen = None if ids is None else np.asarray(check_ids(ids), dtype=np.int64)
             if where is not None:
                 matching = self._store.ids(where=compile_where(where))
                 chosen = matching if chosen is None else np.intersect1d(chosen, matching)
-            present = self._store.rows(chosen.tolist())
+            return sorted(self._store.rows(np.unique(chosen).tolist()))
+
+    @_open_only
+    def remove(self, ids: int | Iterable[int] | None = None, *, where: dict[str, Any] | None = None) -> int:
+        """Delete items by id and/or metadata filter (both given: the ids that also match). Returns how many
+        were removed. Other items keep their ids. :meth:`select` tells which ids would go, removing nothing.
+
+        Raises:
+            ArgumentTypeError / ArgumentError: an id that is not a whole number / not in [0, 2**63).
+            FilterError: ``where`` does not follow the grammar of ``bindkit.index.where``.
+        """
+        with self._lock:
+            present = self.select(ids, where=where)
             if not present:
                 return 0
-            self._commit([], delete=list(present))
+            self._commit([], delete=present)
             return len(present)
 
     # ---- reads ------------------------------------------------------------------------------------------------
+    @_open_only
     def search(self, text: Any = None, image: Any = None, audio: Any = None, video: Any = None, depth: Any = None,
                thermal: Any = None, imu: Any = None, *, vector: Any = None,
                weights: dict[str, float] | Sequence[float] | None = None, k: int = 10,
@@ -310,13 +358,20 @@ class Index:
         Args:
             weights: per input kind (``{"text": 0.3, "image": 1.0}``) or a list in the order text, image, audio,
                 video, depth, thermal, imu, vector (of the inputs given); default 1 each.
-            k: hits per modality (fewer only when fewer items match).
+            k: hits per modality, a whole number >= 1 (fewer only when fewer items match; any larger ``k`` is
+                clamped to the number of candidates, so ``k=10**20`` costs no more than "all of them").
             modalities: result kinds to search (default: every kind the index holds).
             where: metadata filter applied *before* ranking (see ``bindkit.index.where``).
 
         Returns:
             ``{modality: [Hit, ...]}`` best first, or a list of those for a batch of queries.
+
+        Raises:
+            ArgumentTypeError / ArgumentError: a ``k``, ``modalities`` or ``weights`` of the wrong type / value
+                (e.g. a weight for an input that was not given).
         """
+        k = check_k(k)
+        modalities = check_modalities(modalities)
         inputs = {kind: value for kind, value in zip(QUERY_KINDS, (text, image, audio, video, depth, thermal, imu))
                   if value is not None}
         if inputs and self.model is None:
@@ -331,11 +386,13 @@ class Index:
             for kind in kinds:
                 vi = self._caches.vi.get(kind)
                 allowed = self._store.ids(kind, flt) if flt is not None else None
-                if vi is None or not len(vi) or (allowed is not None and not len(allowed)) or k <= 0:
+                if vi is None or not len(vi) or (allowed is not None and not len(allowed)):
                     for r in results:
                         r[kind] = []
                     continue
-                scores, found = vi.search(queries, int(k), allowed_ids=allowed)
+                # never more hits than candidates: a huge k must not size the result arrays
+                kk = min(k, len(vi) if allowed is None else len(allowed))
+                scores, found = vi.search(queries, kk, allowed_ids=allowed)
                 rows = self._store.rows(np.unique(found[found >= 0]).tolist())
                 for r, srow, irow in zip(results, scores, found):
                     r[kind] = [Hit(int(i), float(s), kind, rows[int(i)]["uri"], rows[int(i)]["metadata"],
@@ -343,20 +400,21 @@ class Index:
         return results if batched else results[0]
 
     def _result_kinds(self, modalities: str | Sequence[str] | None) -> list[str]:
+        modalities = check_modalities(modalities)
         if modalities is None:
             return sorted(self._store.modality_counts())
-        if isinstance(modalities, str):
-            modalities = [m for m in modalities.split(",") if m.strip()]
         return list(dict.fromkeys(input_kind(m) for m in modalities))
 
+    @_open_only
     def get(self, ids: int | Iterable[int]) -> list[Hit | None]:
         """Stored records (as hits with score nan) for ids, in order; None for unknown ids."""
         with self._lock:
-            wanted = [int(i) for i in np.atleast_1d(np.asarray(ids, dtype=np.int64))]
+            wanted = check_ids(ids)
             rows = self._store.rows(wanted)
             return [Hit(i, float("nan"), rows[i]["modality"], rows[i]["uri"], rows[i]["metadata"], rows[i]["text"])
                     if i in rows else None for i in wanted]
 
+    @_open_only
     def vectors(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
         """All stored (ids int64 (n,), vectors float32 (n, dim)) of one modality, ordered by id."""
         with self._lock:
@@ -366,6 +424,7 @@ class Index:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     # ---- maintenance ------------------------------------------------------------------------------------------
+    @_open_only
     def stats(self) -> dict[str, Any]:
         """Counts per modality, index types/parameters/recall, model identity, sizes on disk (bytes)."""
         with self._lock:
@@ -385,6 +444,7 @@ class Index:
                 "disk_bytes": disk,
             }
 
+    @_open_only
     def optimize(self, modalities: str | Sequence[str] | None = None, *, memory_budget_bytes: int | None = None,
                  index_key: str | None = None, recall_target: float = 0.95, progress: bool = True) -> dict[str, Any]:
         """Choose (or force, ``index_key``) each modality's FAISS index type for its size and a memory budget,
@@ -407,6 +467,7 @@ class Index:
             self._caches.save()
             return infos
 
+    @_open_only
     def compact(self) -> dict[str, Any]:
         """Rebuild every FAISS cache from SQLite (dropping tombstones, retraining IVF/PQ), prune the change log,
         drop caches of emptied modalities and VACUUM SQLite. Ids do not change. Returns :meth:`stats`."""

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import InputError, ModalityError
 from ..modality import input_kind
 from .store import hash_file, hash_object
+from .where import key_problem
 
 
 @dataclass
@@ -36,7 +37,8 @@ class Prepared:
 
 
 def check_metadata(metadata: Any, item: object = "metadata") -> dict[str, Any] | None:
-    """Validate user metadata: a JSON-serialisable dict with string keys and finite numbers (or None)."""
+    """Validate user metadata: a JSON-serialisable dict with string keys and finite numbers (or None). Keys
+    are those a ``where`` filter can name (:func:`bindkit.index.where.key_problem`): not starting with ``$``."""
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
@@ -44,6 +46,9 @@ def check_metadata(metadata: Any, item: object = "metadata") -> dict[str, Any] |
     for key, value in metadata.items():
         if not isinstance(key, str):
             raise InputError(item, "metadata", f"metadata keys must be strings, got {key!r}")
+        problem = key_problem(key)
+        if problem is not None:
+            raise InputError(item, "metadata", problem)
         if isinstance(value, float) and not math.isfinite(value):
             raise InputError(item, "metadata", f"metadata value {key!r} is {value}; JSON cannot hold NaN/inf")
     try:

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ArgumentError, InputError
+from .args import check_weights
 
 #: Order of the query inputs (``Index.search``'s keyword order); a list of weights follows it.
 QUERY_KINDS: tuple[str, ...] = ("text", "image", "audio", "video", "depth", "thermal", "imu")
@@ -29,28 +30,17 @@ def _as_vectors(vector: Any, dim: int) -> tuple[np.ndarray, bool]:
     return _unit_rows(arr.reshape(-1, dim), "vector"), arr.ndim == 2
 
 
-def _weights(weights: dict[str, float] | Sequence[float] | None, given: list[str]) -> dict[str, float]:
-    if weights is None:
-        return {g: 1.0 for g in given}
-    if isinstance(weights, dict):
-        unknown = sorted(set(weights) - set(given))
-        if unknown:
-            raise ValueError(f"weights name {unknown} but the query inputs are {given}")
-        return {g: float(weights.get(g, 1.0)) for g in given}
-    weights = list(weights)
-    if len(weights) != len(given):
-        raise ValueError(f"expected {len(given)} weights (for {', '.join(given)}), got {len(weights)}")
-    return {g: float(w) for g, w in zip(given, weights)}
-
-
 def compose(model: Any, inputs: dict[str, Any], vector: Any, weights: Any, dim: int) -> tuple[np.ndarray, bool]:
     """Query matrix (q, dim) float32 of unit vectors, and whether the call was a batch.
 
     ``inputs`` maps kind -> one item or a list of items (a batch); ``vector`` raw vectors (D,) or (q, D).
+    ``weights`` (see :func:`bindkit.index.args.check_weights`) may name only the inputs given.
     Raises InputError when a query input cannot be embedded (the message names it).
     """
     if not inputs and vector is None:
-        raise ValueError("search needs a query: text=, image=, audio=, video=, depth=, thermal=, imu= or vector=")
+        raise ArgumentError("search needs a query: text=, image=, audio=, video=, depth=, thermal=, imu= or vector=")
+    given = [k for k in QUERY_KINDS if k in inputs] + (["vector"] if vector is not None else [])
+    w = check_weights(weights, given)  # checked before anything is embedded
     parts: dict[str, np.ndarray] = {}
     sizes: dict[str, int] = {}
     batched = False
@@ -58,7 +48,7 @@ def compose(model: Any, inputs: dict[str, Any], vector: Any, weights: Any, dim: 
         lists = {k: (v if isinstance(v, list) else [v]) for k, v in inputs.items()}
         batched = any(isinstance(v, list) for v in inputs.values())
         if len({len(v) for v in lists.values()}) > 1:
-            raise ValueError(f"batch queries need lists of one length; got {({k: len(v) for k, v in lists.items()})}")
+            raise ArgumentError(f"batch queries need lists of one length; got {({k: len(v) for k, v in lists.items()})}")
         emb = model.embed(**lists, show_progress_bar=False, strict=False)
         if emb.errors:
             e = emb.errors[0]
@@ -71,12 +61,12 @@ def compose(model: Any, inputs: dict[str, Any], vector: Any, weights: Any, dim: 
         sizes["vector"] = len(parts["vector"])
         batched = batched or vec_batched
     if len(set(sizes.values())) > 1:
-        raise ValueError(f"batch queries need lists of one length; got {sizes}")
+        raise ArgumentError(f"batch queries need lists of one length; got {sizes}")
     if parts and next(iter(parts.values())).shape[1] != dim:
         raise InputError("query", "query", f"the model gives {next(iter(parts.values())).shape[1]}-d vectors but "
                          f"the index holds {dim}-d ones")
-    if len(parts) == 1:
+    if len(parts) == 1 and w is None:
         return next(iter(parts.values())), batched
-    w = _weights(weights, list(parts))
+    w = w or {k: 1.0 for k in parts}
     total = sum(w[k] * parts[k] for k in parts)
     return _unit_rows(total, "+".join(parts)), batched

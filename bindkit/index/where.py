@@ -1,4 +1,5 @@
-"""Metadata filters: a small dict grammar (Chroma's) compiled to SQL over ``json_extract``.
+"""Metadata filters: a small dict grammar (Chroma's) compiled to SQL over ``json_extract``
+(``json_each`` for keys a JSON path label cannot name).
 
 Grammar::
 
@@ -12,11 +13,17 @@ Semantics (what the plain-Python oracle in the tests implements): a comparison h
 has the same type family as the filter value (numbers compare with numbers, strings with strings, booleans only
 with booleans — ``True`` never equals ``1``); ``$ne`` and ``$nin`` are the negations of ``$eq``/``$in``, so they
 also match items that lack the key. ``$gt``… on booleans is an error.
+
+Keys: any string that does not start with ``$`` (those are the operators), including ``""``, non-ASCII keys
+(``"café"``, ``"名前"``) and keys with quotes or backslashes: the same keys ``Index.add`` accepts
+(:func:`key_problem`), so every stored key can be filtered on.
 """
 
 from __future__ import annotations
 
+import math
 import operator
+import re
 from typing import Any
 
 from ..errors import BindkitError
@@ -44,29 +51,46 @@ def _check_scalar(op: str, key: str, value: Any) -> None:
         raise FilterError(f"Expected a str, int, float or bool for {op} on {key!r}, got {_describe(value)}")
 
 
-def _path(key: str) -> str:
-    return '$."' + key + '"'
+def key_problem(key: Any) -> str | None:
+    """Why ``key`` cannot be a metadata key (None when it can): keys are strings not starting with ``$``."""
+    if not isinstance(key, str):
+        return f"metadata keys are strings, got {_describe(key)}"
+    if key.startswith("$"):
+        return (f"metadata key {key!r} starts with '$', which marks filter operators ($and, $or, $eq, $gt...); "
+                "rename it (e.g. without the '$')")
+    return None
+
+
+def _plain_label(key: str) -> bool:
+    """Whether a JSON path label ``$."key"`` finds ``key``: SQLite matches labels against the stored JSON text,
+    where ``json.dumps`` escapes non-ASCII and control characters, quotes and backslashes."""
+    return key.isascii() and key.isprintable() and '"' not in key and "\\" not in key
 
 
 def _compare(key: str, op: str, value: Any, params: list[Any]) -> str:
-    """SQL for one positive comparison (``$ne`` is compiled as NOT ``$eq``)."""
-    path = _path(key)
+    """SQL for one positive comparison (``$ne`` is compiled as NOT ``$eq``). A missing key never matches."""
     if isinstance(value, bool):
-        # JSON booleans come back from json_extract as 1/0; json_type tells them apart from numbers.
-        params.append(path)
-        return f"COALESCE(json_type(metadata, ?) = '{'true' if value else 'false'}', 0)"
-    family = "('text')" if isinstance(value, str) else "('integer', 'real')"
-    params += [path, path, value]
-    # COALESCE: a missing key gives NULL, which NOT would keep NULL; it must count as "does not match".
-    return f"COALESCE(json_type(metadata, ?) IN {family} AND json_extract(metadata, ?) {_COMPARE[op]} ?, 0)"
+        # JSON booleans come back from json_extract as 1/0; their JSON type tells them apart from numbers.
+        test, values = f"= '{'true' if value else 'false'}'", []
+    else:
+        family = "('text')" if isinstance(value, str) else "('integer', 'real')"
+        test, values = f"IN {family} AND {{value}} {_COMPARE[op]} ?", [value]
+    if _plain_label(key):
+        path = '$."' + key + '"'
+        params += [path] + ([path] if values else []) + values
+        # COALESCE: a missing key gives NULL, which NOT would keep NULL; it must count as "does not match".
+        return f"COALESCE(json_type(metadata, ?) {test.format(value='json_extract(metadata, ?)')}, 0)"
+    # Other keys are looked up by their decoded name (json_each unescapes labels; a path label would not).
+    params += [key] + values
+    return (f"EXISTS (SELECT 1 FROM json_each(items.metadata) AS j WHERE j.key = ? "
+            f"AND j.type {test.format(value='j.value')})")
 
 
 def _field(key: str, cond: Any, params: list[Any]) -> str:
-    if not isinstance(key, str) or not key or key.startswith("$") or '"' in key:
-        raise FilterError(
-            f"Expected a metadata key (a non-empty string not starting with '$' and without '\"') or one of "
-            f"$and/$or, got {key!r}"
-        )
+    problem = key_problem(key)
+    if problem is not None:
+        raise FilterError(f"Expected a metadata key (a string not starting with '$') or one of $and/$or, got "
+                          f"{key!r}")
     if not isinstance(cond, dict):
         cond = {"$eq": cond}
     if len(cond) != 1:
@@ -172,19 +196,50 @@ def parse_value(text: str) -> Any:
     return text
 
 
+CLI_SYNTAX = ("KEY=VALUE, KEY!=VALUE, KEY>VALUE, KEY>=VALUE, KEY<VALUE or KEY<=VALUE (quote the whole "
+              "expression for the shell: --where 'year>=2020'; quote a value to compare text: name='42')")
+_CLI_EXPR = re.compile(r"\s*(?P<key>[^=<>!]*?)\s*(?P<op>!=|>=|<=|=|>|<)\s*(?P<value>.*?)\s*", re.S)
+_CLI_OPS = {"=": "$eq", "!=": "$ne", ">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte"}
+
+
+def _is_quoted(text: str) -> bool:
+    return len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+
+
+def parse_cli_filter(expr: str) -> dict[str, Any]:
+    """One CLI ``--where`` expression (``year>=2020``) as a filter dict (``{"year": {"$gte": 2020}}``).
+
+    Raises:
+        FilterError: not one of the accepted forms (``year==2020``, ``year=>2020``, ``year>>2020``), an empty
+            key or value, or an order comparison with a value that is not a number (``year>=abc``; quote it to
+            compare text: ``name>='abc'``). The message shows the accepted syntax.
+    """
+    m = _CLI_EXPR.fullmatch(expr)
+    if m is None or not m["key"]:
+        raise FilterError(f"Expected --where {CLI_SYNTAX}, got {expr!r}")
+    key, sym, raw = m["key"], m["op"], m["value"]
+    if not raw:
+        raise FilterError(f"Expected a value after {key}{sym} in {expr!r} (write {key}{sym}'' to compare with an "
+                          f"empty string); accepted: {CLI_SYNTAX}")
+    if raw[0] in "=<>!":
+        raise FilterError(f"Expected one comparison operator in {expr!r} (got {sym!r} followed by {raw[0]!r}); "
+                          f"accepted: {CLI_SYNTAX}")
+    value = parse_value(raw)
+    if isinstance(value, float) and not math.isfinite(value):
+        value = raw  # "nan", "inf": text, not numbers (JSON metadata never holds them)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if sym in (">", ">=", "<", "<=") and not number and not _is_quoted(raw):
+        raise FilterError(f"Expected a number after {sym} in {expr!r}: >, >=, <, <= compare numbers, or text when "
+                          f"the value is quoted ({key}{sym}'{raw}'); accepted: {CLI_SYNTAX}")
+    return {key: {_CLI_OPS[sym]: value}}
+
+
 def parse_cli_filters(exprs: list[str]) -> dict[str, Any] | None:
-    """Turn CLI ``--where`` expressions (``key=value``, ``key!=v``, ``key>=v``, ``key<v``…) into a filter dict;
-    values are parsed as bool/int/float when they look like one (quote them to force a string)."""
+    """Turn CLI ``--where`` expressions (``key=value``, ``key!=v``, ``key>=v``, ``key<v``…; all must hold)
+    into a filter dict, or None for none. Values are parsed as bool/int/float when they look like one (quote
+    them to force a string). Raises FilterError for anything else (see :func:`parse_cli_filter`)."""
     if not exprs:
         return None
-    clauses = []
-    for expr in exprs:
-        for sym, op in (("!=", "$ne"), (">=", "$gte"), ("<=", "$lte"), ("=", "$eq"), (">", "$gt"), ("<", "$lt")):
-            key, found, value = expr.partition(sym)
-            if found and key.strip():
-                clauses.append({key.strip(): {op: parse_value(value.strip())}})
-                break
-        else:
-            raise FilterError(f"Expected --where KEY=VALUE (or KEY!=, >, >=, <, <= VALUE), got {expr!r}")
+    clauses = [parse_cli_filter(expr) for expr in exprs]
     compile_where({"$and": clauses})
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}

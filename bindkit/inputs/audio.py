@@ -12,6 +12,11 @@ Steps (see NOTES "Audio"; each detail moves values by more than 1e-4):
    mel x frames, zero-padded on the right or cut to ``target_length`` frames;
 4. normalise (x - mean) / std.
 
+Files longer than :data:`WHOLE_READ_MAX_S` that libsndfile can seek in are not decoded whole: only the input
+the clips depend on is read and resampled (``bindkit.inputs.audio_ranges``; same values up to float rounding),
+so a one-hour query costs what a minute does. A file whose header announces more data than it holds (a
+truncated download) is embedded from what it holds, with a RuntimeWarning naming it.
+
 All-silent audio is a valid signal and is embedded: its fbank is log(float32 eps) in every bin (what the
 reference computes), i.e. a constant -1.277 after normalisation. Audio shorter than one 25 ms frame, or with no
 samples at all, is an InputError.
@@ -29,6 +34,7 @@ import torch.nn.functional as F
 
 from ..errors import describe_exc
 from ..fileio import sniff
+from .audio_ranges import read_resampled, resampled_length, warn_if_truncated
 from .sources import Source
 
 DEFAULTS: dict[str, Any] = {
@@ -46,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
 CARD_RENAMES = {"sample_rate": "target_rate"}
 
 _FRAME_MS, _SHIFT_MS = 25, 10
+#: Files up to this many seconds are decoded whole; longer ones clip by clip (see the module docstring).
+WHOLE_READ_MAX_S = 60.0
 
 
 def shape(p: dict[str, Any]) -> tuple[int, ...]:
@@ -97,14 +105,23 @@ def _first_line(exc: BaseException) -> str:
     return re.sub(r"^(\w+: )?Error opening .*?: ", "", describe_exc(exc))
 
 
-def _decode_soundfile(src: Source) -> tuple[torch.Tensor, int]:
+def _open_soundfile(src: Source) -> Any:
     import soundfile as sf
 
     try:
-        data, rate = sf.read(src.open(), dtype="float32", always_2d=True)
+        return sf.SoundFile(src.open())
     except Exception as exc:  # libsndfile raises several types (LibsndfileError, TypeError, RuntimeError)
         raise _SoundfileFailed(_first_line(exc))
-    return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+
+
+def _decode_soundfile(src: Source) -> tuple[torch.Tensor, int]:
+    with _open_soundfile(src) as f:
+        warn_if_truncated(f, src.label)
+        try:
+            data = f.read(dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise _SoundfileFailed(_first_line(exc))
+        return torch.from_numpy(np.ascontiguousarray(data.T)), int(f.samplerate)
 
 
 def _decode_pyav(src: Source) -> tuple[torch.Tensor, int]:
@@ -196,19 +213,55 @@ def from_waveform(wave: torch.Tensor, rate: int, p: dict[str, Any], src: Source)
     inplace = bool(p["reference_inplace_mean"])
     if inplace:
         wave = wave.clone()  # the quirk mutates the waveform; never the caller's tensor
+    bounds = clip_bounds(wave.shape[1], target, float(p["clip_duration"]), int(p["clips_per_file"]))
+    return _features([wave[:, a:b] for a, b in bounds], target, p)
+
+
+def _features(views: list[torch.Tensor], rate: int, p: dict[str, Any]) -> torch.Tensor:
+    """Clip views (in order) -> normalised (clips, 1, mel, target_length); subtracts each clip's mean first."""
     clips = []
-    for a, b in clip_bounds(wave.shape[1], target, float(p["clip_duration"]), int(p["clips_per_file"])):
-        view = wave[:, a:b]
-        if inplace:
+    for view in views:
+        if p["reference_inplace_mean"]:
             view -= view.mean()  # shifts the shared waveform: later overlapping clips see it (reference)
         else:
             view = view - view.mean()
-        clips.append(melspec(view, target, p))
+        clips.append(melspec(view, rate, p))
     out = (torch.stack(clips) - float(p["mean"])) / float(p["std"])
     return out.unsqueeze(1)
 
 
+def load_clips(src: Source, p: dict[str, Any], whole_max_s: float = WHOLE_READ_MAX_S) -> torch.Tensor | None:
+    """Like :func:`load` for a file longer than ``whole_max_s`` seconds, reading only what its clips need;
+    None when the file is not that long, not readable or seekable by libsndfile, or its clips overlap while
+    ``reference_inplace_mean`` makes them share mean shifts (then :func:`load` decodes it whole)."""
+    if src.obj is not None:
+        return None
+    try:
+        f = _open_soundfile(src)
+    except _SoundfileFailed:
+        return None
+    with f:
+        rate, frames, target = int(f.samplerate), int(f.frames), int(p["target_rate"])
+        if not f.seekable() or rate <= 0 or frames <= whole_max_s * rate:
+            return None
+        n = resampled_length(frames, rate, target)
+        bounds = clip_bounds(n, target, float(p["clip_duration"]), int(p["clips_per_file"]))
+        if p["reference_inplace_mean"] and any(b1 > a2 for (_, b1), (a2, _) in zip(bounds, bounds[1:])):
+            return None  # overlapping clips share in-place mean shifts (reference quirk): decode whole
+        warn_if_truncated(f, src.label)
+        try:
+            views = [read_resampled(f, a, b, target) for a, b in bounds]
+        except Exception as exc:  # libsndfile errors mid-file
+            raise src.fail(f"cannot decode the audio ({_first_line(exc)})") from None
+    if any(not torch.isfinite(v).all() for v in views):
+        raise src.fail("audio contains NaN or inf samples")
+    return _features(views, target, p)
+
+
 def load(src: Source, p: dict[str, Any]) -> torch.Tensor:
     """One audio item -> float32 tensor (clips_per_file, 1, num_mel_bins, target_length)."""
+    clipped = load_clips(src, p)
+    if clipped is not None:
+        return clipped
     wave, rate = decode(src, p)
     return from_waveform(wave, rate, p, src)
