@@ -121,6 +121,32 @@ def resolve_model_spec(model: str | None, weights: str | None) -> tuple[str | No
     return model, weights
 
 
+def _server_class() -> type:
+    """uvicorn's Server, except that SIGTERM/SIGINT end it with exit status 0 after the graceful shutdown
+    (uvicorn re-raises the signal once it has stopped, which makes the process die *of* SIGTERM)."""
+    import contextlib
+    import signal
+    import threading
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[override]
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            sigs = [signal.SIGINT, signal.SIGTERM]
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -159,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     app = create_app(config, loader=load, on_load_error=on_load_error)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+    server = _server_class()(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=args.graceful_timeout or None,
                                            lifespan="on", access_log=args.log_level == "debug"))
     shown = f"[{args.host}]" if ":" in args.host else args.host

@@ -255,15 +255,19 @@ def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: 
         return state.engine
 
     # ---- health ---------------------------------------------------------------------------------------------------
-    @app.api_route("/.well-known/live", methods=["GET", "HEAD"], status_code=204, tags=["health"],
-                   response_class=Response, summary="liveness: 204 while the process runs")
     async def live() -> Response:
         return Response(status_code=204)
 
-    @app.api_route("/.well-known/ready", methods=["GET", "HEAD"], status_code=204, tags=["health"],
-                   response_class=Response, summary="readiness: 204 once the model is loaded, else 503")
     async def ready() -> Response:
         return Response(status_code=204 if state.ready.is_set() else 503)
+
+    for path, fn, summary in [("/.well-known/live", live, "liveness: 204 (empty body) while the process runs"),
+                              ("/.well-known/ready", ready, "readiness: 204 (empty body) once the model is "
+                               "loaded, else 503")]:
+        app.add_api_route(path, fn, methods=["GET"], status_code=204, tags=["health"], response_class=Response,
+                          summary=summary)
+        app.add_api_route(path, fn, methods=["HEAD"], status_code=204, response_class=Response,
+                          include_in_schema=False)
 
     @app.get("/meta", tags=["weaviate"], summary="model card, dimension, modalities, weights fingerprints")
     async def meta() -> dict[str, Any]:
