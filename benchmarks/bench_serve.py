@@ -195,6 +195,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     ap.add_argument("--model", help="card name or converted folder (default: imagebind_tiny, random weights)")
     ap.add_argument("--weights", help="weights for --model")
+    ap.add_argument("--random-card", default="imagebind_tiny", metavar="CARD",
+                    help="without --model: card name or JSON to build with random weights (default imagebind_tiny)")
     ap.add_argument("--device", help="server device (default: the server's default)")
     ap.add_argument("--modes", default="batched,unbatched", help="batched (--max-batch N), unbatched (1)")
     ap.add_argument("--max-batch", type=int, default=32, help="batch cap in batched mode (default 32)")
@@ -213,12 +215,13 @@ def main() -> int:
         from bindkit.models.reference_layout import to_reference
 
         torch.manual_seed(0)
-        m = bindkit.build_model("imagebind_tiny")
+        m = bindkit.build_model(args.random_card)
         state = {to_reference(k): v for k, v in m.encoders.state_dict().items()}
-        model = str(bindkit.convert(state, Path(tmp.name) / "tiny", card="imagebind_tiny", progress=False))
+        model = str(bindkit.convert(state, Path(tmp.name) / "random", card=m.card, progress=False))
     requests = make_requests(args.video)
-    print(f"bench_serve: {args.clients} clients x {args.seconds:g} s per mode, model {args.model or 'imagebind_tiny '
-          '(random weights)'}, {os.cpu_count()} CPU(s); mix: {', '.join(r[0] for r in requests)}", flush=True)
+    shown = args.model or f"{args.random_card} (random weights)"
+    print(f"bench_serve: {args.clients} clients x {args.seconds:g} s per mode, model {shown}, {os.cpu_count()} "
+          f"CPU(s); mix: {', '.join(r[0] for r in requests)}", flush=True)
     results = {}
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
         max_batch = {"batched": args.max_batch, "unbatched": 1}[mode]

@@ -38,7 +38,7 @@ from ..modality import input_kind
 from . import protocol as P
 from .auth import PUBLIC_PATHS, authorized
 from .engine import Engine, normalize
-from .errors import ApiError, error_body, error_response, is_openai_path
+from .errors import ApiError, error_response
 from .limits import Limits
 
 log = logging.getLogger("bindkit.serve")
