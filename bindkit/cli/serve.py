@@ -1,0 +1,205 @@
+"""``bindkit serve``: serve a model over HTTP (Weaviate multi2vec-bind, OpenAI embeddings, index search)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .common import parse_bytes, positive_int
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _size(text: str) -> int:
+    value = parse_bytes(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..serve.limits import Limits
+
+    d = Limits()
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a model over HTTP: Weaviate multi2vec-bind, OpenAI /v1/embeddings, index search",
+        description="Serve an encoder model over HTTP (FastAPI + uvicorn; OpenAPI docs at /docs).\n\n"
+        "Routes:\n"
+        "  GET|HEAD /.well-known/live, /.well-known/ready   204 (ready once the model is loaded)\n"
+        "  GET  /meta          card, dim, modalities, weights fingerprints, scales, limits, version\n"
+        "  POST /vectorize     Weaviate multi2vec-bind: {\"texts\": [...], \"images\": [<base64>], \"audio\",\n"
+        "                      \"video\", \"imu\", \"thermal\", \"depth\"} -> textVectors, imageVectors, ...\n"
+        "  POST /v1/embeddings OpenAI-compatible: {\"input\": str | [str], \"encoding_format\", \"modality\"}\n"
+        "  POST /search        with --index: {\"text\": ..., \"image\": <base64>, \"weights\", \"k\", \"where\"}\n"
+        "  POST /add, /remove  with --index --allow-writes\n\n"
+        "/vectorize returns what Weaviate's own ImageBind container returns (unit vector x the modality's\n"
+        "output scale: text x learned scale, audio x20, depth x5, thermal x10, imu x5; audio and video the\n"
+        "mean of the clips' vectors), so it is a drop-in for BIND_INFERENCE_API; --unit-vectors returns unit\n"
+        "vectors instead. /v1/embeddings and /search always use unit vectors.\n\n"
+        "Concurrent requests are coalesced into batches (--max-batch, --max-wait-ms); media are decoded in\n"
+        "worker threads. Bad input is answered 400/422 with {\"error\": \"<item>: <reason>\"}, limits 413.",
+        epilog="examples:\n"
+        "  bindkit serve --model imagebind_huge                       # localhost:8000, weights from weights/\n"
+        "  BINDKIT_TOKEN=s3cret bindkit serve --host 0.0.0.0 --port 8080\n"
+        "  bindkit serve --index my_index --allow-writes              # model recorded in the index\n"
+        "  curl -s localhost:8000/vectorize -d '{\"texts\": [\"a dog\"]}'\n\n"
+        "Weaviate (docker compose): ENABLE_MODULES: multi2vec-bind, BIND_INFERENCE_API: http://bindkit:8080",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m = p.add_argument_group("model")
+    m.add_argument("--model", metavar="CARD|DIR", help="encoder card name or card JSON, or a folder written by "
+                   "`bindkit convert` (holding card.json); default: the index's model with --index, else "
+                   "imagebind_huge")
+    m.add_argument("--weights", metavar="PATH", help="checkpoint (.pth, .safetensors) or converted folder "
+                   "(default: the --model folder, the index's record, or the card's weights in weights/ or the "
+                   "cache, downloaded if absent)")
+    m.add_argument("--device", metavar="DEV", help="torch device (default: cuda if available, else cpu)")
+    m.add_argument("--modalities", metavar="LIST", help="comma-separated encoders to load, e.g. text,image "
+                   "(default: all the card has); the others answer 422")
+    m.add_argument("--unit-vectors", action="store_true", help="/vectorize returns unit vectors instead of the "
+                   "reference container's scaled vectors")
+    m.add_argument("--model-name", metavar="NAME", help="name reported by /meta and /v1/models (default: the card)")
+
+    n = p.add_argument_group("network and security")
+    n.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all "
+                   "interfaces, which needs --token or --insecure)")
+    n.add_argument("--port", type=int, default=8000, help="port (default 8000; Weaviate's image uses 8080)")
+    n.add_argument("--token", metavar="TOKEN", help="require 'Authorization: Bearer TOKEN' on every route but "
+                   "the health checks (default: $BINDKIT_TOKEN; prefer the variable, arguments show in ps)")
+    n.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
+    n.add_argument("--graceful-timeout", type=_non_negative, default=30.0, metavar="S",
+                   help="on SIGTERM/Ctrl-C, seconds to let in-flight requests finish (default 30)")
+    n.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn log level (default info)")
+
+    x = p.add_argument_group("index")
+    x.add_argument("--index", metavar="DIR", help="serve POST /search over this bindkit index")
+    x.add_argument("--allow-writes", action="store_true", help="with --index: also serve POST /add and /remove")
+
+    b = p.add_argument_group("batching and limits")
+    b.add_argument("--max-batch", type=positive_int, default=32, metavar="N",
+                   help="most items per forward pass; 1 disables dynamic batching (default 32)")
+    b.add_argument("--max-wait-ms", type=_non_negative, default=5.0, metavar="MS",
+                   help="how long a forward pass waits for more requests to join its batch (default 5)")
+    b.add_argument("--decode-workers", type=positive_int, default=None, metavar="N",
+                   help="threads decoding media (default: the CPU count, at most 8)")
+    b.add_argument("--max-body-size", type=_size, default=d.max_body_bytes, metavar="SIZE",
+                   help=f"largest request body, e.g. 64M (default {d.max_body_bytes // 2**20}M)")
+    b.add_argument("--max-items", type=positive_int, default=d.max_items, metavar="N",
+                   help=f"most inputs per request (default {d.max_items})")
+    b.add_argument("--max-pixels", type=positive_int, default=d.max_pixels, metavar="N",
+                   help=f"most pixels of one image/depth/thermal map or video frame (default {d.max_pixels})")
+    b.add_argument("--max-audio-seconds", type=_non_negative, default=d.max_audio_seconds, metavar="S",
+                   help=f"longest audio input (default {d.max_audio_seconds:g})")
+    b.add_argument("--max-video-seconds", type=_non_negative, default=d.max_video_seconds, metavar="S",
+                   help=f"longest video input (default {d.max_video_seconds:g})")
+    p.set_defaults(func=run)
+
+
+def resolve_model_spec(model: str | None, weights: str | None) -> tuple[str | None, str | None]:
+    """(card, weights) for ``--model``/``--weights``: a folder holding ``card.json`` (as ``bindkit convert
+    --card`` writes) is its own card and, unless ``--weights`` says otherwise, its own weights."""
+    if model is not None and Path(model).expanduser().is_dir():
+        folder = Path(model).expanduser()
+        if not (folder / "card.json").is_file():
+            from ..errors import CardError
+
+            raise CardError(f"--model {model}: the folder has no card.json; pass the card name with --model and the "
+                            f"folder with --weights (e.g. --model imagebind_huge --weights {model})")
+        return str(folder / "card.json"), weights or str(folder)
+    return model, weights
+
+
+def _server_class() -> type:
+    """uvicorn's Server, except that SIGTERM/SIGINT end it with exit status 0 after the graceful shutdown
+    (uvicorn re-raises the signal once it has stopped, which makes the process die *of* SIGTERM)."""
+    import contextlib
+    import signal
+    import threading
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[override]
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            sigs = [signal.SIGINT, signal.SIGTERM]
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..serve import Limits, ServeConfig, create_app
+    from ..serve.auth import is_loopback, token_from_env
+
+    token = args.token or token_from_env()
+    if not is_loopback(args.host) and token is None and not args.insecure:
+        print(f"error: --host {args.host} accepts connections from other machines, and no token is set; set "
+              "BINDKIT_TOKEN (or --token) so that requests need 'Authorization: Bearer <token>', or pass "
+              "--insecure to serve without authentication", file=sys.stderr)
+        return 2
+    if args.allow_writes and not args.index:
+        print("error: --allow-writes needs --index DIR", file=sys.stderr)
+        return 2
+    card, weights = resolve_model_spec(args.model, args.weights)
+    modalities = [m.strip() for m in args.modalities.split(",") if m.strip()] if args.modalities else None
+    limits = Limits(max_body_bytes=args.max_body_size, max_items=args.max_items, max_pixels=args.max_pixels,
+                    max_audio_seconds=args.max_audio_seconds, max_video_seconds=args.max_video_seconds)
+    config = ServeConfig(unit_vectors=args.unit_vectors, token=token, limits=limits, max_batch=args.max_batch,
+                         max_wait_ms=args.max_wait_ms, decode_workers=args.decode_workers, index_dir=args.index,
+                         allow_writes=args.allow_writes, model_name=args.model_name,
+                         weights=weights)
+
+    def load() -> Any:
+        from .common import load_model_for
+
+        return load_model_for(args.index, card, weights, args.device, modalities, require_index=args.index is not None)
+
+    failures: list[BaseException] = []
+    server: uvicorn.Server | None = None
+
+    def on_load_error(exc: BaseException) -> None:
+        failures.append(exc)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(config, loader=load, on_load_error=on_load_error)
+    server = _server_class()(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           timeout_graceful_shutdown=args.graceful_timeout or None,
+                                           lifespan="on", access_log=args.log_level == "debug"))
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    which = args.model or ("the index's model" if args.index else "imagebind_huge")
+    print(f"bindkit serve: http://{shown}:{args.port} (docs: /docs); loading {which}; /.well-known/ready "
+          "answers 204 once it is loaded" + ("; bearer token required" if token else ""), file=sys.stderr,
+          flush=True)
+    server.run()
+    if failures:
+        from ..errors import BindkitError
+
+        exc = failures[0]
+        if isinstance(exc, BindkitError):
+            raise exc
+        print(f"error: the model could not be loaded: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,150 @@
+"""The server's model side: decode request media off the event loop, check limits, and embed through the
+dynamic batcher. Handlers only ever see :class:`~bindkit.serve.errors.ApiError` for bad input.
+
+Media always reaches bindkit's loaders as ``bytes`` (never as a string, which a loader would take for a
+path), so no request can make the server read its own files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError, ModalityError, describe_exc
+from ..fileio import sniff
+from ..inputs.batch import load_item, resolve_params
+from ..modality import encoder_of
+from .batching import DynamicBatcher
+from .errors import ApiError
+from .limits import Limits
+
+
+class Engine:
+    """A loaded model with its batcher, decoding pool and limits.
+
+    Args:
+        model: a BindModel in eval mode.
+        limits: the request limits.
+        max_batch, max_wait_ms: see :class:`~bindkit.serve.batching.DynamicBatcher`.
+        decode_workers: threads decoding media (default: the CPU count, at most 8).
+    """
+
+    def __init__(self, model: Any, limits: Limits | None = None, *, max_batch: int = 32, max_wait_ms: float = 5.0,
+                 decode_workers: int | None = None):
+        self.model = model
+        self.limits = limits or Limits()
+        self.batcher = DynamicBatcher(model, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        workers = decode_workers or max(1, min(os.cpu_count() or 1, 8))
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bindkit-decode")
+        self._params: dict[str, dict] = {}
+        # the input kinds this model can embed (vision serves image and video)
+        self.kinds = tuple(k for k in ("text", "image", "audio", "video", "depth", "thermal", "imu")
+                           if encoder_of(k) in model.modalities)
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    def close(self) -> None:
+        """Finish queued work, then stop the batcher and the decoding pool."""
+        self.batcher.stop()
+        self.pool.shutdown(wait=True, cancel_futures=False)
+
+    def params(self, kind: str) -> dict:
+        if kind not in self._params:
+            self._params[kind] = resolve_params(kind, self.model)
+        return self._params[kind]
+
+    def scale(self, kind: str) -> float:
+        """The reference's output scale for ``kind`` (1 for image and video)."""
+        s = self.model.logit_scale(kind)
+        return 1.0 if s is None else float(s)
+
+    def require(self, kind: str, param: str) -> None:
+        """422 when the model has no encoder for ``kind``."""
+        if kind not in self.kinds:
+            raise ApiError(422, f"{param}: this server's model has no {encoder_of(kind)!r} encoder (it embeds "
+                           f"{', '.join(self.kinds)})", param=param)
+
+    # ---- decoding -----------------------------------------------------------------------------------------------
+    def _load(self, kind: str, item: bytes | str, label: str) -> torch.Tensor:
+        if kind != "text":
+            if not isinstance(item, (bytes, bytearray)):  # never a str: the loader would read it as a path
+                raise ApiError(500, f"{label}: internal error, media reached the loader as {type(item).__name__}")
+            self.limits.check_media(kind, bytes(item), label)
+        try:
+            return load_item(kind, item, 0, self.params(kind))
+        except InputError as exc:
+            reason = _BUFFER_REPR.sub("", exc.reason)
+            what = _what(bytes(item[:16])) if isinstance(item, (bytes, bytearray)) else None
+            if what and "looks like" not in reason and not _matches(kind, what):
+                reason += f"; it looks like {what}, not {_KIND_WORDS.get(kind, kind)}"
+            raise ApiError(422, f"{label}: {reason}", param=label) from None
+        except MemoryError:
+            raise ApiError(413, f"{label}: decoding it needs more memory than this server has", param=label) from None
+        except (ValueError, RuntimeError) as exc:  # a decoder complaint the loader did not wrap
+            raise ApiError(422, f"{label}: could not be decoded as {kind} ({describe_exc(exc)})",
+                           param=label) from None
+
+    async def load(self, kind: str, items: Sequence[bytes | str], labels: Sequence[str]) -> list[torch.Tensor]:
+        """Decode ``items`` of one kind in the decoding pool, all at once; the first failure (in input order)
+        is raised as an ApiError naming its label."""
+        loop = asyncio.get_running_loop()
+        futs = [loop.run_in_executor(self.pool, self._load, kind, item, label) for item, label in zip(items, labels)]
+        results = await asyncio.gather(*futs, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return list(results)
+
+    async def vectors(self, kind: str, items: Sequence[bytes | str], labels: Sequence[str]) -> np.ndarray:
+        """float32 (n, dim): unit vectors, or for audio/video the mean of the clips' unit vectors."""
+        if not items:
+            return np.zeros((0, int(self.model.dim)), np.float32)
+        tensors = await self.load(kind, items, labels)
+        try:
+            return await self.batcher.submit(kind, tensors)
+        except ModalityError as exc:
+            raise ApiError(422, str(exc)) from None
+
+    async def unit_vectors(self, kind: str, items: Sequence[bytes | str], labels: Sequence[str]) -> np.ndarray:
+        """float32 (n, dim) unit vectors, equal to ``model.embed`` of the same items."""
+        rows = await self.vectors(kind, items, labels)
+        return normalize(rows) if kind in ("audio", "video") else rows  # the others already are unit rows
+
+
+_BUFFER_REPR = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+_KIND_WORDS = {"image": "an image", "depth": "a depth map", "thermal": "a thermal image", "audio": "audio",
+               "video": "a video", "imu": "an IMU CSV"}
+
+
+def _what(head: bytes) -> str | None:
+    """What a file's first bytes say it is, for hints in error messages (None when unsure)."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "a WAV audio file"
+    if head.startswith((b"fLaC", b"OggS", b"ID3")):
+        return "an audio file"
+    if head[4:8] == b"ftyp":
+        return "an MP4/MOV video file"
+    if head.startswith(b"\x1aE\xdf\xa3"):
+        return "a WebM/Matroska video file"
+    return sniff(head)
+
+
+def _matches(kind: str, what: str) -> bool:
+    """Whether the description ``what`` fits input kind ``kind`` (so no hint is needed)."""
+    w = what.lower()
+    if kind in ("image", "depth", "thermal"):
+        return "image" in w
+    return kind in w
+
+
+def normalize(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (as torch's F.normalize: eps 1e-12), float32."""
+    t = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+    return torch.nn.functional.normalize(t, dim=-1).numpy()
