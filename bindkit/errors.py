@@ -43,6 +43,16 @@ class IndexStoreError(BindkitError, RuntimeError):
     """An index directory is missing, corrupt, or was built with another model."""
 
 
+class ReadOnlyIndexError(IndexStoreError):
+    """A write to an index that is open read-only (``read_only=True``, ``mmap=True``, or a folder, file or medium
+    this process cannot write)."""
+
+
+class StorageFullError(IndexStoreError):
+    """A write to an index ran out of space (ENOSPC, a quota, or a file-size limit); the message names the path
+    and about how much space it needed. Nothing is half-written: free space and run the command again."""
+
+
 class DeviceError(BindkitError, ValueError):
     """A torch device name that is malformed or not available on this machine."""
 

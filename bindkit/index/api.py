@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 import threading
 import shutil
 from dataclasses import dataclass, field
@@ -23,15 +24,16 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from ..errors import ArgumentError, IndexClosedError, IndexStoreError, InputError
+from ..errors import ArgumentError, IndexClosedError, IndexStoreError, InputError, ReadOnlyIndexError
 from ..fileio import disk_usage
 from ..modality import input_kind
 from .args import check_ids, check_k, check_model, check_modalities
 from .cache import Caches
+from .diskio import can_write, is_out_of_space, storage_full
 from .ingest import AddResult, ingest, item_error
 from .items import Prepared, check_metadata, prepare
 from .query import QUERY_KINDS, compose
-from .store import DB_NAME, FORMAT_VERSION, ItemRow, Store, crash_point
+from .store import DB_FILES, DB_NAME, FORMAT_VERSION, ItemRow, Store, crash_point
 from .where import compile_where
 
 
@@ -72,14 +74,15 @@ def _identity(model: Any) -> dict[str, Any]:
 class Index:
     """A searchable collection of embeddings from one model. Create with :meth:`create`, open with :meth:`open`."""
 
-    def __init__(self, path: Path, store: Store, model: Any | None, mmap: bool):
+    def __init__(self, path: Path, store: Store, model: Any | None, mmap: bool, read_only: str | None = None):
         self.path = path
         self.model = model
         self._store = store
         self._mmap = mmap
+        self._read_only = read_only  # why this index may not be written (None: writable)
         self._lock = threading.RLock()
         self._dim = int(store.get_info("dim"))
-        self._caches = Caches(path, store, self._dim, mmap)
+        self._caches = Caches(path, store, self._dim, mmap, read_only=read_only is not None)
         self._closed = False
 
     # ---- life cycle -----------------------------------------------------------------------------------------
@@ -116,20 +119,28 @@ class Index:
         return index
 
     @classmethod
-    def open(cls, path: str | os.PathLike, model: Any | None = None, mmap: bool = False) -> "Index":
+    def open(cls, path: str | os.PathLike, model: Any | None = None, mmap: bool = False,
+             read_only: bool | None = None) -> "Index":
         """Open an index. Without ``model`` it can search by ``vector=`` only (and remove, compact, stats).
 
         Args:
-            mmap: memory-map the FAISS files read-only (large indexes); such an index cannot be added to.
+            mmap: memory-map the FAISS files read-only (large indexes); such an index cannot be changed.
+            read_only: open without writing anything to the folder (search, get, stats work; writes raise
+                ReadOnlyIndexError). None (default): read-only when ``mmap`` or when this process cannot write
+                the folder or its ``meta.sqlite`` (a read-only mount or copy). A stale FAISS cache is then
+                rebuilt in memory (with a warning) instead of being saved.
 
         Raises:
             IndexStoreError: not an index, an unknown format, or ``model`` differs from the one it was built
                 with (the message names both).
+            ReadOnlyIndexError: ``read_only=False`` on an index this process cannot write.
         """
         if model is not None:
             check_model(model, "Index.open")
         path = Path(path)
-        store = Store(path)
+        why = cls._read_only_reason(path, mmap, read_only)
+        store = Store(path, read_only=why is not None)
+        why = why or store.read_only_reason
         stored = store.get_info("model")
         if stored is None:
             store.close()
@@ -147,14 +158,30 @@ class Index:
                 store.close()
                 raise
             extra = {e for e in model.modalities if e not in stored["fingerprints"]}
-            if extra:  # an encoder the index had not seen: its vectors belong to this model from now on
+            if extra and why is None:  # an encoder the index had not seen: its vectors belong to this model now
                 with store.transaction():
                     stored["fingerprints"].update({e: model.fingerprint(e) for e in extra})
                     store.set_info("model", stored)
-        index = cls(path, store, model, mmap=mmap)
+        index = cls(path, store, model, mmap=mmap, read_only=why)
         with index._lock:
             index._caches.load()
         return index
+
+    @staticmethod
+    def _read_only_reason(path: Path, mmap: bool, read_only: bool | None) -> str | None:
+        """Why an index opened so must not be written, or None when it may be."""
+        if (path / DB_NAME).is_file() and not can_write(path, *DB_FILES):
+            if read_only is False:
+                raise ReadOnlyIndexError(f"{path} cannot be opened for writing: this process may not write the "
+                                         f"folder or its {DB_NAME} (read-only mount or permissions); fix the "
+                                         "permissions, work on a writable copy, or open it with read_only=True")
+            return (f"this process may not write the folder or its {DB_NAME} (read-only mount or permissions); "
+                    "fix the permissions or work on a writable copy")
+        if read_only:
+            return "it was opened with read_only=True; reopen it without to change it"
+        if mmap:
+            return "it was opened with mmap=True; reopen it without mmap to change it"
+        return None
 
     @staticmethod
     def _check_model(path: Path, stored: dict[str, Any], model: Any) -> None:
@@ -187,7 +214,8 @@ class Index:
             if self._closed:
                 return
             try:
-                self.flush()
+                with self._lock:
+                    self._caches.save_quietly()  # after the commits: a failure here loses nothing
             finally:
                 self._closed = True
                 self._store.close()
@@ -228,8 +256,8 @@ class Index:
 
     # ---- writes -----------------------------------------------------------------------------------------------
     def _require_writable(self) -> None:
-        if self._mmap:
-            raise IndexStoreError(f"{self.path} was opened with mmap=True (read-only); reopen it without mmap to change it")
+        if self._read_only is not None:
+            raise ReadOnlyIndexError(f"{self.path} is open read-only: {self._read_only}")
 
     def _commit(self, rows: Sequence[ItemRow], delete: Sequence[int] = (), embedded: int = 0,
                 failures: Sequence[tuple[str, str | None, str | None, str]] = (),
@@ -240,7 +268,8 @@ class Index:
         then mirror it into the in-memory FAISS indexes and (``save``) their files. Returns the ids of ``rows``."""
         with self._lock:
             self._require_writable()
-            with self._store.transaction():
+            needed = sum(r.vector.size * 2 + len(r.key) * 2 + len(str(r.metadata)) + 200 for r in rows)
+            with self._store.transaction(needed=2 * needed + 64 * len(delete)):
                 self._caches.catch_up()
                 version = self._store.bump_counter("version")
                 crash_point("add:begin")
@@ -257,8 +286,8 @@ class Index:
                     self._store.update_file_stats(file_stats)
             crash_point("add:committed")
             self._caches.mirror(rows, ids, list(replaced) + list(gone), version)
-            if save:
-                self._caches.save(self._caches.due())
+            if save:  # committed: a cache that cannot be written now is repaired from SQLite later
+                self._caches.save_quietly(self._caches.due())
             return ids
 
     @_open_only
@@ -266,8 +295,7 @@ class Index:
         """Write every FAISS cache changed since it was last written (``close`` does this too). Writes save
         small caches at once and big ones every so often; either way nothing is lost, since SQLite holds it."""
         with self._lock:
-            if not self._mmap:
-                self._caches.save()
+            self._caches.save()
 
     @_open_only
     def add(self, items: Any, modality: str | Sequence[str] | None = None,
@@ -318,6 +346,7 @@ class Index:
         """The ids of stored items that :meth:`remove` with the same arguments would delete (ascending); a dry
         run that changes nothing."""
         with self._lock:
+            self._require_writable()
             if ids is None and where is None:
                 raise ArgumentError("remove() and select() need ids=... or where=...; refusing to remove everything")
             chosen = None if ids is None else np.asarray(check_ids(ids), dtype=np.int64)
@@ -486,8 +515,13 @@ class Index:
             self._caches.save(fresh)
             with self._store.transaction():  # every cache now reflects `version`: older changes are history
                 self._store.prune_changes(version)
-            self._store.conn.execute("VACUUM")
-            # In WAL mode VACUUM writes the whole new database to the WAL: fold it in now, or the size reported
-            # below counts the database twice (what `du` sees only once this process has closed the index).
-            self._store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                self._store.conn.execute("VACUUM")
+                # In WAL mode VACUUM writes the whole new database to the WAL: fold it in now, or the size reported
+                # below counts the database twice (what `du` sees only once this process has closed the index).
+                self._store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:  # the rebuilt caches are saved: only the space is not reclaimed
+                if is_out_of_space(exc):
+                    raise storage_full(self._store.path, self._store.path.stat().st_size, exc, "VACUUM") from None
+                raise
             return self.stats()

@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..errors import InputError, ModalityError, describe_exc
+from ..errors import InputError, ModalityError, StorageFullError, describe_exc
 from ..fileio import atomic_write_bytes
 from ..modality import INPUT_KINDS, input_kind
 from ..progress import progress_bar
 from .api import Index
+from .diskio import is_out_of_space, storage_full
 from .ingest import ingest
 from .items import Prepared, check_metadata, check_text, prepare_file
 from .manifests import Row, manifest_rows
@@ -286,6 +287,8 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
             try:
                 result = ingest(index, prepared, strict=False, batch_size=batch_size, save=False, workers=workers,
                                 failed=bad)
+            except StorageFullError:  # retrying item by item cannot help: stop with the message
+                raise
             except Exception as exc:  # a loader bug must not end a long build: retry item by item
                 result = _one_by_one(index, prepared, bad, batch_size, workers, exc)
             for p, item_id in zip(prepared, result):
@@ -323,7 +326,14 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
             "ignored": ignored[:1000],
             "skipped": skipped[:1000],
         }
-        atomic_write_bytes(target / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
+        data = (json.dumps(report, indent=2) + "\n").encode()
+        try:
+            atomic_write_bytes(target / REPORT_NAME, data)
+        except OSError as exc:
+            if is_out_of_space(exc):
+                raise storage_full(target / REPORT_NAME, len(data), exc, "the build report (every item is "
+                                   "stored; only the report is missing)") from None
+            raise
         return report
     finally:
         index.close()

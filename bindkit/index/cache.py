@@ -9,16 +9,19 @@ SQLite commit and a cache save never loses or duplicates anything.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..errors import IndexStoreError
 from ..modality import INPUT_KINDS
 from .faiss_index import VectorIndex
 from .keys import EXACT_RAW
-from .store import FORMAT_VERSION, ItemRow, Store, crash_point, to_f16, write_manifest
+from .diskio import is_out_of_space, storage_full
+from .store import FORMAT_VERSION, MANIFEST_NAME, ItemRow, Store, crash_point, read_manifest, to_f16, write_manifest
 
 #: Caches up to this many vectors are saved after every write; bigger ones once their unsaved changes reach
 #: SAVE_FRACTION of their size (and on flush/close), since rewriting gigabytes per add would dominate. Unsaved
@@ -30,11 +33,12 @@ SAVE_FRACTION = 0.05
 class Caches:
     """FAISS indexes per input kind (``vi[kind]``), in sync with ``store`` up to version ``synced``."""
 
-    def __init__(self, path: Path, store: Store, dim: int, mmap: bool = False):
+    def __init__(self, path: Path, store: Store, dim: int, mmap: bool = False, read_only: bool = False):
         self.path = path
         self.store = store
         self.dim = dim
         self.mmap = mmap
+        self.read_only = read_only or mmap  # never write the folder: repairs stay in memory
         self.vi: dict[str, VectorIndex] = {}
         self.synced = -1
         self.dirty: set[str] = set()
@@ -67,30 +71,43 @@ class Caches:
                 vi.add(ids, vecs)
 
     def load(self) -> None:
-        """Load every kind's FAISS file, repairing stale/missing/corrupt ones from SQLite (then saved)."""
+        """Load every kind's FAISS file, repairing stale/missing/corrupt ones from SQLite (then saved, unless the
+        index is read-only: then the repair lives in memory, with a warning)."""
         with self.store.snapshot():  # one consistent view of the version, the change log and the vectors
             version, floor = self.store.version(), self.store.log_floor()
             kinds = set(self.store.modality_counts()) | {k for k in INPUT_KINDS if (self.path / k).is_dir()}
             for kind in sorted(kinds):
-                try:
-                    vi, stamp = VectorIndex.load(self.path / kind, mmap=self.mmap)
-                    if vi.dim != self.dim:
-                        raise ValueError(f"dim {vi.dim} != {self.dim}")
-                except Exception:  # missing or unreadable: SQLite has everything needed to rebuild it
-                    vi, stamp = None, None
-                if vi is None or stamp > version or stamp < floor:
-                    vi = self.rebuild(kind)
-                    self.dirty.add(kind)
-                else:
-                    changed = self.store.changed_since(kind, stamp)
-                    if len(changed):
-                        if self.mmap:  # a memory-mapped index is read-only: repair an in-memory copy
-                            vi, _ = VectorIndex.load(self.path / kind, mmap=False)
-                        self._replay(vi, kind, changed)
-                        self.dirty.add(kind)
-                self.vi[kind] = vi
+                self.vi[kind] = self._load_kind(kind, version, floor, self.mmap)
             self.synced = version
-        self.save()
+        if self.read_only:
+            if self.dirty and not self.mmap:
+                warnings.warn(f"{self.path}: the FAISS cache of {', '.join(sorted(self.dirty))} is behind "
+                              f"{self.store.path.name} and the index is read-only, so it was rebuilt in memory for "
+                              "this session only; open the index writable once to save the repair", RuntimeWarning)
+            return
+        manifest = read_manifest(self.path)
+        if self.dirty or manifest is None or manifest.get("version") != self.synced:
+            self.save_quietly()
+
+    def _load_kind(self, kind: str, version: int, floor: int, mmap: bool) -> VectorIndex:
+        """``kind``'s saved index brought up to ``version`` (replaying the change log), or rebuilt from SQLite
+        when missing, unreadable or too old; marks it dirty when it differs from its file."""
+        try:
+            vi, stamp = VectorIndex.load(self.path / kind, mmap=mmap)
+            if vi.dim != self.dim:
+                raise ValueError(f"dim {vi.dim} != {self.dim}")
+        except Exception:  # missing or unreadable: SQLite has everything needed to rebuild it
+            vi, stamp = None, None
+        if vi is None or stamp > version or stamp < floor:
+            self.dirty.add(kind)
+            return self.rebuild(kind)
+        changed = self.store.changed_since(kind, stamp)
+        if len(changed):
+            if vi.read_only:  # a memory-mapped index is read-only: repair an in-memory copy
+                return self._load_kind(kind, version, floor, mmap=False)
+            self._replay(vi, kind, changed)
+            self.dirty.add(kind)
+        return vi
 
     def catch_up(self) -> None:
         """Replay writes committed by other processes since this one last looked."""
@@ -105,6 +122,9 @@ class Caches:
         for kind in self.store.changed_modalities(self.synced):
             if kind not in self.vi:
                 self.vi[kind] = VectorIndex.create(self.dim)
+            elif self.vi[kind].read_only:  # memory-mapped: replay into an in-memory copy of the newest file
+                self.vi[kind] = self._load_kind(kind, version, self.store.log_floor(), mmap=False)
+                continue
             self._replay(self.vi[kind], kind, self.store.changed_since(kind, self.synced))
             self.dirty.add(kind)
         self.synced = version
@@ -134,24 +154,37 @@ class Caches:
 
     def save(self, kinds: Iterable[str] | None = None) -> None:
         """Write the changed caches (atomically, stamped with ``synced``) and the manifest."""
+        if self.read_only:
+            return
         kinds = sorted(self.dirty if kinds is None else set(kinds))
         for n, kind in enumerate(k for k in kinds if k in self.vi):
             if n:
                 crash_point("save:between")
-            if not self.mmap:
-                self.vi[kind].save(self.path / kind, self.synced)
+            self.vi[kind].save(self.path / kind, self.synced)
             self.dirty.discard(kind)
             self.unsaved.pop(kind, None)
         self.write_manifest()
 
+    def save_quietly(self, kinds: Iterable[str] | None = None) -> None:
+        """:meth:`save` where a failure loses nothing (after a commit, on open, on close): the caches stay
+        right in memory and are repaired from SQLite on a later open, so a full disk only warns."""
+        try:
+            self.save(kinds)
+        except (OSError, IndexStoreError) as exc:
+            warnings.warn(f"could not write the FAISS caches of {self.path} ({exc}); nothing is lost: SQLite holds "
+                          "every committed item and the caches are repaired from it when next opened",
+                          RuntimeWarning, stacklevel=3)
+
     def write_manifest(self) -> None:
         """Write manifest.json: what the index holds, for people and tools (SQLite stays the truth)."""
+        if self.read_only:
+            return
         counts = self.store.modality_counts()
         indexes = {}
         for kind, vi in sorted(self.vi.items()):
             indexes[kind] = dict(vi.info())
             indexes[kind]["count"] = counts.get(kind, 0)
-        write_manifest(self.path, {
+        manifest = {
             "format_version": FORMAT_VERSION,
             "model": self.store.get_info("model"),
             "dim": self.dim,
@@ -160,4 +193,10 @@ class Caches:
             "version": self.synced,
             "embedded_total": self.store.embedded_total(),
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
+        }
+        try:
+            write_manifest(self.path, manifest)
+        except OSError as exc:
+            if is_out_of_space(exc):
+                raise storage_full(self.path / MANIFEST_NAME, 4096, exc, "the manifest") from None
+            raise

@@ -7,7 +7,9 @@ Layout of a modality folder::
 
 A save writes a fresh version folder, renames it into place, then swaps ``CURRENT.json`` with ``os.replace``: a
 crash at any point leaves the previous version readable. Older version folders are deleted afterwards (a process
-still mapping them keeps its open files).
+still mapping them keeps its open files). Saves of several processes take turns under the folder's lock file
+(:mod:`bindkit.index.diskio`), so a clean-up never deletes another writer's folder in progress; readers take no
+lock and re-read ``CURRENT.json`` when the version they were opening was replaced meanwhile.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ import faiss
 import numpy as np
 
 from bindkit.errors import IndexStoreError
+from bindkit.index.diskio import folder_lock, is_out_of_space, storage_full
 from bindkit.index.faiss_index import CURRENT, FORMAT_VERSION, INDEX_FILE
 from bindkit.index.keys import _set_direct_map, kind_of
 from bindkit.index.raw_store import IDS_FILE, RAW_FILE, RawStore
 
 if TYPE_CHECKING:
     from bindkit.index.faiss_index import VectorIndex
+
+
+_LOAD_TRIES = 20  # a reader re-reads CURRENT.json this often when writers keep replacing the version under it
 
 
 def _fsync_dir(path: Path) -> None:
@@ -39,12 +45,55 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _read_meta(directory: Path) -> dict | None:
+    try:
+        return json.loads((directory / CURRENT).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _estimated_bytes(vi: "VectorIndex") -> int:
+    """About how many bytes a save of ``vi`` writes (float32 codes + ids, plus fp16 raw copies): for messages."""
+    n = len(vi)
+    size = 4096 + (n * (vi.dim * 4 + 16) if vi._index is not None else 0)
+    return size + (n * (vi.dim * 2 + 8) if vi._raw is not None else 0)
+
+
+def _write_faiss(index: faiss.Index, path: Path) -> None:
+    # Through a Python file: a full disk raises OSError at once, where FAISS's own writer may drop its last
+    # buffer at fclose without a word.
+    with open(path, "wb") as fh:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def save_index(vi: "VectorIndex", directory: Path, stamp: int) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write ``vi`` as the version of ``directory`` stamped ``stamp`` (atomic; see the module docstring).
+
+    Cache writers of several processes take turns under :func:`folder_lock`; a save older than the saved version
+    of the same index type is skipped (that version already holds its changes). Every temporary left by this
+    save or by a dead one is removed. Raises StorageFullError when the disk (or a quota/limit) is full."""
+    try:
+        with folder_lock(directory):
+            current = _read_meta(directory)
+            if current and int(current.get("stamp", -1)) > stamp and current.get("key") == vi._key:
+                return
+            _write_version(vi, directory, stamp)
+    except OSError as exc:
+        if is_out_of_space(exc):
+            raise storage_full(directory, _estimated_bytes(vi), exc, "the FAISS cache") from None
+        raise
+
+
+def _write_version(vi: "VectorIndex", directory: Path, stamp: int) -> None:
+    """Under the folder lock: version folder, then CURRENT.json, then clean-up of everything else."""
     name = f"v{stamp}-{uuid.uuid4().hex[:8]}"
     tmp = directory / f".{name}.tmp"
-    tmp.mkdir()
+    cur_tmp = directory / f".{CURRENT}.{name}.tmp"
+    done = False
     try:
+        tmp.mkdir()
         files = [INDEX_FILE] if vi._index is not None else []
         files += [RAW_FILE, IDS_FILE] if vi._raw is not None else []
         if vi._read_only and vi._source is not None:
@@ -56,32 +105,56 @@ def save_index(vi: "VectorIndex", directory: Path, stamp: int) -> None:
                     shutil.copy2(vi._source / f, tmp / f)
         else:
             if vi._index is not None:
-                faiss.write_index(vi._index, str(tmp / INDEX_FILE))
+                _write_faiss(vi._index, tmp / INDEX_FILE)
             if vi._raw is not None:
                 vi._raw.save(tmp)  # fsyncs its own files
-        if vi._index is not None:
-            with open(tmp / INDEX_FILE, "rb+") as fh:
-                os.fsync(fh.fileno())
         os.rename(tmp, directory / name)
         meta = {"format": FORMAT_VERSION, "version": name, "stamp": stamp, "dim": vi.dim, "key": vi._key,
                 "params": vi._params, "recall@10": vi._recall, "count": len(vi), "raw": vi._raw is not None,
                 "extra": vi._extra}
-        cur_tmp = directory / f".{CURRENT}.{name}.tmp"
         with open(cur_tmp, "w") as fh:
             json.dump(meta, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(cur_tmp, directory / CURRENT)
+        done = True
         _fsync_dir(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    finally:
+        if not done:
+            cur_tmp.unlink(missing_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(directory / name, ignore_errors=True)
+    _clean(directory, keep=name)
+
+
+def _clean(directory: Path, keep: str) -> None:
+    """Delete every version folder but ``keep`` and every temporary: under the lock none is another writer's,
+    so they are older versions or leftovers of a crashed save. (A process still mapping an old version keeps its
+    open files; a reader that had not opened them yet retries with the new CURRENT.json.)"""
     for p in directory.iterdir():
-        if p.name != name and (p.name.startswith("v") or p.name.startswith(".v")) and p.is_dir():
+        if p.name == keep:
+            continue
+        if p.name.startswith(("v", ".v")) and p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(f".{CURRENT}.") and p.name.endswith(".tmp"):
+            p.unlink(missing_ok=True)
 
 
 def load_index(cls: type, directory: Path, mmap: bool) -> "tuple[VectorIndex, int]":
+    """Open the version ``CURRENT.json`` names. A writer in another process may replace that version (and delete
+    its folder) between our reading CURRENT.json and opening its files: then read the new one."""
+    for _ in range(_LOAD_TRIES - 1):
+        before = _read_meta(directory)
+        try:
+            return _load_current(cls, directory, mmap)
+        except (IndexStoreError, OSError):
+            after = _read_meta(directory)
+            if after is None or before is None or after.get("version") == before.get("version"):
+                raise
+    return _load_current(cls, directory, mmap)
+
+
+def _load_current(cls: type, directory: Path, mmap: bool) -> "tuple[VectorIndex, int]":
     cur = directory / CURRENT
     if not cur.is_file():
         raise IndexStoreError(f"no saved FAISS index in {directory} ({CURRENT} missing); rebuild it from the "

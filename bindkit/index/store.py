@@ -29,14 +29,17 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import IndexStoreError
+from ..errors import IndexStoreError, ReadOnlyIndexError
 from ..fileio import atomic_write_bytes, hash_file_into
+from .diskio import can_write, is_out_of_space, storage_full
 
 FORMAT_VERSION = 1
 DB_NAME = "meta.sqlite"
+DB_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm")  # what writing the database may create or change
 MANIFEST_NAME = "manifest.json"
 _ID_MASK = (1 << 63) - 1
 _CHUNK = 900  # stays under SQLite's default limit on bound parameters
+_SQLITE_READONLY = 8
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -168,9 +171,17 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
 class Store:
     """SQLite metadata + vector store of one index directory. Not thread-safe; one per process/thread."""
 
-    def __init__(self, directory: str | os.PathLike, create: bool = False):
+    def __init__(self, directory: str | os.PathLike, create: bool = False, read_only: bool | None = None):
+        """Open (``create``: create) the store of ``directory``. ``read_only`` opens it without writing anything:
+        SQLite ``mode=ro`` (which still sees other processes' commits), or ``immutable=1`` where the folder
+        cannot hold the WAL index file and no write-ahead log is pending. None: read-only exactly when this
+        process cannot write the folder or the database."""
         self.directory = Path(directory)
         self.path = self.directory / DB_NAME
+        if read_only is None:
+            read_only = not create and not can_write(self.directory, *DB_FILES)
+        self.read_only = read_only
+        self.read_only_reason: str | None = None  # set when a writable open failed and we fell back to reading
         if not create and not self.path.is_file():
             raise IndexStoreError(
                 f"{self.directory} is not a bindkit index (no {DB_NAME}); create one with "
@@ -183,36 +194,94 @@ class Store:
                 raise IndexStoreError(f"cannot create the index folder {self.directory} "
                                       f"({exc.strerror or exc}); choose another path") from None
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves so one add is exactly one transaction.
-            # check_same_thread=False: Index serialises access with its own lock, and servers call it from
-            # worker threads.
-            self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60.0, check_same_thread=False)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a process crash never loses a committed transaction (only power loss may
-            # drop the last ones), and a build commits many batches.
-            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn = self._connect_read_only() if read_only else self._connect_or_read(create)
             if create:
                 self.conn.executescript(_SCHEMA)
             tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
+            if is_out_of_space(exc):
+                raise storage_full(self.path, 1 << 16, exc, "creating the index" if create else "opening it") from None
             raise IndexStoreError(f"{self.path} is not a readable SQLite database ({exc}); restore it or rebuild") from exc
         if not {"items", "state", "info", "changes"} <= tables:
             raise IndexStoreError(f"{self.path} lacks the bindkit tables; it is not a bindkit index")
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves so one add is exactly one transaction.
+        # check_same_thread=False: Index serialises access with its own lock, and servers call it from
+        # worker threads. timeout: SQLite's busy timeout, so a writer waits for another process's commit.
+        conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60.0, check_same_thread=False)
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a process crash never loses a committed transaction (only power loss may
+        # drop the last ones), and a build commits many batches.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _connect_or_read(self, create: bool) -> sqlite3.Connection:
+        """A writable connection; for an existing index whose files SQLite cannot set up for writing (no space
+        for the ``-shm``/``-wal`` files, say) a read-only one, so that reads never need free space."""
+        try:
+            return self._connect()
+        except sqlite3.OperationalError as exc:
+            if create:
+                raise
+            conn = self._connect_read_only()
+            self.read_only = True
+            self.read_only_reason = (f"SQLite could not open {self.path} for writing ({exc}; is the disk full? it "
+                                     f"needs about 100 KB free for {DB_NAME}-shm and -wal); free some space and "
+                                     "open it again to change it")
+            return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        uri = self.path.resolve().as_uri()
+        try:
+            conn = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, timeout=60.0,
+                                   check_same_thread=False)
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            # A WAL database needs its -shm file; in a folder we cannot write, SQLite cannot create it.
+            wal = self.path.with_name(DB_NAME + "-wal")
+            if wal.is_file() and wal.stat().st_size:
+                raise IndexStoreError(
+                    f"{self.path} has commits still in its write-ahead log {wal.name}, which SQLite cannot read "
+                    "from a folder it may not write; open the index once where it is writable (e.g. `bindkit "
+                    "index stats DIR` on the original or a copy) to fold the log in, then copy it again") from None
+        # Nothing pending outside the main file: read it as an immutable file (no locks, no -shm).
+        return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
 
     def close(self) -> None:
         self.conn.close()
 
     # ---- transactions and counters -------------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``: all writes inside land together or not at all."""
-        self.conn.execute("BEGIN IMMEDIATE")
+    def transaction(self, needed: int = 0) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``: all writes inside land together or not at all.
+
+        Raises StorageFullError (naming the database and about ``needed`` bytes) when the disk is full, and
+        ReadOnlyIndexError when the database cannot be written."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error as exc:
+            if is_out_of_space(exc, self.path, needed + (1 << 15)):
+                raise storage_full(self.path, needed + (1 << 15), exc, "this write") from None
+            if self.read_only or getattr(exc, "sqlite_errorcode", None) == _SQLITE_READONLY:
+                raise ReadOnlyIndexError(f"{self.path} is read-only ({exc}); writes need a writable index: "
+                                         "fix its permissions or work on a writable copy") from None
             raise
-        self.conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may have rolled back already (e.g. on a full disk)
+                pass
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
