@@ -23,6 +23,7 @@ retrieval (--retrieval PAIRS):
   `bindkit train`). Every item queries all items of the other side, both ways; prints R@1/5/10 (the
   share of queries whose match ranks in the top k; ties count against the model) and the median rank.
 
+Put MODEL first: --templates takes every word after it.
 Paths in TEST/PAIRS are relative to the file's folder. Rows with missing files, corrupt media, empty text
 or unknown labels are skipped, counted and listed on stderr; they do not stop the evaluation.
 

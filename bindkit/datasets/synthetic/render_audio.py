@@ -2,9 +2,9 @@
 
 * **pitch follows size** — the fundamental is ~900-1300 Hz for small objects, ~450-650 Hz for medium and
   ~200-320 Hz for large ones (an octave apart);
-* **timbre follows material** — metal rings long with inharmonic partials (a free bar's 1 : 2.76 : 5.40 :
-  8.93); glass rings shorter, an octave higher, with glassy partials; wood knocks (short decay, harmonic,
-  a noise burst); rubber thuds (very short, low, mostly noise);
+* **timbre follows material** (the fundamental stays the size's) — metal rings long with inharmonic
+  partials (a free bar's 1 : 2.76 : 5.40 : 8.93); glass rings shorter with glassy partials (1 : 2.32 : 4.25 :
+  6.63); wood knocks (short decay, harmonic, a noise burst); rubber thuds (very short, mostly smoothed noise);
 * **rhythm follows motion** — still: one tap; bouncing: impacts whose intervals and loudness shrink by the
   material's restitution (a rubber ball bounces longest); spinning: a steady fast rattle (12-20 Hz) with a
   slow wobble in loudness; sliding: a scrape (band-passed noise around the material's resonance) in one or
@@ -26,9 +26,9 @@ PITCH: dict[str, tuple[float, float]] = {"small": (900.0, 1300.0), "medium": (45
 #: Per material: partial ratios, their amplitudes, the decay time range (s) and the share of noise burst.
 TIMBRE: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, float], float]] = {
     "metal": ((1.0, 2.76, 5.40, 8.93), (1.0, 0.6, 0.4, 0.25), (0.35, 0.6), 0.05),
-    "glass": ((2.0, 4.64, 8.5, 13.26), (1.0, 0.5, 0.3, 0.15), (0.12, 0.22), 0.1),
+    "glass": ((1.0, 2.32, 4.25, 6.63), (1.0, 0.5, 0.3, 0.15), (0.12, 0.22), 0.1),
     "wood": ((1.0, 2.0, 3.9), (1.0, 0.35, 0.15), (0.03, 0.06), 0.5),
-    "rubber": ((0.5, 0.75), (1.0, 0.25), (0.015, 0.03), 0.6),
+    "rubber": ((1.0, 1.5), (1.0, 0.25), (0.015, 0.03), 0.6),
 }
 
 

@@ -18,8 +18,6 @@ so the axes are not trivially aligned with the motion.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from .world import RESTITUTION, Scene
@@ -118,7 +116,6 @@ def imu_csv(data: np.ndarray, rate: float) -> bytes:
     """CSV bytes: header :data:`COLUMNS`, one row per sample (time in s, then the six channels)."""
     n = data.shape[0]
     table = np.concatenate([(np.arange(n) / rate)[:, None], data], axis=1)
-    buf = io.StringIO()
-    buf.write(",".join(COLUMNS) + "\n")
-    np.savetxt(buf, table, fmt=["%.3f"] + ["%.3f"] * 6, delimiter=",")
-    return buf.getvalue().encode("ascii")
+    row = ",".join(["%.3f"] * len(COLUMNS))
+    lines = [",".join(COLUMNS), *(row % tuple(r) for r in table.tolist()), ""]
+    return "\n".join(lines).encode("ascii")
