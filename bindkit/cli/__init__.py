@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # module name -> subcommands it registers. Import is lazy so `bindkit --help` stays fast.
-_COMMAND_MODULES = ("demo", "convert", "fetch", "embed", "index", "search")
+_COMMAND_MODULES = ("demo", "convert", "fetch", "embed", "index", "search", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
