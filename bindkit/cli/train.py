@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from .common import fraction, positive_int
 
@@ -66,10 +67,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train or extend a model on pair manifests (contrastive, ImageBind-style)",
-        description="Train encoders so that paired items land together in one space: symmetric InfoNCE between "
-        "the two sides of each pair (ImageBind's loss, temperature per modality from the card), AdamW with "
-        "warm-up + cosine, gradient clipping, per-modality augmentation, a held-out split evaluated every "
-        "epoch (R@1 both ways), best and last checkpoints, exact resume, and DDP under torchrun.",
+        description=textwrap.fill(
+            "Train encoders so that paired items land together in one space: symmetric InfoNCE between the two "
+            "sides of each pair (ImageBind's loss, temperature per modality from the card), AdamW with warm-up + "
+            "cosine, gradient clipping, per-modality augmentation, a held-out split evaluated every epoch (R@1 "
+            "both ways), best and last checkpoints, exact resume, and DDP under torchrun.", 100),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -123,6 +125,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      "else cpu)")
     run.add_argument("--workers", type=int, default=0, metavar="N",
                      help="data-loading worker processes per rank (default 0: load in the training process)")
+    run.add_argument("--cache-mb", type=_non_negative, default=2048, metavar="MB",
+                     help="memory for preprocessed items, so each file is decoded once per run (default 2048)")
     run.add_argument("--amp", dest="amp", action="store_true", default=None,
                      help="mixed precision (default: on for CUDA)")
     run.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on CUDA")
@@ -139,7 +143,7 @@ def run_train(args: argparse.Namespace) -> int:
         warmup=args.warmup, grad_clip=args.grad_clip, seed=args.seed, val_split=args.val_split,
         augment=args.augment, resume=args.resume, device=args.device, workers=args.workers,
         max_steps=args.max_steps, save_every=args.save_every, stop_after=args.stop_after,
-        max_bad_rows=args.max_bad_rows, amp=args.amp, name=args.name, progress=False if args.quiet else None,
+        max_bad_rows=args.max_bad_rows, cache_mb=args.cache_mb, amp=args.amp, name=args.name, progress=False if args.quiet else None,
         command=["bindkit"] + sys.argv[1:] if sys.argv and sys.argv[0] else None,
     )
     if result.record:

@@ -25,14 +25,24 @@ def encode_side(encoder: nn.Module, kind: str, x: torch.Tensor) -> torch.Tensor:
         x = x.unsqueeze(1)
     if kind in ("audio", "video"):
         n, s = x.shape[:2]
-        out = encoder(x.flatten(0, 1)).view(n, s, -1).mean(dim=1)
+        z = encoder(x.flatten(0, 1))
+        out = z.view(n, s, z.shape[-1]).mean(dim=1)
         return F.normalize(out, dim=-1)
     return encoder(x)
 
 
+def empty_batch(kind: str, params: dict) -> torch.Tensor:
+    """A batch of zero items of ``kind`` (a rank whose items all failed to load still runs its encoders, so
+    every rank's backward reduces the same parameters)."""
+    from ..inputs.batch import LOADERS
+
+    return torch.zeros((0, *LOADERS[kind].shape(params)), dtype=torch.long if kind == "text" else torch.float32)
+
+
 class PairModule(nn.Module):
     """What DDP wraps: the encoders of a BindModel, run on the non-cached sides of every manifest's batch in
-    one forward (DDP allows one forward per backward)."""
+    one forward (DDP allows one forward per backward). Every trainable encoder runs every step (on an empty
+    batch if need be), so DDP needs no search for unused parameters."""
 
     def __init__(self, encoders: nn.ModuleDict):
         super().__init__()

@@ -33,8 +33,8 @@ from .augment import DEFAULTS as AUGMENT_DEFAULTS
 from .data import (BatchSampler, ItemCache, Manifest, ManifestError, PairDataset, encoders_of, epoch_batches, read_manifest,
                    split, steps_per_epoch)
 from .dist import Dist, setup
-from .loop import (PairModule, embed_rows, fraction_or_steps, lr_lambda, make_loader, param_groups, to_device,
-                   validate)
+from .loop import (PairModule, embed_rows, empty_batch, fraction_or_steps, lr_lambda, make_loader, param_groups,
+                   to_device, validate)
 from .loss import gather, info_nce
 
 AUGMENT_MODES = ("trainable", "all", "none")
@@ -349,6 +349,7 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
     aug_of: dict[str, Any] = {}
     caches: list[dict[str, torch.Tensor]] = []
     datasets: list[PairDataset] = []
+    cache_failed: list[dict[int, str]] = [{} for _ in mans]
     eval_bs = max(batch_size, 64)
     budget = int(cache_mb * 2**20 / max(1, len(mans)))
     model.eval()
@@ -365,6 +366,7 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
                 once = PairDataset(m, params, {}, set(), seed, ItemCache(0))
                 emb, failed = embed_rows(model, once, rows, eval_bs, workers, dev, sides=(side,), autocast=autocast)
                 cache[side] = emb[side]
+                cache_failed[i].update(failed)
                 say(f"{m.name}: {kind} side frozen and not augmented: its {len(rows)} embeddings are computed once "
                     f"and cached ({time.time() - t0:.1f}s; {len(failed)} failed to load)")
         caches.append(cache)
@@ -381,8 +383,7 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
     module = PairModule(model.encoders)
     if ctx.distributed:
         module = torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True,
-            broadcast_buffers=False)
+            module, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
 
     step = 0
     history: list[dict[str, Any]] = []
@@ -500,11 +501,18 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
                         skipped[f"{m.pair}#{i}"][row] = why
                         if len(skipped[f"{m.pair}#{i}"]) <= 3:
                             say(f"{m.name}: skipping row {row}: {why}")
-                empty = not len(b.rows)
-                jobs.append((m.a, None if empty else to_device(b.a, dev), m.b, None if empty else to_device(b.b, dev)))
+                sides = []
+                for side, kind in (("a", m.a), ("b", m.b)):
+                    x = getattr(b, side)
+                    if side in caches[i]:
+                        sides.append(None)
+                    else:
+                        sides.append(to_device(x if len(b.rows) else empty_batch(kind, params[kind]), dev))
+                jobs.append((m.a, sides[0], m.b, sides[1]))
             with autocast():
                 outs = module(jobs)
             losses: list[torch.Tensor | None] = []
+            anchors: list[torch.Tensor] = []
             n_pairs = 0
             for i, ((za, zb, scale), b) in enumerate(zip(outs, loaded)):
                 rows = b.rows.to(dev)
@@ -512,22 +520,31 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
                     za = caches[i]["a"][rows]
                 if "b" in caches[i]:
                     zb = caches[i]["b"][rows]
-                d = model.dim
-                za = za.float() if za is not None else torch.zeros(0, d, device=dev)
-                zb = zb.float() if zb is not None else torch.zeros(0, d, device=dev)
-                za, zb = gather(za), gather(zb)
+                ok = ~(torch.isnan(za).any(1) | torch.isnan(zb).any(1))  # frozen items that failed to load
+                if not bool(ok.all()):
+                    for row in b.rows[~ok.cpu()].tolist():
+                        skipped[f"{mans[i].pair}#{i}"].setdefault(row, cache_failed[i].get(row, "failed to load"))
+                    za, zb = za[ok], zb[ok]
+                # every output enters the loss (times 0 when a batch is unusable): DDP reduces the same
+                # parameters on every rank and step
+                anchor = torch.zeros((), device=dev)
+                for z in (za, zb, scale):
+                    if z is not None and z.requires_grad:
+                        anchor = anchor + 0.0 * z.float().sum()
+                za, zb = gather(za.float()), gather(zb.float())
                 n_pairs += za.shape[0]
-                losses.append(info_nce(za, zb, scale.float()) if za.shape[0] >= 2 else None)
+                usable = za.shape[0] >= 2
+                losses.append(info_nce(za, zb, scale.float()) + anchor if usable else None)
+                anchors.append(anchor)
             terms = [x for x in losses if x is not None]
             lr_now = scheduler.get_last_lr()[0]
+            loss = torch.stack(terms + [a for a, x in zip(anchors, losses) if x is None]).sum()
+            optimizer.zero_grad(set_to_none=True)
+            if loss.requires_grad:  # always, unless every side is cached (refused earlier)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
             if terms:
-                loss = torch.stack(terms).sum()
-                optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
-                    scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
                 if grad_clip and grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(trainable_params, grad_clip)
                 if scaler is not None:
@@ -581,8 +598,6 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
             if end_of_epoch or (save_every and step % save_every == 0) or \
                     (stop_after is not None and done_here >= stop_after):
                 save("last")
-        for it in iters:
-            del it
     bar.close()
     finished = step >= total
     if ctx.main:
