@@ -407,7 +407,7 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
 
     keys = [m.pair if sum(x.pair == m.pair for x in mans) == 1 else f"{m.pair}#{i}" for i, m in enumerate(mans)]
     metrics = ck.CsvLog(out / ck.METRICS_FILE, ["step", "epoch", "loss"] + [f"loss_{k}" for k in keys]
-                        + ["lr", "items_per_s", "skipped"])
+                        + ["lr", "items_per_s", "elapsed_s", "skipped"])
     val_log = ck.CsvLog(out / ck.VAL_FILE, ["step", "epoch", "pair", "n", "loss", "r1_ab", "r1_ba", "chance_ab",
                                             "chance_ba", "failed"])
     tb = None
@@ -569,6 +569,7 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
                 rate_pairs, rate_t = 0, now
             if ctx.main:
                 row = {"step": step, "epoch": epoch, "loss": loss_v, "lr": lr_now, "items_per_s": ips,
+                       "elapsed_s": round(now - started, 3),
                        "skipped": sum(len(v) for v in skipped.values())}
                 for k, x in zip(keys, losses):
                     row[f"loss_{k}"] = float(x.detach()) if x is not None else float("nan")
