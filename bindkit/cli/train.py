@@ -144,7 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
         augment=args.augment, resume=args.resume, device=args.device, workers=args.workers,
         max_steps=args.max_steps, save_every=args.save_every, stop_after=args.stop_after,
         max_bad_rows=args.max_bad_rows, cache_mb=args.cache_mb, amp=args.amp, name=args.name, progress=False if args.quiet else None,
-        command=["bindkit"] + sys.argv[1:] if sys.argv and sys.argv[0] else None,
+        command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["train"] else None,
     )
     if result.record:
         print(result.out)
