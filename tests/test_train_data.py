@@ -12,7 +12,8 @@ import torch
 
 import bindkit
 from bindkit.train.data import ManifestError, read_manifest, split
-from train_helpers import cli, tiny_card, toy_world
+from bindkit.cli import main
+from train_helpers import tiny_card, toy_world
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +83,13 @@ def test_empty_split_is_refused(data):
         split(m, 0.5, seed=0)
 
 
-def test_cli_reports_bad_input_as_an_error_not_a_traceback(data):
-    proc = cli("train", data / "nothere.csv", "--card", data / "tiny.json", "--out", data / "x", check=False)
-    assert proc.returncode == 1 and "error: manifest" in proc.stderr and "does not exist" in proc.stderr
-    assert "Traceback" not in proc.stderr and not (data / "x").exists()
-    proc = cli("train", data / "image_text.csv", "--freeze", "smell", "--out", data / "x", check=False)
-    assert proc.returncode == 2 and "unknown modality 'smell'" in proc.stderr
+def test_cli_reports_bad_input_as_an_error_not_a_traceback(data, capsys):
+    assert main(["train", str(data / "nothere.csv"), "--card", str(data / "tiny.json"), "--out", str(data / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "error: manifest" in err and "does not exist" in err and not (data / "x").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(data / "image_text.csv"), "--freeze", "smell", "--out", str(data / "x")])
+    assert exc.value.code == 2 and "unknown modality 'smell'" in capsys.readouterr().err
 
 
 def test_corrupt_media_are_skipped_and_counted_never_a_crash(data, tmp_path):

@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from .common import fraction, positive_int
+from .common import positive_int
 
 _EPILOG = """\
 examples:

@@ -8,7 +8,6 @@ import math
 from functools import partial
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -176,7 +175,3 @@ def param_groups(encoders: Sequence[nn.Module], weight_decay: float) -> list[dic
             skip = p.ndim < 2 or name.endswith(("cls_token", "pos_embed", "bias_k", "bias_v", "log_logit_scale"))
             (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def nan_rows(x: torch.Tensor) -> np.ndarray:
-    return torch.isnan(x).any(dim=1).cpu().numpy()

@@ -11,7 +11,6 @@ and N processes under ``torchrun`` see the same global batches as one process.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
