@@ -82,6 +82,7 @@ def test_output_directory_is_a_model_with_its_training_record(world, m1):
     for info in manifest["files"].values():
         assert hashlib.sha256((m1 / info["file"]).read_bytes()).hexdigest() == info["sha256"]
     assert record["data"][0]["sha256"] == hashlib.sha256(manifests["text"].read_bytes()).hexdigest()
+    assert record["data"][0]["media"]["files"] == 64 and len(record["data"][0]["media"]["sha256"]) == 64
     assert record["bindkit_version"] == bindkit.__version__ and record["seed"] == 0
     assert record["arguments"]["batch_size"] == 16 and len(record["epochs"]) == 6
     # fingerprints identify the trained weights: recorded, reproduced by hashing, unlike a fresh model's

@@ -176,6 +176,28 @@ def read_manifest(path: str | os.PathLike, *, max_bad_fraction: float = 0.05) ->
     return Manifest(path=path, a=a, b=b, rows=rows, sha256=sha, bad=bad, ignored_columns=ignored)
 
 
+def media_digest(manifest: Manifest, max_bytes: int = 1 << 30) -> dict[str, Any]:
+    """One sha256 over the media a manifest uses (each file's relative path and content, in row order), so a
+    training record identifies its data and not only the list of names. Skipped (``sha256`` None) when the files
+    total more than ``max_bytes``."""
+    files = []
+    for row in manifest.rows:
+        for kind, value in zip((manifest.a, manifest.b), row):
+            if kind != "text":
+                files.append(Path(value))
+    total = sum(f.stat().st_size for f in set(files))
+    if total > max_bytes:
+        return {"files": len(set(files)), "bytes": total, "sha256": None, "note": "too large to hash"}
+    h = hashlib.sha256()
+    seen: dict[Path, str] = {}
+    for f in files:
+        if f not in seen:
+            seen[f] = hash_file_into(hashlib.sha256(), f).hexdigest()
+        rel = os.path.relpath(f, manifest.path.parent)
+        h.update(f"{rel}\0{seen[f]}\n".encode())
+    return {"files": len(seen), "bytes": total, "sha256": h.hexdigest()}
+
+
 def split(manifest: Manifest, val_split: float, seed: int) -> None:
     """Set ``train_idx``/``val_idx``: a seeded shuffle of the rows, the first ``ceil(val_split * n)`` held out.
     ManifestError when a split that should have rows is empty (or the training side has fewer than 2 pairs)."""

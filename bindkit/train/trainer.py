@@ -29,8 +29,8 @@ from ..errors import CardError, CheckpointError, ModalityError
 from ..modality import ENCODERS, encoder_of
 from . import checkpoint as ck
 from .augment import DEFAULTS as AUGMENT_DEFAULTS
-from .data import (BatchSampler, ItemCache, Manifest, ManifestError, PairDataset, encoders_of, epoch_batches, read_manifest,
-                   split, steps_per_epoch)
+from .data import (BatchSampler, ItemCache, Manifest, ManifestError, PairDataset, encoders_of, epoch_batches,
+                   media_digest, read_manifest, split, steps_per_epoch)
 from .dist import Dist, setup
 from .loop import (PairModule, embed_rows, empty_batch, fraction_or_steps, lr_lambda, make_loader, param_groups,
                    to_device, validate)
@@ -299,6 +299,7 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
         if state["data_sha256"] != shas:
             raise CheckpointError(f"--resume: the manifests changed since the run in {out} started (sha256 differs);"
                                   " the data order would not match — start a new run")
+    media = [media_digest(m) if ctx.main else {} for m in mans]
     n_train = [len(m.train_idx) for m in mans]
     spe = steps_per_epoch(n_train, batch_size)
     total = epochs * spe if max_steps is None else int(max_steps)
@@ -435,7 +436,7 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
             "command": command, "arguments": args, "seed": seed, "card": full_card["name"],
             "base_card": (load_card(card).name if card is not None else (None if init else "bindkit_small")),
             **({"init": init_info} if init_info else {}),
-            "data": [{"path": str(m.path), "sha256": m.sha256, "pair": m.pair, "rows": len(m.rows) + len(m.bad),
+            "data": [{"path": str(m.path), "sha256": m.sha256, "media": media[i], "pair": m.pair, "rows": len(m.rows) + len(m.bad),
                       "skipped_at_validation": len(m.bad), "train": len(m.train_idx), "val": len(m.val_idx),
                       "skipped_at_load": len(skipped[f"{m.pair}#{i}"]),
                       "skipped_examples": [f"row {r}: {why}" for r, why in list(skipped[f'{m.pair}#{i}'].items())[:5]],
