@@ -3,7 +3,8 @@ other modality, on generated files (random content: speed does not depend on it)
 
 Two regimes per pair type: both encoders training from scratch (image-X, augmentation on), and binding X to a
 frozen image encoder (its embeddings cached once, as `--freeze image,text` does). "first epoch" includes decoding
-every file; later epochs read the preprocessed items from memory. Pairs/s counts the pairs of the global batch.
+every file; later epochs read the preprocessed items from memory. Pairs/s counts the pairs of the global batch
+and leaves out checkpoint writing at epoch ends (use --pairs >= 4 x --batch-size).
 
 Usage: python benchmarks/bench_train.py [--pairs 256] [--epochs 3] [--batch-size 64] [--kinds text,audio]
 """
@@ -64,11 +65,13 @@ def make_data(root: Path, n: int, kinds: list[str]) -> dict[str, Path]:
 
 
 def rates(out: Path, batch: int, steps_per_epoch: int) -> tuple[float, float]:
+    """(pairs/s in epoch 1, pairs/s afterwards), from the per-step times in metrics.csv; a step that follows an
+    epoch end is left out (its time includes the checkpoint written then), as is step 1 (warm-up)."""
     rows = list(csv.DictReader(open(out / "metrics.csv")))
-    t = [0.0] + [float(r["elapsed_s"]) for r in rows]
-    first = batch * steps_per_epoch / (t[steps_per_epoch] - t[1] + (t[2] - t[1]))  # approx. incl. step 1
-    later = batch * (len(rows) - steps_per_epoch) / (t[-1] - t[steps_per_epoch])
-    return first, later
+    t = {int(r["step"]): float(r["elapsed_s"]) for r in rows}
+    first = [t[s] - t[s - 1] for s in range(2, steps_per_epoch + 1)]
+    later = [t[s] - t[s - 1] for s in t if s > steps_per_epoch + 1 and (s - 1) % steps_per_epoch]
+    return batch / (sum(first) / len(first)), batch / (sum(later) / len(later))
 
 
 def main() -> None:
