@@ -7,6 +7,7 @@ The public API on one page::
     batch = bindkit.preprocess("image", ["dog.jpg"], card=model.card)
     v = model.encode("image", batch)                                # (N, 1024) unit vectors
     index = bindkit.Index.create("my_index", model=model)
+    bindkit.train("image_text.csv", "m1", card="bindkit_small")       # train your own (bindkit.load_model("m1"))
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _LAZY = {
     "Hit": ("bindkit.index", "Hit"),
     "convert": ("bindkit.weights", "convert"),
     "fetch_weights": ("bindkit.weights", "fetch_weights"),
+    "train": ("bindkit.train", None),  # the package, callable as bindkit.train(...) (see bindkit.train)
 }
 
 
@@ -46,7 +48,8 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
+        value = importlib.import_module(module)
+        value = value if attr is None else getattr(value, attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'bindkit' has no attribute {name!r}")
@@ -55,5 +58,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BindModel", "BindkitError", "Card", "CardError", "CheckpointError", "DeviceError", "Embeddings", "Hit", "Index",
     "IndexStoreError", "InputError", "ItemError", "ModalityError", "WeightsNotFoundError", "add_card_path",
-    "build_model", "convert", "fetch_weights", "list_encoders", "load_card", "load_model", "preprocess",
+    "build_model", "convert", "fetch_weights", "list_encoders", "load_card", "load_model", "preprocess", "train",
 ]

@@ -19,6 +19,7 @@ from .modality import ENCODERS, INPUT_KINDS
 
 _BUILTIN_DIR = Path(__file__).resolve().parent.parent / "encoders"
 _EXTRA_PATHS: list[Path] = []
+MODEL_DIR_CARD = "card.json"  # the card file inside a model directory (weights.read.CARD_FILE)
 
 #: Per-modality keys every card must give, and the keys each encoder needs beyond them.
 _COMMON_KEYS = ("embed_dim", "num_blocks", "num_heads")
@@ -192,8 +193,19 @@ def _validate(d: Mapping[str, Any], where: str) -> Card:
     )
 
 
+def model_dir(spec: Any) -> Path | None:
+    """``spec`` as a Path when it names a model directory (``card.json`` beside per-modality weights, as
+    ``bindkit train`` and ``bindkit convert --card`` write), else None."""
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(os.fspath(spec)).expanduser()
+        if path.is_dir() and (path / MODEL_DIR_CARD).is_file():
+            return path
+    return None
+
+
 def load_card(spec: "str | os.PathLike | Mapping[str, Any] | Card") -> Card:
-    """Resolve ``spec`` (card name, path to a card JSON, card dict, reference kwargs dict, or Card) to a Card."""
+    """Resolve ``spec`` (card name, path to a card JSON, a model directory holding ``card.json``, card dict,
+    reference kwargs dict, or Card) to a Card."""
     if isinstance(spec, Card):
         return spec
     if isinstance(spec, Mapping):
@@ -202,6 +214,8 @@ def load_card(spec: "str | os.PathLike | Mapping[str, Any] | Card") -> Card:
         return _validate(from_reference_kwargs(spec), "<reference kwargs>")
     text = os.fspath(spec)
     path = Path(text).expanduser()
+    if path.is_dir() and (path / MODEL_DIR_CARD).is_file():
+        path = path / MODEL_DIR_CARD  # a model directory (bindkit train / bindkit convert --card): its card
     if path.suffix == ".json" or path.exists():
         if not path.is_file():
             raise CardError(f"card file {path} not found")

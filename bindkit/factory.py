@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from .cards import Card, load_card
+from .cards import Card, load_card, model_dir
 from .errors import CheckpointError, DeviceError, ModalityError
 from .modality import ENCODERS, canonical_modalities
 from .models import BindModel, encoder_fingerprint
@@ -158,7 +158,9 @@ def load_model(
     """Build a card's architecture and load its weights strictly, in eval mode.
 
     Args:
-        spec: as for :func:`build_model`.
+        spec: as for :func:`build_model`, or a model directory (``card.json`` + ``<modality>.safetensors`` +
+            ``manifest.json``, as ``bindkit train`` and ``bindkit convert --card`` write): its card, its weights,
+            and by default the encoders it holds.
         weights: a reference ``.pth``/``.pt`` file, a safetensors file or directory written by
             ``bindkit convert``, or an in-memory state dict (reference layout). None looks in ``weights/``,
             ``$BINDKIT_WEIGHTS`` and the user cache, then downloads the card's weights if ``download``
@@ -174,6 +176,13 @@ def load_model(
     from . import weights as wio
 
     card = load_card(spec)
+    directory = model_dir(spec)
+    if directory is not None and weights is None:
+        # A model directory (bindkit train / convert --card): its own weights, and by default the encoders it
+        # holds (its card may describe more, e.g. the modalities a later `bindkit train --init` can add).
+        weights = directory
+        if modalities is None:
+            modalities = wio.checkpoint_modalities(directory)
     mods = _resolve_modalities(card, modalities)
     dev = resolve_device(device)
     if weights is None:

@@ -1,0 +1,151 @@
+"""``bindkit train``: contrastive training on pair manifests (from a card, or continuing from a model)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from .common import positive_int
+
+_EPILOG = """\
+examples:
+  # 1. an image-text space from scratch (CLIP-style), on a small card that trains on a CPU
+  bindkit train image_text.csv --card bindkit_small --out m1
+  # 2. bind audio to it through images only, leaving the image and text encoders bit-for-bit unchanged
+  bindkit train image_audio.csv --init m1 --freeze image,text --out m2
+  # m2 holds image, text and audio; audio->text search works without any audio-text pair
+  bindkit index build sounds/ --model m2 --out idx && bindkit search idx --text "a dog barking" --model m2
+  # continue a run that was killed (same arguments + --resume)
+  bindkit train image_text.csv --card bindkit_small --out m1 --resume
+  # several GPUs or CPU processes (DDP: gloo on CPU, nccl on GPU; --batch-size is the global batch)
+  torchrun --nproc_per_node=4 -m bindkit train image_text.csv --card bindkit_small --out m1
+
+manifests: CSV, JSONL or Parquet with two columns named by modality (image, video, text, audio, depth,
+thermal, imu), e.g. "image,text" or "image,audio"; media paths are relative to the manifest, a text column
+holds the text itself; other columns (id, label...) are ignored. Several manifests train together: each step
+takes one batch from each and sums their losses.
+
+output (OUT): card.json + <modality>.safetensors + manifest.json (the trained model, best epoch by held-out
+R@1) — use it as bindkit.load_model("OUT") or --model OUT anywhere; train_record.json (data + sha256,
+arguments, metrics per epoch, versions); metrics.csv (per step), val_metrics.csv (per epoch);
+checkpoints/last (what --resume continues from) and checkpoints/best.
+"""
+
+
+def _modalities(text: str) -> list[str]:
+    from ..errors import ModalityError
+    from ..modality import encoder_of
+
+    out = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        for p in out:
+            encoder_of(p)
+    except ModalityError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return out
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _split(text: str) -> float:
+    value = _non_negative(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {value}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train or extend a model on pair manifests (contrastive, ImageBind-style)",
+        description=textwrap.fill(
+            "Train encoders so that paired items land together in one space: symmetric InfoNCE between the two "
+            "sides of each pair (ImageBind's loss, temperature per modality from the card), AdamW with warm-up + "
+            "cosine, gradient clipping, per-modality augmentation, a held-out split evaluated every epoch (R@1 "
+            "both ways), best and last checkpoints, exact resume, and DDP under torchrun.", 100),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="pair manifest(s): .csv, .jsonl or .parquet")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (new, or the run to --resume)")
+    src = p.add_argument_group("model")
+    src.add_argument("--card", metavar="CARD", help="card to train from scratch (name or JSON path; default "
+                     "bindkit_small); with --init, the card new encoders come from (default: the init model's)")
+    src.add_argument("--init", metavar="MODEL", help="continue from a model: a directory written by bindkit "
+                     "train or bindkit convert --card, or a card name (with --weights). Its encoders are kept; "
+                     "encoders the manifests need that it lacks are added from the card, at random")
+    src.add_argument("--weights", metavar="PATH", help="weights for --init CARD (checkpoint or converted folder)")
+    src.add_argument("--freeze", type=_modalities, default=[], metavar="MODS",
+                     help="comma-separated modalities kept bit-for-bit unchanged (no gradients, eval mode, not in "
+                     "the optimizer), e.g. image,text to bind a new modality to an existing space")
+    src.add_argument("--name", metavar="NAME", help="the model's card name (default: the --out folder's name)")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=positive_int, default=10, help="passes over the largest manifest (default 10)")
+    opt.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
+                     help="global pairs per batch and manifest; more negatives help contrastive training "
+                     "(default 64)")
+    opt.add_argument("--lr", type=_non_negative, default=5e-4, help="peak learning rate (default 5e-4)")
+    opt.add_argument("--weight-decay", type=_non_negative, default=0.05, metavar="WD",
+                     help="AdamW weight decay on weight matrices (default 0.05)")
+    opt.add_argument("--warmup", type=_non_negative, default=0.05, metavar="W",
+                     help="linear warm-up: a fraction of all steps (< 1) or a number of steps (default 0.05)")
+    opt.add_argument("--grad-clip", type=_non_negative, default=1.0, metavar="NORM",
+                     help="clip the gradient norm (0: off; default 1.0)")
+    opt.add_argument("--max-steps", type=positive_int, metavar="N",
+                     help="train exactly N steps (the schedule spans them) instead of --epochs")
+    opt.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order, split and "
+                     "augmentation (default 0)")
+    data = p.add_argument_group("data")
+    data.add_argument("--val-split", type=_split, default=0.1, metavar="F",
+                      help="fraction of each manifest held out and evaluated every epoch (default 0.1; 0: none)")
+    data.add_argument("--no-augment", dest="augment", action="store_const", const="none", default="trainable",
+                      help="no augmentation at all (default: augment the sides whose encoder trains)")
+    data.add_argument("--augment-frozen", dest="augment", action="store_const", const="all",
+                      help="augment frozen sides too (they are then embedded every step instead of cached once)")
+    data.add_argument("--max-bad-rows", type=_split, default=0.05, metavar="F",
+                      help="fraction of rows that may be unusable (missing files, empty cells) and are skipped; "
+                      "more is an error before training (default 0.05)")
+    run = p.add_argument_group("run")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run.add_argument("--save-every", type=positive_int, metavar="N",
+                     help="checkpoint every N steps too (default: at the end of every epoch)")
+    run.add_argument("--stop-after", type=positive_int, metavar="N",
+                     help="checkpoint and exit after N steps of this invocation (time-limited jobs); continue "
+                     "with --resume")
+    run.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N (default: cuda:LOCAL_RANK if available, "
+                     "else cpu)")
+    run.add_argument("--workers", type=int, default=0, metavar="N",
+                     help="data-loading worker processes per rank (default 0: load in the training process)")
+    run.add_argument("--cache-mb", type=_non_negative, default=2048, metavar="MB",
+                     help="memory for preprocessed items, so each file is decoded once per run (default 2048)")
+    run.add_argument("--amp", dest="amp", action="store_true", default=None,
+                     help="mixed precision (default: on for CUDA)")
+    run.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on CUDA")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    result = train(
+        args.manifests, args.out, card=args.card, init=args.init, weights=args.weights, freeze=args.freeze,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup=args.warmup, grad_clip=args.grad_clip, seed=args.seed, val_split=args.val_split,
+        augment=args.augment, resume=args.resume, device=args.device, workers=args.workers,
+        max_steps=args.max_steps, save_every=args.save_every, stop_after=args.stop_after,
+        max_bad_rows=args.max_bad_rows, cache_mb=args.cache_mb, amp=args.amp, name=args.name, progress=False if args.quiet else None,
+        command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["train"] else None,
+    )
+    if result.record:
+        print(result.out)
+    return 0

@@ -1,0 +1,202 @@
+"""The output directory of ``bindkit train``.
+
+::
+
+    OUT/
+      card.json  manifest.json  <modality>.safetensors   the trained model (best epoch by held-out R@1; the
+                                                          last one with --val-split 0), written when training
+                                                          ends; the `bindkit convert` format, so
+                                                          bindkit.load_model("OUT") and --model OUT work
+      train_record.json     data files + sha256, arguments, metrics per epoch, versions, seed, fingerprints
+      metrics.csv           one row per optimizer step (loss per pair, lr, items/s)
+      val_metrics.csv       one row per evaluation (loss, R@1 both ways and their chance level, per pair)
+      tensorboard/          event files, when TensorBoard is installed
+      checkpoints/last/     the latest checkpoint: model files + trainer_state.pt (optimizer, scheduler, RNG,
+                            step) — what --resume continues from
+      checkpoints/best/     model files of the best epoch so far
+
+Checkpoint directories are replaced atomically (written beside, then renamed), so a run killed at any moment
+leaves the previous checkpoint intact. ``checkpoints/`` may be deleted once training is finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import CheckpointError
+from ..fileio import atomic_path, atomic_write_bytes, hash_file_into
+from ..modality import ENCODERS
+from ..models.encoder import encoder_fingerprint
+from ..models.reference_layout import to_reference
+from ..weights.read import CARD_FILE, MANIFEST
+
+STATE_FILE = "trainer_state.pt"
+RECORD_FILE = "train_record.json"
+METRICS_FILE = "metrics.csv"
+VAL_FILE = "val_metrics.csv"
+CKPT_DIR = "checkpoints"
+_OLD = ".old"
+
+
+def write_model_dir(directory: Path, state: Mapping[str, torch.Tensor], card: dict[str, Any],
+                    source: str = "bindkit train") -> dict[str, Any]:
+    """Write ``state`` (bindkit layout, ``vision.trunk...``) as a model directory in the ``bindkit convert``
+    format: one ``<modality>.safetensors`` per encoder (reference key names), ``card.json`` and a
+    ``manifest.json`` with per file its key count, dtype, size, sha256 and weight fingerprint. Returns the
+    manifest."""
+    from safetensors.torch import save_file
+
+    from ..cards import load_card
+    from ..weights.convert import FORMAT, FORMAT_VERSION
+
+    card_obj = load_card(card)  # validates
+    directory.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Any] = {}
+    for enc in ENCODERS:
+        prefix = enc + "."
+        mine = {k: t for k, t in state.items() if k.startswith(prefix)}
+        if not mine:
+            continue
+        tensors = {}
+        for key in sorted(mine):
+            name = to_reference(key)
+            if name is None:  # pragma: no cover - every parameter of BindModel has a reference name
+                raise CheckpointError(f"parameter {key} has no reference-layout name")
+            tensors[name] = mine[key].detach().to("cpu").contiguous()
+        final = directory / f"{enc}.safetensors"
+        with atomic_path(final) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT, "modality": enc})
+        dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()})
+        files[enc] = {"file": final.name, "keys": len(tensors), "dtype": ",".join(dtypes),
+                      "bytes": final.stat().st_size,
+                      "sha256": hash_file_into(hashlib.sha256(), final).hexdigest(),
+                      "fingerprint": encoder_fingerprint(dict(mine), enc)}
+    stored = {info["dtype"] for info in files.values()}
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "source": source, "card": card_obj.name,
+                "dtype": stored.pop() if len(stored) == 1 else "mixed", "modalities": list(files), "files": files}
+    atomic_write_bytes(directory / CARD_FILE, (json.dumps(card_obj.to_dict(), indent=2) + "\n").encode())
+    atomic_write_bytes(directory / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest
+
+
+def save_checkpoint(out: Path, which: str, state: Mapping[str, torch.Tensor], card: dict[str, Any],
+                    trainer_state: dict[str, Any] | None = None) -> Path:
+    """Replace ``OUT/checkpoints/<which>`` with the model ``state`` (and ``trainer_state`` when given)."""
+    root = out / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / which
+    tmp = root / f".{which}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    write_model_dir(tmp, state, card)
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / STATE_FILE)
+    old = root / f"{which}{_OLD}"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    if old.exists():
+        shutil.rmtree(old)
+    return final
+
+
+def checkpoint_dir(out: Path, which: str) -> Path | None:
+    """``OUT/checkpoints/<which>``, or the copy it was replacing when a run died between the two renames."""
+    root = out / CKPT_DIR
+    for d in (root / which, root / f"{which}{_OLD}"):
+        if (d / MANIFEST).is_file():
+            return d
+    return None
+
+
+def load_trainer_state(directory: Path) -> dict[str, Any]:
+    """The trainer state saved with a checkpoint (CheckpointError when absent or unreadable)."""
+    path = directory / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory} has no {STATE_FILE}; it is not a resumable checkpoint") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def load_model_state(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a model directory in bindkit layout (``vision.trunk...``)."""
+    from ..models.reference_layout import to_ours
+    from ..weights.read import read_state_dict
+
+    return {to_ours(k) or k: t.clone() for k, t in read_state_dict(directory, None, mmap=False).items()}
+
+
+def publish(out: Path, source: Path) -> None:
+    """Copy a checkpoint's model files (safetensors, card, manifest — manifest last) to ``OUT`` itself."""
+    manifest = json.loads((source / MANIFEST).read_text())
+    for info in manifest["files"].values():
+        shutil.copyfile(source / info["file"], out / f".{info['file']}.tmp")
+        os.replace(out / f".{info['file']}.tmp", out / info["file"])
+    shutil.copyfile(source / CARD_FILE, out / f".{CARD_FILE}.tmp")
+    os.replace(out / f".{CARD_FILE}.tmp", out / CARD_FILE)
+    atomic_write_bytes(out / MANIFEST, (source / MANIFEST).read_bytes())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class CsvLog:
+    """An append-only CSV with a fixed header. ``truncate_after(step)`` drops rows of steps a resumed run will
+    redo, so every step appears once."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = path, columns
+
+    def truncate_after(self, step: int) -> None:
+        if not self.path.is_file():
+            return
+        with open(self.path, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if _step_of(r) is not None and _step_of(r) <= step]
+        with open(self.path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        new = not self.path.is_file()
+        with open(self.path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _step_of(row: dict[str, Any]) -> int | None:
+    """The step of a CSV row; None for a line cut short by a kill."""
+    try:
+        return int(float(row.get("step") or ""))
+    except ValueError:
+        return None
+
+
+def write_record(out: Path, record: dict[str, Any]) -> None:
+    atomic_write_bytes(out / RECORD_FILE, (json.dumps(record, indent=2, default=str) + "\n").encode())
