@@ -1,4 +1,10 @@
-"""``bindkit demo``: embed a few files of different modalities and print their cross-modal similarities."""
+"""``bindkit demo``: the main job on a fresh machine.
+
+Without files it shows cross-modal retrieval and emergent zero-shot classification on a small gallery of the
+synthetic world (``bindkit.datasets.synthetic``), with ``bindkit_toy`` (the model bindkit trained on that world
+and ships in ``weights/``), or with ``imagebind_huge`` when its weights are on this machine. With files it embeds
+them and prints their cross-modal similarities, then indexes and searches them.
+"""
 
 from __future__ import annotations
 
@@ -6,59 +12,172 @@ import argparse
 from pathlib import Path
 
 _DEFAULT_TEXTS = ["A dog.", "A car", "A bird"]
-
-
-def _default_files() -> list[Path]:
-    """The sample media beside the project (../shared/samples), when present."""
-    root = Path(__file__).resolve().parents[2].parent / "shared" / "samples"
-    files: list[Path] = []
-    for sub in ("image", "audio"):
-        files += sorted((root / sub).glob("*"))[:3]
-    return [f for f in files if f.is_file()]
+AUTO = "auto"
+TOY = "bindkit_toy"
+HUGE = "imagebind_huge"
+#: Gallery kinds: every modality the synthetic world renders (text is the query side).
+GALLERY_KINDS = ("image", "audio", "depth", "thermal", "imu")
+#: Text queries of the search section: for each result modality, an attribute that modality can carry.
+QUERIES = (("image", "colour", "red"), ("audio", "material", "metal"), ("depth", "size", "large"),
+           ("thermal", "temperature", "hot"), ("imu", "motion", "spinning"))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="embed a few files and texts, print their cross-modal similarities",
-        description="Embed files (modality from the extension or parent folder) and texts with a model, then print "
-        "the cosine similarity of every text to every file and of files across modalities. Without files, uses "
-        "the sample media in ../shared/samples when present.",
+        help="show cross-modal search and emergent zero-shot on a synthetic gallery (or embed your files)",
+        description="Without files: generate a small gallery of the synthetic world (image, caption, sound, depth, "
+        "thermal, IMU of the same scenes), index it, and show text -> every-modality search, image -> X "
+        "retrieval and emergent zero-shot classification (audio/IMU/depth/thermal -> text, pairs never seen in "
+        "training). The model is bindkit_toy (trained by bindkit on that world; it knows nothing else), or "
+        "imagebind_huge when its weights are on this machine. With files: embed them and texts, print their "
+        "cross-modal similarities, then index and search them.",
+        epilog="examples:\n  bindkit demo\n  bindkit demo --model imagebind_huge --n 60\n"
+        "  bindkit demo photo.jpg bark.wav -t 'a dog' -t 'a car' --model imagebind_huge",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="*", type=Path, help="files to embed (images, audio, video, depth/thermal/IMU)")
-    p.add_argument("--text", "-t", action="append", help="a text to embed (repeatable); default: three captions")
-    p.add_argument("--model", default="imagebind_huge", help="encoder card name or path (default: imagebind_huge)")
+    p.add_argument("--text", "-t", action="append", help="with files: a text to embed (repeatable)")
+    p.add_argument("--model", default=AUTO, help="card name, model directory or path (default: auto = "
+                   f"{HUGE} when its weights are here, else {TOY})")
     p.add_argument("--weights", help="checkpoint file or converted directory (default: weights/ and the cache)")
     p.add_argument("--download", action="store_true",
                    help="download the card's weights if none are found (imagebind_huge: 4.5 GB, CC BY-NC 4.0)")
-    p.add_argument("--index", type=Path, help="also keep the demo's search index in this directory "
+    p.add_argument("--n", type=int, default=60, help="synthetic gallery size in scenes (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic world seed (default 0)")
+    p.add_argument("--index", type=Path, help="keep the demo's index (and gallery) in this directory "
                    "(default: a temporary one)")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
+def _choose_model(name: str) -> str:
+    if name != AUTO:
+        return name
+    from ..weights.fetch import locate_weights
 
+    return HUGE if locate_weights(HUGE) is not None else TOY
+
+
+def run(args: argparse.Namespace) -> int:
     from ..errors import WeightsNotFoundError
-    from ..inputs import kind_from_path
     from .common import load_model_for
 
-    files = list(args.files) or _default_files()
-    texts = args.text or _DEFAULT_TEXTS
+    name = _choose_model(args.model)
+    if args.n < 10:
+        print("error: --n must be at least 10 scenes", flush=True)
+        return 2
+    try:
+        model = load_model_for(None, name, args.weights, "cpu", download=args.download)
+    except WeightsNotFoundError as exc:
+        print(f"No weights for {name!r} yet.\n{exc}\nOr run: bindkit demo --model {name} --download")
+        return 0
+    if args.files:
+        return _files_demo(model, args.files, args.text or _DEFAULT_TEXTS, args.index)
+    return _gallery_demo(model, name, args.n, args.seed, args.index)
+
+
+# ---------------------------------------------------------------------------------------- synthetic gallery
+def _gallery_demo(model, name: str, n: int, seed: int, keep: Path | None) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = keep or Path(tmp)
+        return _gallery_in(model, name, n, seed, root)
+
+
+def _gallery_in(model, name: str, n: int, seed: int, root: Path) -> int:
+    import csv
+
+    import numpy as np
+
+    import bindkit
+    from bindkit import evaluate
+    from bindkit.datasets import synthetic
+
+    from ..modality import encoder_of
+
+    kinds = [k for k in GALLERY_KINDS if encoder_of(k) in model.modalities]
+    what = ("trained by bindkit on its synthetic world only" if name == TOY
+            else f"card {model.card.name}")
+    print(f"bindkit demo: model {name} ({what}; {model.dim}-d space, modalities {', '.join(model.modalities)})")
+    world = root / "gallery"
+    if not (world / "test" / "labels.csv").is_file():
+        synthetic.generate(world, n=0, seed=seed, splits={"test": n}, show_progress=False)
+    with open(world / "test" / "labels.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    files = {k: [str(world / "test" / r[k]) for r in rows] for k in kinds}
+    print(f"gallery: {len(rows)} scenes of the synthetic world's test split (seed {seed}), each as "
+          f"{', '.join(kinds)} + a caption: {world}")
+
+    index_path = root / "index"
+    with bindkit.Index.create(index_path, model=model, exist_ok=True) as index:
+        for k in kinds:
+            index.add(files[k], metadata=[{a: r[a] for a in synthetic.ATTRIBUTES} for r in rows], strict=False,
+                      show_progress_bar=False)
+        if "text" in model.modalities:
+            index.add([r["text"] for r in rows], modality="text", show_progress_bar=False,
+                      metadata=[{a: r[a] for a in synthetic.ATTRIBUTES} for r in rows])
+        print(f"indexed {len(index)} items in {index_path}\n")
+
+        print("1. Text -> each modality (top 3 of the gallery; + = the hit has the asked attribute)")
+        for kind, attr, value in QUERIES:
+            if kind not in kinds or "text" not in model.modalities:
+                continue
+            text = synthetic.templates(attr)[0].format(value)
+            hits = index.search(text=text, k=3, modalities=[kind])[kind]
+            shown = "  ".join(f"{'+' if h.metadata.get(attr) == value else '-'}{h.metadata.get(attr)} "
+                              f"({h.score:.2f})" for h in hits)
+            base = sum(r[attr] == value for r in rows) / len(rows)
+            print(f"   {text!r:<22} -> {kind:<8} {shown}   [{base:.0%} of the gallery is {value}]")
+
+    captions = {"text": [r["text"] for r in rows]} if "text" in model.modalities else {}
+    emb = model.embed(**files, **captions, show_progress_bar=False)
+    ok = np.logical_and.reduce([emb.ok(k) for k in kinds])
+    if not ok.all():
+        print(f"   ({int((~ok).sum())} scene(s) left out: a file could not be embedded)")
+    if "image" in kinds:
+        print(f"\n2. Image -> X retrieval among the {int(ok.sum())} scenes (R@1: the paired item ranks first)")
+        for k in [*kinds, *captions]:
+            if k == "image":
+                continue
+            r = evaluate.retrieval_scores(emb["image"][ok], emb[k][ok], ks=(1, 5), names=("image", k))
+            print(f"   image -> {k:<8} R@1 {r[f'image_to_{k}']['R@1']:.2f}  R@5 {r[f'image_to_{k}']['R@5']:.2f}"
+                  f"   (chance {r['chance']['R@1']:.2f} / {r['chance']['R@5']:.2f})")
+    if "text" in model.modalities:
+        print("\n3. Zero-shot: X -> class names as text prompts" + (
+              " (emergent: bindkit_toy never saw audio/IMU/depth/thermal paired with text)" if name == TOY else ""))
+        for k in kinds:
+            for attr in synthetic.ENCODES.get(k, ()):
+                if k == "image" and attr not in ("shape", "colour"):
+                    continue
+                names = synthetic.classes(attr)
+                cls = evaluate.class_embeddings(model, names, synthetic.templates(attr))
+                labels = [names.index(r[attr]) for r, good in zip(rows, ok) if good]
+                s = evaluate.zero_shot_scores(emb[k][ok], cls, labels, names)
+                print(f"   {k:<8} -> {attr:<12} accuracy {s['accuracy']:.2f}   (chance {s['chance']:.2f}, "
+                      f"{s['accuracy'] / s['chance']:.1f}x)")
+    print("\nNext: python demos/app.py (the same gallery in a browser), bindkit index build YOUR_FOLDER --out IDX,"
+          " bindkit train --help (bind your own sensor).")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- user files
+def _files_demo(model, files: list[Path], texts: list[str], where: Path | None) -> int:
+    import numpy as np
+
+    from ..inputs import kind_from_path
+    from ..modality import encoder_of
+
     by_kind: dict[str, list[Path]] = {}
     for f in files:
         kind = kind_from_path(f, folder_hints=True)
         if kind is None:
             print(f"skipping {f}: cannot tell its modality from the extension or folder")
             continue
+        if encoder_of(kind) not in model.modalities:
+            print(f"skipping {f}: the model has no {kind} encoder")
+            continue
         by_kind.setdefault(kind, []).append(f)
-    needed = sorted({*by_kind, "text"})
-    try:
-        model = load_model_for(None, args.model, args.weights, "cpu", modalities=needed, download=args.download)
-    except WeightsNotFoundError as exc:
-        print(f"No weights for {args.model!r} yet.\n{exc}\n"
-              f"Or run: bindkit demo --download   (then the demo runs)")
-        return 0
     out = model.embed(text=texts, **{k: [str(p) for p in v] for k, v in by_kind.items()})
     for err in out.errors:
         print(f"could not embed {err.item} ({err.kind}): {err.reason}")
@@ -80,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\n{a} x {b}")
             for name, row in zip(labels[a], sims):
                 print(f"  {name[:28]:<28}" + "".join(f"{v:>15.3f}" for v in row))
-    _search_demo(model, [p for v in by_kind.values() for p in v], texts, args.index)
+    _search_demo(model, [p for v in by_kind.values() for p in v], texts, where)
     return 0
 
 
