@@ -125,3 +125,11 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
         text += f" that is {is_moving}" if is_moving else ""
         text += f" {where}" if where else ""
     return " ".join(text.split())
+
+
+def attribute_caption(labels: dict[str, str]) -> str:
+    """A caption naming all six attributes with their class names (the words zero-shot prompts use), e.g.
+    ``"a large orange metal hexagon, cold, sliding"``. The varied captions of :func:`caption` use synonyms
+    ("chrome hex", "giant", "icy") and name a random subset; training on both teaches the class names too."""
+    return (f"a {labels['size']} {labels['colour']} {labels['material']} {labels['shape']}, "
+            f"{labels['temperature']}, {labels['motion']}")

@@ -6,6 +6,7 @@ Layout of ``OUT`` (paths inside every manifest are relative to the manifest's fo
       README.md                 what is here and how to use it
       world.json                seed, counts, rendering parameters, held-out combinations, file formats
       image_text.csv            training pairs (train split): columns image,text
+      image_attributes.csv      image,text: a caption naming all six attributes by their class names
       image_audio.csv           image,audio
       image_depth.csv           image,depth
       image_thermal.csv         image,thermal
@@ -44,6 +45,7 @@ from ...errors import BindkitError
 from ...fileio import atomic_write_bytes
 from ...progress import progress_bar
 from . import DEFAULTS, ENCODES, TEMPLATES, sample
+from .captions import attribute_caption
 from .render_imu import imu_csv
 from .render_maps import THERMAL_MAX_C, THERMAL_MIN_C, depth_to_mm
 from .world import ATTRIBUTES, HELD_OUT, SPLITS, check_split
@@ -252,7 +254,11 @@ def _write_tables(out: Path, rows: dict[str, list[dict[str, Any]]], counts: dict
                                                                  for r in split_rows]))
             if split == "train":
                 manifests.append(str(path))
+        path = where / "image_attributes.csv"  # image,text with every attribute's class name (attribute_caption)
+        atomic_write_bytes(path, _csv_bytes(["image", "text"], [[prefix + r["image"], attribute_caption(r)]
+                                                                for r in split_rows]))
         if split == "train":
+            manifests.append(str(path))
             continue
         for kind, attrs in ENCODES.items():
             for attr in attrs:
