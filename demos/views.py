@@ -110,7 +110,7 @@ def read_imu(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     return a[:, :6], names[:6]
 
 
-def imu_image(path: str | os.PathLike, width: int = 360, height: int = 220) -> Image.Image:
+def imu_image(path: str | os.PathLike, width: int = 420, height: int = 260) -> Image.Image:
     """An IMU recording as two line plots (accelerometer, gyroscope), x/y/z in red/green/blue."""
     a, names = read_imu(path)
     im = Image.new("RGB", (width, height), (255, 255, 255))
@@ -132,7 +132,7 @@ def imu_image(path: str | os.PathLike, width: int = 360, height: int = 220) -> I
         step = max(1, len(cols) // (right - left))  # at most one point per pixel column
         for c in range(3):
             pts = list(zip(x[::step].tolist(), ys(cols[::step, c]).tolist()))
-            draw.line(pts, fill=_AXIS_COLOURS[c], width=1)
+            draw.line(pts, fill=_AXIS_COLOURS[c], width=2)
         label = f"{title}  " + "  ".join(n.split("_")[-1] if "_" in n else n for n in names[panel * 3:panel * 3 + 3])
         draw.text((left + 2, top - 13), label, fill=(60, 60, 60))
         for c in range(3):  # colour key
