@@ -29,6 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -257,7 +258,7 @@ def build_app(index: Any, model: Any | None, *, note: str | None = None, title: 
     served = handlers._Served()
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         gr.Markdown(f"# {title}\nOne embedding space for images, text, audio, video, depth, thermal and IMU "
-                    f"(model **{model.card.name if model is not None else card}**, {len(index)} items).")
+                    f"(model **{model.card.name if model is not None else card}**).")
         if model is None:
             gr.Markdown(f"⚠️ {no_model_note}", elem_id="weights-missing")
         with gr.Tabs():
@@ -275,6 +276,14 @@ def _device(args: argparse.Namespace) -> str:
     import torch
 
     return getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _toy_card() -> str | None:
+    """The card name of the committed model directory (weights/bindkit_toy), None when it is absent."""
+    try:
+        return json.loads((gallery.TOY_MODEL / "card.json").read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _load_index(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
@@ -298,8 +307,15 @@ def _load_index(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
                                                f"{weights_hint(card)}")
         note = f"(the weights recorded in the index, `{weights}`, are gone)"
         weights = None
+    if not args.model and weights is None and _toy_card() == card:
+        card = str(gallery.TOY_MODEL)  # an index built with the committed model directory
     try:
         model = bindkit.load_model(card, weights=weights, device=_device(args), download=False)
+    except bindkit.CardError:  # a model directory's card (bindkit train --out DIR) that was not given
+        msg = (f"The index was built with model **{card}**, which is not an installed card: restart with "
+               f"`--model DIR`, the model directory it was built with (as written by `bindkit train`).")
+        print(f"warning: {msg}".replace("**", "").replace("`", ""), file=sys.stderr)
+        return bindkit.Index.open(args.index), None, msg
     except bindkit.WeightsNotFoundError as exc:
         msg = (f"No weights found for model card **{card}**{' ' + note if note else ''}, so the index cannot be "
                f"searched. {weights_hint(card)} ({exc})")
@@ -314,12 +330,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     -> WeightsNotFoundError saying how to get one."""
     if getattr(args, "index", None):
         return _load_index(args)
-    if args.model:
-        try:
-            model = bindkit.load_model(args.model, weights=args.weights, device=_device(args), download=False)
-        except bindkit.WeightsNotFoundError as exc:
-            name = bindkit.load_card(args.model).name
-            raise bindkit.WeightsNotFoundError(f"{exc}\n{weights_hint(name)}".replace("**", "").replace("`", ""))
+    if args.model:  # no weights: load_model's error says where it looked and how to fetch them
+        model = bindkit.load_model(args.model, weights=args.weights, device=_device(args), download=False)
     else:
         model = gallery.default_model(_device(args))
     index = gallery.gallery_index(model, n=getattr(args, "gallery_size", 60))

@@ -41,7 +41,7 @@ def no_weights_message() -> str:
     """What to do when neither the committed toy model nor the reference weights are here."""
     return (f"No model to run the demo with: {TOY_MODEL.relative_to(REPO)}/ (the small model committed with "
             f"bindkit) is absent and no {HUGE} weights were found.\n"
-            f"  - get the reference weights: bindkit fetch {HUGE}   (about 4.5 GB; licence CC BY-NC 4.0), or\n"
+            f"  - get the reference weights: bindkit fetch {HUGE}   (licence: CC BY-NC 4.0, non-commercial), or\n"
             "  - train a small model on the synthetic world (minutes on a CPU):\n"
             "      bindkit datasets synthetic --out world --n 2000\n"
             "      bindkit train world/image_text.csv --card bindkit_small --out m1\n"

@@ -39,9 +39,10 @@ for _mod in ("gradio", "playwright"):
 
 def _shot(pg, name: str) -> Path:
     """A full-page screenshot, once every picture on the page has loaded (galleries load lazily: scroll each in)."""
-    for g in pg.locator(".gallery-container, [id$=-results]").all():
+    for g in pg.locator("[id$=-results]:visible").all():
         g.scroll_into_view_if_needed()
-    pg.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    pg.wait_for_function("() => Array.from(document.images).filter(i => i.checkVisibility())"
+                         ".every(i => i.complete && i.naturalWidth > 0)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     pg.screenshot(path=str(path), full_page=True)
@@ -431,3 +432,16 @@ def test_without_index_or_weights_the_cli_says_how_to_get_them(demo, tmp_path, m
     assert demo.main(["--port", "0"]) == 1
     err = capsys.readouterr().err
     assert "bindkit fetch imagebind_huge" in err and "bindkit train" in err and "Traceback" not in err
+
+
+def test_index_of_a_model_directory_needs_model_dir(demo, demo_index, demo_model, tmp_path, monkeypatch):
+    """An index built with a model directory (bindkit train --out DIR) and opened without --model: the stats and
+    a note saying to pass --model DIR, not a stack trace; with --model DIR it searches."""
+    monkeypatch.setattr(demo.gallery, "TOY_MODEL", tmp_path / "absent")
+    card = demo_index.stats()["model"]["card"]
+    index, model, note = demo._load(argparse.Namespace(index=str(demo_index.path), model=None, weights=None,
+                                                       device="cpu"))
+    try:
+        assert model is None and card in note and "--model DIR" in note
+    finally:
+        index.close()
