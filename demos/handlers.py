@@ -340,7 +340,8 @@ def describe_index(index: Any, model: Any) -> str:
     head = (f"**Index** `{st['path']}` — **{st['count']}** items, {st['dim']}-d vectors, model card "
             f"**{info.get('card', '?')}**" + (f", weights `{info['weights']}`" if info.get("weights") else "")
             + ("" if model is not None else " — *no model loaded: search is disabled*"))
-    counts = " · ".join(f"{kind} **{m.get('count', 0)}** ({m.get('key', '?')})" for kind, m in st["modalities"].items())
+    counts = " · ".join(f"{kind} **{m.get('count', 0)}** ({m.get('key', '?')})"
+                        for kind, m in st["modalities"].items())
     size = f" · {st['disk_bytes'] / 2**20:.1f} MiB on disk" if isinstance(st.get("disk_bytes"), (int, float)) else ""
     return f"{head}\n\n{counts or '(empty index)'}{size}"
 
