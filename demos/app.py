@@ -1,12 +1,23 @@
-"""bindkit search demo: a Gradio UI over an existing bindkit index, built on bindkit's public API only.
+"""bindkit demo: search, zero-shot and index tabs over one embedding space of six modalities (Gradio, local only).
 
-    bindkit index build SRC --out my_index --model imagebind_tiny --weights state_dict.pt
-    python demos/app.py --index my_index [--model CARD --weights PATH] [--port 7860]
+    python demos/app.py                         # the committed model (weights/bindkit_toy) over a generated gallery
+    python demos/app.py --index my_index        # your index (bindkit index build SRC --out my_index --model M)
+    python demos/app.py --model CARD_OR_DIR [--weights PATH] [--index DIR] [--port 7860]
 
-A query combines a text, an image and an audio clip (and optionally one video/depth/thermal/IMU file) by
-embedding arithmetic (``Index.search`` with several inputs); results come back per modality: images as a
-gallery, audio as players, everything else as a table. Nothing leaves the machine: no share links, no
-analytics, the server binds to 127.0.0.1 unless told otherwise.
+With no ``--index`` the demo generates a small gallery of every modality (images, captions, audio, video,
+depth, thermal, IMU: scenes of bindkit.datasets.synthetic) into a cache folder and indexes it once per model.
+Default model: weights/bindkit_toy if present, else imagebind_huge if its weights are on this machine, else a
+message saying how to get weights. Built on bindkit's public API (bindkit.load_model, bindkit.Index,
+bindkit.datasets). Nothing leaves the machine: no share links, no analytics, the server binds to 127.0.0.1
+unless told otherwise.
+
+Tabs:
+  Search     text, image (upload/webcam), audio (upload/microphone), video, depth, thermal and IMU queries, several
+             at once with a weight each (embedding arithmetic); hits per modality as people look at them (image
+             and video galleries, audio players, depth/thermal colour-mapped, IMU plotted, texts in a table), with
+             scores; click any hit (or pick it in the list) and press "More like this".
+  Zero-shot  any input + class names -> probabilities (bar chart); editable prompt templates.
+  Index      counts, model, index types and measured recall; add a folder (with a progress bar).
 """
 
 from __future__ import annotations
@@ -17,13 +28,9 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import argparse
-import atexit
+import importlib.util
 import json
-import re
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,33 +40,48 @@ except ImportError:  # an optional dependency: say which extra brings it
     sys.exit("error: the demo needs gradio: pip install 'bindkit[demo]'  (or: pip install 'gradio>=6,<7')")
 
 import bindkit
-from bindkit.index.where import parse_cli_filters
 
-#: Largest k the slider offers; one (hidden) audio player exists per possible audio hit.
-K_MAX = 20
-#: Query kinds offered through the "other file" upload (image, audio and text have their own inputs).
-OTHER_KINDS = ("video", "depth", "thermal", "imu")
-#: Result files larger than this are listed in the table instead of being copied out for the browser.
-MAX_SERVED_BYTES = 200 * 2**20
+HERE = Path(__file__).resolve().parent
 
 
-# ---- small helpers ------------------------------------------------------------------------------------------
-def parse_filter(text: str | None) -> dict[str, Any] | None:
-    """``"split=test, year>=2020"`` -> a ``where`` dict for ``Index.search`` (None when blank): clauses separated
-    by commas or new lines, all of which must hold (the ``bindkit search --where`` grammar). Raises ValueError
-    (bindkit's FilterError) naming the clause it cannot read."""
-    return parse_cli_filters([part.strip() for part in re.split(r"[,\n]", text or "") if part.strip()])
+def _sibling(name: str) -> Any:
+    """demos/<name>.py as module ``bindkit_demo_<name>`` (demos/ is not a package: it is what users run, from
+    any working directory; unique names keep it from clashing with other modules called views or gallery)."""
+    modname = f"bindkit_demo_{name}"
+    if modname not in sys.modules:
+        spec = importlib.util.spec_from_file_location(modname, HERE / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[modname]
+            raise
+    return sys.modules[modname]
 
 
-def describe_index(index: Any, model: Any) -> str:
-    """Markdown summary of ``index.stats()``: model card, weights, item counts and FAISS index type per modality."""
-    st = index.stats()
-    info = st.get("model") or {}
-    head = (f"**Index** `{st['path']}` — **{st['count']}** items, {st['dim']}-d vectors, model card "
-            f"**{info.get('card', '?')}**" + (f", weights `{info['weights']}`" if info.get("weights") else "")
-            + ("" if model is not None else " — *no model loaded: search is disabled*"))
-    counts = " · ".join(f"{kind} **{m.get('count', 0)}** ({m.get('key', '?')})" for kind, m in st["modalities"].items())
-    return f"{head}\n\n{counts or '(empty index)'}"
+views = _sibling("views")
+gallery = _sibling("gallery")
+handlers = _sibling("handlers")
+
+# The pieces tests and other tools use, under the names they had when this was one file.
+K_MAX = handlers.K_MAX
+QUERY_KINDS = handlers.QUERY_KINDS
+GALLERY_KINDS = handlers.GALLERY_KINDS
+parse_filter = handlers.parse_filter
+describe_index = handlers.describe_index
+search_fn = handlers.search_fn
+_Served = handlers._Served
+
+GALLERY_LABELS = {
+    "image": "Images",
+    "video": "Videos",
+    "depth": "Depth (colour-mapped: near = red, far = blue)",
+    "thermal": "Thermal (colour-mapped, fixed scale: hot = bright)",
+    "imu": "IMU (accelerometer and gyroscope; x red, y green, z blue)",
+}
+#: Default zero-shot setup: the synthetic world's shapes (what the built-in gallery shows).
+PRESETS = ("shape", "colour", "size", "material", "temperature", "motion")
 
 
 def weights_hint(card: str) -> str:
@@ -79,185 +101,195 @@ def weights_hint(card: str) -> str:
             f"the index was built with{licence}.")
 
 
-class _Served:
-    """Copies of result files in a private temp folder, so that the browser can fetch exactly the hits and
-    nothing else (Gradio serves only files under the working directory, the temp folder or allowed_paths;
-    allowing the media folders themselves would expose every file in them)."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="bindkit-demo-"))
-        atexit.register(shutil.rmtree, self.root, True)
-
-    def __call__(self, hit: Any) -> str | None:
-        try:
-            st = os.stat(hit.uri) if hit.uri else None
-        except OSError:  # moved or deleted since it was indexed
-            return None
-        if st is None or not os.path.isfile(hit.uri) or st.st_size > MAX_SERVED_BYTES:
-            return None
-        # id + mtime + size: a file changed on disk since the last search gets a fresh copy.
-        dest = self.root / f"{hit.id}-{st.st_mtime_ns}-{st.st_size}" / os.path.basename(hit.uri)
-        try:
-            if not dest.exists():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(hit.uri, dest)
-        except OSError:  # unreadable: the hit is still listed, in the table
-            return None
-        return str(dest)
+def _examples(index: Any, per_kind: int = 4) -> list[tuple[str, str]]:
+    """A few stored items per modality, offered as zero-shot inputs: (label, "kind:id")."""
+    out = []
+    for kind in sorted(index.modalities, key=lambda k: (k != "image", k)):
+        ids, _ = index.vectors(kind)
+        for hit in index.get(ids[:per_kind].tolist()):
+            if hit is not None:
+                name = hit.text if hit.text is not None else os.path.basename(hit.uri or f"#{hit.id}")
+                extra = hit.metadata.get("caption") if isinstance(hit.metadata, dict) else None
+                out.append((f"{kind} · {name[:50]}" + (f" — {extra[:50]}" if extra else ""), f"{kind}:{hit.id}"))
+    return out
 
 
-def _name(hit: Any) -> str:
-    if hit.uri:
-        return os.path.basename(hit.uri)
-    return repr(hit.text) if hit.text is not None else f"#{hit.id}"
+def _preset(attribute: str) -> tuple[str, str]:
+    from bindkit.datasets import synthetic
 
-
-def _upload_path(value: Any) -> str | None:
-    """The server-side path of an uploaded file as the search handler receives it: the event runs with
-    ``preprocess=False`` (see :func:`build_app`), so a file comes as Gradio's payload dict (already checked to
-    lie in Gradio's upload folder); a plain path (a direct call) is taken as is."""
-    if isinstance(value, dict):
-        value = value.get("path")
-    return str(value) if value else None
-
-
-def _short_paths(message: str, query: dict[str, Any]) -> str:
-    """``message`` with each uploaded query file's server-side path (Gradio's temp folder) shown as its name."""
-    for kind, value in query.items():
-        if kind != "text" and isinstance(value, str) and os.path.isabs(value):
-            message = message.replace(value, os.path.basename(value))
-    return message
-
-
-# ---- the search handler -------------------------------------------------------------------------------------
-def _outputs(status: str, gallery: list | None = None, audio: list | None = None, table: list | None = None) -> list:
-    """Values for [status, gallery, *players, table]; players beyond the hits are hidden."""
-    audio = audio or []
-    players = [gr.Audio(value=path, label=label, visible=True) for path, label in audio[:K_MAX]]
-    players += [gr.Audio(value=None, visible=False) for _ in range(K_MAX - len(players))]
-    return [status, gallery or [], *players, table or []]
-
-
-def search_fn(index: Any, model: Any, served: _Served, no_model_note: str):
-    """The function behind the Search button: (text, image, audio, other_file, other_kind, k, kinds, where)
-    -> outputs of :func:`_outputs`. Every failure becomes a message in the status box (and a toast)."""
-
-    def fail(message: str) -> list:
-        gr.Warning(message)
-        return _outputs(f"⚠️ {message}")
-
-    def run(text, image, audio, other_file, other_kind, k, kinds, where_text):
-        if model is None:
-            return fail(no_model_note)
-        query: dict[str, Any] = {}
-        if isinstance(text, str) and text.strip():
-            query["text"] = text.strip()
-        image, audio, other_file = _upload_path(image), _upload_path(audio), _upload_path(other_file)
-        if image:
-            query["image"] = image
-        if audio:
-            query["audio"] = audio
-        if other_file:
-            if (other_kind or "video") not in OTHER_KINDS:
-                return fail(f"Unknown modality {other_kind!r} for the other query file: choose one of "
-                            f"{', '.join(OTHER_KINDS)}.")
-            query[other_kind or "video"] = other_file
-        if not query:
-            return fail("Empty query: type a text or upload an image, audio or other file.")
-        if not kinds:
-            return fail("No result modality selected: tick at least one.")
-        try:
-            k = min(max(int(float(k)), 1), K_MAX)
-        except (TypeError, ValueError, OverflowError):
-            return fail(f"k must be a whole number from 1 to {K_MAX}, got {k!r}.")
-        where_text = where_text if isinstance(where_text, str) else ""
-        try:
-            where = parse_filter(where_text)
-            t0 = time.perf_counter()
-            hits = index.search(**query, k=k, modalities=list(kinds), where=where)
-            took = time.perf_counter() - t0
-        except (bindkit.BindkitError, ValueError, OSError) as exc:
-            return fail(_short_paths(str(exc), query))
-        gallery, players, table = [], [], []
-        for kind, lst in hits.items():
-            for rank, h in enumerate(lst, 1):
-                label = f"{rank}. {_name(h)} · {h.score:+.3f}"
-                path = served(h) if kind in ("image", "audio") else None
-                if kind == "image" and path:
-                    gallery.append((path, label))
-                elif kind == "audio" and path:
-                    players.append((path, label))
-                else:
-                    table.append([kind, rank, h.uri if h.uri else _name(h), round(h.score, 4),
-                                  json.dumps(h.metadata) if h.metadata else ""])
-        counts = ", ".join(f"{kind} {len(lst)}" for kind, lst in hits.items())
-        status = (f"Query: {' + '.join(query)} · {sum(len(v) for v in hits.values())} hits ({counts}) in "
-                  f"{took * 1000:.0f} ms" + (f" · filter `{where_text.strip()}`" if where else ""))
-        return _outputs(status, gallery, players, table)
-
-    return run
+    return ", ".join(synthetic.classes(attribute)), "\n".join(synthetic.templates(attribute))
 
 
 # ---- the app ------------------------------------------------------------------------------------------------
-def build_app(index: Any, model: Any | None, *, note: str | None = None,
-              title: str = "bindkit search") -> gr.Blocks:
+def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> None:
+    kinds = index.modalities
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row():
+                text = gr.Textbox(label="Text query", placeholder="a large red circle", elem_id="query-text",
+                                  scale=4)
+                w_text = gr.Slider(-1, 2, value=1, step=0.1, label="weight", elem_id="weight-text", scale=1)
+            with gr.Row():
+                with gr.Column():
+                    image = gr.Image(label="Image query", type="filepath", height=180,
+                                     sources=["upload", "webcam", "clipboard"], elem_id="query-image")
+                    w_image = gr.Slider(-1, 2, value=1, step=0.1, label="image weight", elem_id="weight-image")
+                with gr.Column():
+                    audio = gr.Audio(label="Audio query", type="filepath", sources=["upload", "microphone"],
+                                     elem_id="query-audio")
+                    w_audio = gr.Slider(-1, 2, value=1, step=0.1, label="audio weight", elem_id="weight-audio")
+                with gr.Column():
+                    video = gr.Video(label="Video query", sources=["upload", "webcam"], height=180,
+                                     elem_id="query-video")
+                    w_video = gr.Slider(-1, 2, value=1, step=0.1, label="video weight", elem_id="weight-video")
+            with gr.Row():
+                files, weights = {}, {}
+                for kind, hint in (("depth", "depth map (16-bit PNG in mm, or 8-bit)"),
+                                   ("thermal", "thermal image (grey, hot = bright)"),
+                                   ("imu", "IMU table (CSV: accel x/y/z, gyro x/y/z)")):
+                    with gr.Column():
+                        files[kind] = gr.File(label=f"{kind} query: {hint}", type="filepath", height=110,
+                                              elem_id=f"query-{kind}")
+                        weights[kind] = gr.Slider(-1, 2, value=1, step=0.1, label=f"{kind} weight",
+                                                  elem_id=f"weight-{kind}")
+        with gr.Column(scale=1):
+            k = gr.Slider(1, handlers.K_MAX, value=5, step=1, label="k (hits per modality)", elem_id="k")
+            result_kinds = gr.CheckboxGroup(kinds, value=list(kinds), label="Result modalities",
+                                            elem_id="result-kinds")
+            where = gr.Textbox(label="Metadata filter (optional)", placeholder="colour=red, size=large",
+                               elem_id="where")
+            button = gr.Button("Search", variant="primary", elem_id="search")
+            gr.Markdown("Several inputs are combined by embedding arithmetic: the weighted sum of their unit "
+                        "vectors (a negative weight subtracts; 0 leaves the input out).")
+    status = gr.Markdown("Type a query and press Search.", elem_id="status")
+    with gr.Row():
+        more_pick = gr.Dropdown([], label="Hit for “more like this” (or click a hit)", elem_id="more-pick",
+                                scale=4, allow_custom_value=False)
+        more_button = gr.Button("More like this", elem_id="more-like", scale=1)
+    hits_state = gr.State(handlers.empty_hits())
+    galleries = {}
+    for kind in GALLERY_KINDS:
+        galleries[kind] = gr.Gallery(label=GALLERY_LABELS[kind], columns=6, fit_columns=False, height=260,
+                                     elem_id=f"{kind}-results", object_fit="contain",
+                                     buttons=["download", "fullscreen"])
+    with gr.Column(elem_id="audio-results"):
+        gr.Markdown("**Audio**")
+        players = [gr.Audio(visible=False, interactive=False, buttons=["download"], elem_classes=["audio-hit"])
+                   for _ in range(handlers.K_MAX)]
+    texts = gr.Dataframe(headers=["rank", "text", "score", "metadata"], label="Texts", interactive=False, wrap=True,
+                         max_height=500, elem_id="text-results")
+    table = gr.Dataframe(headers=["modality", "rank", "item", "score", "metadata"],
+                         label="Other hits (files that cannot be shown)", interactive=False, wrap=True,
+                         max_height=500, elem_id="other-results")
+
+    inputs = [text, image, audio, video, files["depth"], files["thermal"], files["imu"],
+              w_text, w_image, w_audio, w_video, weights["depth"], weights["thermal"], weights["imu"],
+              k, result_kinds, where]
+    outputs = [status, *galleries.values(), *players, texts, table, more_pick, hits_state]
+    run = handlers.search_fn(index, model, served, no_model_note)
+    # preprocess=False: the handler gets the uploads' paths as they are. Gradio's image preprocessing opens
+    # (and for non-RGB modes decodes and re-encodes) an upload before the handler runs, so a WAV renamed
+    # .png or a decompression bomb failed there as a bare "Error" badge, or ate memory; bindkit's loader
+    # reads the file instead, and its clear errors (and bomb limit) reach the status box.
+    button.click(run, inputs, outputs, preprocess=False)
+    text.submit(run, inputs, outputs, preprocess=False)
+    more = handlers.more_like_fn(index, served)
+    more_button.click(more, [more_pick, k, result_kinds, where, hits_state], outputs)
+    for kind, g in galleries.items():
+        g.select(handlers.select_fn(kind), [hits_state], [more_pick])
+    texts.select(handlers.select_fn("text"), [hits_state], [more_pick])
+    return result_kinds
+
+
+def _zero_shot_tab(index: Any, model: Any, no_model_note: str) -> None:
+    classes0, templates0 = _preset("shape")
+    gr.Markdown("Zero-shot classification: the input's embedding against each class's prompts (the mean of its "
+                "templates' text embeddings); probabilities are the softmax of cosine × the text logit scale.")
+    with gr.Row():
+        with gr.Column():
+            kind = gr.Radio(list(QUERY_KINDS), value="image", label="Input kind (of an upload)", elem_id="zs-kind")
+            upload = gr.File(label="Input file (image, audio, video, depth, thermal or IMU)", type="filepath",
+                             height=110, elem_id="zs-file")
+            text = gr.Textbox(label="Input text (kind: text)", elem_id="zs-text")
+            examples = _examples(index)
+            example = gr.Dropdown(examples, value=examples[0][1] if examples else None,
+                                  label="…or an item of the index (used when nothing is uploaded)",
+                                  elem_id="zs-example")
+        with gr.Column():
+            preset = gr.Dropdown(list(PRESETS), value="shape", label="Preset (synthetic world attribute)",
+                                 elem_id="zs-preset")
+            classes = gr.Textbox(classes0, label="Class names (comma-separated)", elem_id="zs-classes")
+            templates = gr.Textbox(templates0, label="Prompt templates, one per line ({} = class name)", lines=3,
+                                   elem_id="zs-templates")
+            button = gr.Button("Classify", variant="primary", elem_id="zs-run")
+    status = gr.Markdown("", elem_id="zs-status")
+    chart = gr.BarPlot(x="class", y="probability", y_lim=[0, 1], label="Probabilities", elem_id="zs-chart",
+                       height=300, sort="-y")
+    preset.change(_preset, [preset], [classes, templates])
+    # Picking an example shows its kind (the kind an upload would be read as is the user's to change back).
+    example.change(lambda ex: gr.Radio(value=ex.partition(":")[0]) if isinstance(ex, str) and ":" in ex
+                   else gr.Radio(), [example], [kind])
+    run = handlers.zero_shot_fn(index, model, no_model_note)
+    button.click(run, [kind, text, upload, example, classes, templates], [chart, status], preprocess=False)
+
+
+def _index_tab(index: Any, model: Any, no_model_note: str, result_kinds: Any) -> None:
+    stats_md = gr.Markdown(handlers.describe_index(index, model), elem_id="index-stats")
+    model_md = (f"**Model**: `{model.card.name}` — {model.dim}-d space, encoders {', '.join(model.modalities)}"
+                if model is not None else "**Model**: none loaded")
+    gr.Markdown(model_md, elem_id="index-model")
+    table = gr.Dataframe(handlers.stats_rows(index),
+                         headers=["modality", "items", "index type", "search params", "measured recall@10"],
+                         interactive=False, elem_id="index-table", label="Per modality")
+    with gr.Row():
+        folder = gr.Textbox(label="Add a folder (a path on the machine running the demo)", elem_id="add-folder",
+                            placeholder="/data/my_media", scale=4)
+        button = gr.Button("Add folder", elem_id="add-button", scale=1)
+    status = gr.Markdown("", elem_id="add-status")
+    run = handlers.add_folder_fn(index, model, no_model_note)
+    button.click(run, [folder], [status, stats_md, table, result_kinds])
+
+
+def build_app(index: Any, model: Any | None, *, note: str | None = None, title: str = "bindkit demo") -> gr.Blocks:
     """The demo as a ``gr.Blocks`` (not launched). ``model=None`` serves the stats and explains how to get
     weights (``note``, default: :func:`weights_hint` for the card the index was built with) instead of searching."""
     card = (index.stats().get("model") or {}).get("card", "?")
     no_model_note = note or f"No model weights are loaded, so the index cannot be searched. {weights_hint(card)}"
-    kinds = index.modalities
-    served = _Served()
+    served = handlers._Served()
     with gr.Blocks(title=title, analytics_enabled=False) as app:
-        gr.Markdown(f"# {title}\nOne embedding space for images, text, audio, video, depth, thermal and IMU: "
-                    "several query inputs are combined by embedding arithmetic; hits come back per modality.")
+        gr.Markdown(f"# {title}\nOne embedding space for images, text, audio, video, depth, thermal and IMU "
+                    f"(model **{model.card.name if model is not None else card}**).")
         if model is None:
             gr.Markdown(f"⚠️ {no_model_note}", elem_id="weights-missing")
-        gr.Markdown(describe_index(index, model), elem_id="index-stats")
-        with gr.Row():
-            with gr.Column(scale=2):
-                text = gr.Textbox(label="Text query", placeholder="a dog barking", elem_id="query-text")
-                with gr.Row():
-                    image = gr.Image(label="Image query (optional)", type="filepath", height=180,
-                                     sources=["upload", "clipboard"], elem_id="query-image")
-                    audio = gr.Audio(label="Audio query (optional)", type="filepath",
-                                     sources=["upload", "microphone"], elem_id="query-audio")
-                with gr.Accordion("Other query file (video, depth, thermal, IMU)", open=False):
-                    other_kind = gr.Dropdown(list(OTHER_KINDS), value="video", label="Its modality")
-                    other_file = gr.File(label="File", type="filepath", elem_id="query-other")
-            with gr.Column(scale=1):
-                k = gr.Slider(1, K_MAX, value=5, step=1, label="k (hits per modality)", elem_id="k")
-                result_kinds = gr.CheckboxGroup(kinds, value=list(kinds), label="Result modalities",
-                                                elem_id="result-kinds")
-                where = gr.Textbox(label="Metadata filter (optional)", placeholder="key=value, year>=2020",
-                                   elem_id="where")
-                button = gr.Button("Search", variant="primary", elem_id="search")
-        status = gr.Markdown("Type a query and press Search.", elem_id="status")
-        gallery = gr.Gallery(label="Images", columns=6, fit_columns=False, height=260,
-                             elem_id="image-results", object_fit="contain", buttons=["download", "fullscreen"])
-        with gr.Column(elem_id="audio-results"):
-            gr.Markdown("**Audio**")
-            players = [gr.Audio(visible=False, interactive=False, buttons=["download"],
-                                elem_classes=["audio-hit"]) for _ in range(K_MAX)]
-        table = gr.Dataframe(headers=["modality", "rank", "item", "score", "metadata"], label="Other modalities",
-                             interactive=False, wrap=True, max_height=800, elem_id="other-results")
-        inputs = [text, image, audio, other_file, other_kind, k, result_kinds, where]
-        outputs = [status, gallery, *players, table]
-        run = search_fn(index, model, served, no_model_note)
-        # preprocess=False: the handler gets the uploads' paths as they are. Gradio's image preprocessing opens
-        # (and for non-RGB modes decodes and re-encodes) an upload before the handler runs, so a WAV renamed
-        # .png or a decompression bomb failed there as a bare "Error" badge, or ate memory; bindkit's loader
-        # reads the file instead, and its clear errors (and bomb limit) reach the status box.
-        button.click(run, inputs, outputs, preprocess=False)
-        text.submit(run, inputs, outputs, preprocess=False)
+        with gr.Tabs():
+            with gr.Tab("Search", id="search-tab"):
+                result_kinds = _search_tab(index, model, served, no_model_note)
+            with gr.Tab("Zero-shot", id="zero-shot-tab"):
+                _zero_shot_tab(index, model, no_model_note)
+            with gr.Tab("Index", id="index-tab"):
+                _index_tab(index, model, no_model_note, result_kinds)
     return app
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
-    """(index, model or None, note): the model the index was built with unless --model/--weights say
-    otherwise; no weights -> model None and a note saying how to get them. A --model other than the index's
-    is refused (IndexStoreError naming both) before any weights are looked for."""
+# ---- loading --------------------------------------------------------------------------------------------------
+def _device(args: argparse.Namespace) -> str:
     import torch
 
+    return getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _toy_card() -> str | None:
+    """The card name of the committed model directory (weights/bindkit_toy), None when it is absent."""
+    try:
+        return json.loads((gallery.TOY_MODEL / "card.json").read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _load_index(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
+    """(index, model or None, note) for --index: the model the index was built with unless --model/--weights
+    say otherwise; no weights -> model None and a note saying how to get them. A --model other than the index's
+    is refused (IndexStoreError naming both) before any weights are looked for."""
     with bindkit.Index.open(args.index) as probe:  # no model: just read what the index was built with
         recorded = probe.stats().get("model") or {}
     if args.model and recorded.get("card") and bindkit.load_card(args.model).name != recorded["card"]:
@@ -275,9 +307,15 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
                                                f"{weights_hint(card)}")
         note = f"(the weights recorded in the index, `{weights}`, are gone)"
         weights = None
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not args.model and weights is None and _toy_card() == card:
+        card = str(gallery.TOY_MODEL)  # an index built with the committed model directory
     try:
-        model = bindkit.load_model(card, weights=weights, device=device, download=False)
+        model = bindkit.load_model(card, weights=weights, device=_device(args), download=False)
+    except bindkit.CardError:  # a model directory's card (bindkit train --out DIR) that was not given
+        msg = (f"The index was built with model **{card}**, which is not an installed card: restart with "
+               f"`--model DIR`, the model directory it was built with (as written by `bindkit train`).")
+        print(f"warning: {msg}".replace("**", "").replace("`", ""), file=sys.stderr)
+        return bindkit.Index.open(args.index), None, msg
     except bindkit.WeightsNotFoundError as exc:
         msg = (f"No weights found for model card **{card}**{' ' + note if note else ''}, so the index cannot be "
                f"searched. {weights_hint(card)} ({exc})")
@@ -286,16 +324,39 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     return bindkit.Index.open(args.index, model=model), model, None
 
 
+def _load(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
+    """(index, model or None, note). With --index: that index (see :func:`_load_index`). Without: the model
+    (--model [--weights], else weights/bindkit_toy, else imagebind_huge) over the built-in gallery; no model
+    -> WeightsNotFoundError saying how to get one."""
+    if getattr(args, "index", None):
+        return _load_index(args)
+    if args.model:  # no weights: load_model's error says where it looked and how to fetch them
+        model = bindkit.load_model(args.model, weights=args.weights, device=_device(args), download=False)
+    else:
+        model = gallery.default_model(_device(args))
+    index = gallery.gallery_index(model, n=getattr(args, "gallery_size", 60))
+    return index, model, None
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Serve a search UI over a bindkit index (Gradio, local only).",
-                                epilog="example: python demos/app.py --index my_index --port 7860")
-    p.add_argument("--index", required=True, metavar="DIR", help="index folder (bindkit index build ... --out DIR)")
-    p.add_argument("--model", metavar="CARD", help="encoder card (default: the one the index was built with)")
+    p = argparse.ArgumentParser(
+        description="The bindkit demo: search, zero-shot and index tabs in the browser (Gradio, local only).",
+        epilog="examples:\n  python demos/app.py                       # weights/bindkit_toy over a generated "
+               "gallery\n  python demos/app.py --index my_index --port 7861",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--index", metavar="DIR", help="index folder (bindkit index build ... --out DIR); default: a "
+                   "generated gallery of every modality, indexed with the model (cached)")
+    p.add_argument("--model", metavar="CARD|DIR", help="model card or directory (default: the index's model; "
+                   "without --index: weights/bindkit_toy, else imagebind_huge when its weights are here)")
     p.add_argument("--weights", metavar="PATH", help="weights (default: as recorded in the index, else local cache)")
+    p.add_argument("--gallery-size", type=int, default=60, metavar="N",
+                   help="scenes in the generated gallery when no --index is given (default 60)")
     p.add_argument("--device", metavar="DEV", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     args = p.parse_args(argv)
+    if args.gallery_size < 1:
+        p.error("--gallery-size must be at least 1")
     try:
         index, model, note = _load(args)
     except bindkit.BindkitError as exc:

@@ -1,13 +1,16 @@
 """The Gradio demo (demos/app.py), driven in a real browser (Debian's chromium through Playwright) against a real
-HTTP server over a real index of the sample media embedded with the tiny fixture model."""
+HTTP server over the demo's own generated gallery (every modality), embedded with weights/bindkit_toy when it
+is there, else with a tiny model trained here in seconds (no ../shared needed). Screenshots go to
+$BINDKIT_ARTIFACTS/demo_ui (default tests/artifacts/demo_ui, git-ignored)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
-import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +19,11 @@ REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("BINDKIT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(os.environ.get("BINDKIT_ARTIFACTS") or REPO / "tests" / "artifacts") / "demo_ui"
 # Gradio's own deprecation noise (pandas) is not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio")
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+K = 2  # hits per modality in the browser tests
 
 
 def _need(ok: bool, why: str) -> None:
@@ -32,6 +37,18 @@ for _mod in ("gradio", "playwright"):
         pytest.skip(f"{_mod} is not installed (pip install -e '.[test]')", allow_module_level=True)
 
 
+def _shot(pg, name: str) -> Path:
+    """A full-page screenshot, once every picture on the page has loaded (galleries load lazily: scroll each in)."""
+    for g in pg.locator("[id$=-results]:visible").all():
+        g.scroll_into_view_if_needed()
+    pg.wait_for_function("() => Array.from(document.images).filter(i => i.checkVisibility())"
+                         ".every(i => i.complete && i.naturalWidth > 0)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    pg.screenshot(path=str(path), full_page=True)
+    return path
+
+
 @pytest.fixture(scope="module")
 def demo():
     """demos/app.py imported as a module (demos/ is not a package: it is what users run)."""
@@ -41,29 +58,56 @@ def demo():
     return module
 
 
-@pytest.fixture(scope="module")
-def demo_index(tmp_path_factory, tiny_model, samples_dir):
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory):
+    """weights/bindkit_toy when committed, else a throwaway model of a tiny bindkit_small-like card trained on
+    the synthetic world for 3 steps (all six encoders; seconds on a CPU). Only the plumbing is under test."""
     import bindkit
 
-    index = bindkit.Index.create(tmp_path_factory.mktemp("demo") / "index", model=tiny_model)
-    images = sorted((samples_dir / "image").glob("*.jpg"))
-    group = {"bird": "animal", "dog": "animal", "car": "vehicle"}
-    index.add([str(p) for p in images], metadata=[{"group": group[p.stem]} for p in images], strict=False)
-    others = (sorted((samples_dir / "audio").glob("*.wav")) + sorted((samples_dir / "depth").glob("*.jpg"))[:2]
-              + sorted((samples_dir / "thermal").glob("*.jpg"))[:2])
-    result = index.add([str(p) for p in others], strict=False)
-    assert not result.errors, result.errors
-    index.add(["a dog barking", "a red car"], modality="text")
+    toy = REPO / "weights" / "bindkit_toy"
+    if (toy / "card.json").is_file():
+        return bindkit.load_model(str(toy))
+    from bindkit.datasets import synthetic
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_helpers import tiny_card
+
+    root = tmp_path_factory.mktemp("demo-model")
+    card = json.loads(tiny_card(root / "card.json").read_text())
+    card["name"] = "demo_tiny"
+    card["preprocess"]["video"]["size"] = card["preprocess"]["image"]["size"]  # tiny_card leaves video at 64 px
+    (root / "card.json").write_text(json.dumps(card))
+    world = synthetic.generate(root / "world", n=24, splits={"train": 24}, show_progress=False)
+    bindkit.train(world["manifests"], root / "demo_tiny", card=str(root / "card.json"), max_steps=3,
+                  batch_size=8, val_split=0, progress=False, device="cpu", log=lambda _msg: None)
+    return bindkit.load_model(str(root / "demo_tiny"))
+
+
+@pytest.fixture(scope="module")
+def demo_index(demo, demo_model, tmp_path_factory):
+    """The demo's generated gallery (12 scenes, 4 videos), built by the same code the app runs without --index."""
+    index = demo.gallery.gallery_index(demo_model, n=12, n_videos=4, root=tmp_path_factory.mktemp("gallery"),
+                                       log=lambda _msg: None)
     yield index
     index.close()
 
 
 @pytest.fixture(scope="module")
-def server(demo, demo_index, tiny_model):
+def media(demo_index):
+    """{kind: [stored file paths]} of the gallery."""
+    out = {}
+    for kind in demo_index.modalities:
+        ids, _ = demo_index.vectors(kind)
+        out[kind] = sorted(h.uri for h in demo_index.get(ids.tolist()) if h.uri)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(demo, demo_index, demo_model):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = demo.build_app(demo_index, tiny_model)
+    app = demo.build_app(demo_index, demo_model)
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True)
     yield f"http://127.0.0.1:{port}"
     app.close()
@@ -77,7 +121,7 @@ def browser(tmp_path_factory):
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium-profile")),
                                                    executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                                   viewport={"width": 1280, "height": 1200})
+                                                   viewport={"width": 1400, "height": 1200})
         yield ctx
         ctx.close()
 
@@ -89,7 +133,7 @@ def page(browser, server):
     outside: list[str] = []
     pg.on("request", lambda r: outside.append(r.url)
           if not r.url.startswith((server, "data:", f"blob:{server}")) else None)
-    pg.set_default_timeout(15_000)
+    pg.set_default_timeout(20_000)
     pg.goto(server)
     pg.locator("#search").wait_for()
     yield pg
@@ -97,6 +141,7 @@ def page(browser, server):
     assert not outside, f"the demo page contacted other hosts: {outside}"
 
 
+# ---- page helpers ---------------------------------------------------------------------------------------------
 def _search(pg, text: str = "", k: int | None = None, where: str = "", expect: str = "hits") -> str:
     if k is not None:
         box = pg.locator("#k input[type=number]")
@@ -111,9 +156,9 @@ def _search(pg, text: str = "", k: int | None = None, where: str = "", expect: s
     return status.inner_text()
 
 
-def _gallery(pg) -> list[str]:
-    """Captions of the image gallery, best first ("1. dog.jpg · +0.123")."""
-    return pg.locator("#image-results .caption-label").all_inner_texts()
+def _gallery(pg, kind: str = "image") -> list[str]:
+    """Captions of a result gallery, best first ("1. 000003.png · +0.123")."""
+    return pg.locator(f"#{kind}-results .caption-label").all_inner_texts()
 
 
 def _players(pg) -> list[str]:
@@ -121,9 +166,9 @@ def _players(pg) -> list[str]:
     return [t.strip() for t in pg.locator("#audio-results .audio-hit [data-testid=block-label]").all_inner_texts()]
 
 
-def _rows(pg) -> list[list[str]]:
-    """Cells of the "other modalities" table, row by row (Gradio's Dataframe renders rows as role=row divs)."""
-    return pg.locator("#other-results .virtual-row").evaluate_all(
+def _rows(pg, elem: str) -> list[list[str]]:
+    """Cells of a result table, row by row (Gradio's Dataframe renders rows as role=row divs)."""
+    return pg.locator(f"#{elem} .virtual-row").evaluate_all(
         "rows => rows.map(r => Array.from(r.querySelectorAll('[role=gridcell]')).map(c => c.innerText.trim()))")
 
 
@@ -131,83 +176,174 @@ def _names(captions: list[str]) -> list[str]:
     return [c.split(" · ")[0].split(". ", 1)[1] for c in captions]
 
 
-def test_text_search_shows_hits_per_modality(page, demo_index, samples_dir):
-    k = 2
-    _search(page, "a dog", k=k)
-    expected = demo_index.search(text="a dog", k=k)  # what the public API ranks; the UI must show the same
-    captions = _gallery(page)
-    assert _names(captions) == [Path(h.uri).name for h in expected["image"]]
-    assert len(captions) == k and set(_names(captions)) <= {p.name for p in (samples_dir / "image").iterdir()}
-    srcs = page.locator("#image-results img").evaluate_all("els => els.map(e => e.src)")
-    assert [s.rsplit("/", 1)[1] for s in srcs] == _names(captions)  # the browser really got those files
-    assert _names(_players(page)) == [Path(h.uri).name for h in expected["audio"]]
-    rows = _rows(page)
-    kinds = [r[0] for r in rows]
-    assert sorted(set(kinds)) == ["depth", "text", "thermal"] and all(kinds.count(x) == k for x in set(kinds))
-    depth = {p.name for p in (samples_dir / "depth").iterdir()}
-    assert [Path(r[2]).name for r in rows if r[0] == "depth"] == [Path(h.uri).name for h in expected["depth"]]
-    assert {Path(r[2]).name for r in rows if r[0] == "depth"} <= depth
-    assert "imagebind_tiny" in page.locator("#index-stats").inner_text()
-    page.screenshot(path="/tmp/demo.png", full_page=True)
+def _upload(pg, elem: str, path: Path | str) -> None:
+    pg.locator(f"#{elem} input[type=file]").first.set_input_files(str(path))
+    pg.locator(f"#{elem}").get_by_text(Path(path).name).first.wait_for() if elem != "query-image" else \
+        pg.locator(f"#{elem} img").first.wait_for()
 
 
+def _check_results(pg, expected: dict, kinds: tuple[str, ...] = ("image", "video", "depth", "thermal", "imu")) -> None:
+    """Every gallery shows the hits the public API ranks, as media the browser really fetched."""
+    for kind in kinds:
+        captions = _gallery(pg, kind)
+        assert _names(captions) == [Path(h.uri).name for h in expected[kind]], kind
+        assert all(" · " in c and c.rsplit(" ", 1)[1][0] in "+-" for c in captions), captions  # scores shown
+    srcs = pg.locator("#image-results img").evaluate_all("els => els.map(e => e.src)")
+    assert [s.rsplit("/", 1)[1] for s in srcs] == _names(_gallery(pg, "image"))
+    videos = pg.locator("#video-results video")
+    assert videos.count() == len(expected["video"])  # video hits are players, not stills
+    for kind in ("depth", "thermal", "imu"):  # rendered views (colour maps, plots), not the raw files
+        srcs = pg.locator(f"#{kind}-results img").evaluate_all("els => els.map(e => e.src)")
+        assert srcs and all(s.endswith(".png") for s in srcs), (kind, srcs)
+    assert _names(_players(pg)) == [Path(h.uri).name for h in expected["audio"]]
+
+
+# ---- the Must-show: text, image upload and IMU upload queries, zero-shot chart --------------------------------
+def test_text_search_shows_hits_per_modality(page, demo_index):
+    status = _search(page, "a large red circle", k=K)
+    assert status.startswith("Query: text")
+    expected = demo_index.search(text="a large red circle", k=K)  # what the public API ranks; the UI must agree
+    _check_results(page, expected)
+    rows = _rows(page, "text-results")
+    assert [r[1] for r in rows] == [h.text for h in expected["text"]]
+    assert _rows(page, "other-results") == []
+    _shot(page, "search-text")
+
+
+def test_image_upload_finds_itself_and_every_kind(page, demo_index, media):
+    query = media["image"][3]
+    _upload(page, "query-image", query)
+    _search(page, "", k=K)
+    expected = demo_index.search(image=query, k=K)
+    _check_results(page, expected)
+    top = _gallery(page, "image")[0]
+    assert _names([top]) == [Path(query).name] and "+1.000" in top  # the image finds itself (cosine 1)
+    _shot(page, "search-image-upload")
+
+
+def test_imu_upload_shows_plots_and_other_kinds(page, demo_index, media):
+    query = media["imu"][5]
+    _upload(page, "query-imu", query)
+    status = _search(page, "", k=K)
+    assert status.startswith("Query: imu")
+    expected = demo_index.search(imu=query, k=K)
+    _check_results(page, expected)
+    top = _gallery(page, "imu")[0]
+    assert _names([top]) == [Path(query).name] and "+1.000" in top
+    _shot(page, "search-imu-upload")
+
+
+def test_zero_shot_tab_shows_a_chart(page, demo, demo_index, demo_model, media):
+    page.get_by_role("tab", name="Zero-shot").click()
+    query = media["image"][0]
+    page.locator("#zs-file input[type=file]").set_input_files(query)
+    page.locator("#zs-file").get_by_text(Path(query).name).first.wait_for()
+    page.locator("#zs-run").click()
+    page.locator("#zs-status").get_by_text("→").wait_for()
+    chart = page.locator("#zs-chart")
+    chart.locator("canvas, svg").first.wait_for()
+    from bindkit.datasets import synthetic
+
+    result = demo.views.zero_shot(demo_model, "image", query, synthetic.classes("shape"), synthetic.templates("shape"))
+    best = max(result["probs"], key=result["probs"].get)
+    assert f"→ {best} (" in page.locator("#zs-status").inner_text()
+    _shot(page, "zero-shot")
+
+
+# ---- more interactions ---------------------------------------------------------------------------------------
+def test_weights_compose_inputs(page, demo_index, media):
+    _upload(page, "query-image", media["image"][1])
+    page.locator("#weight-text input[type=number]").fill("0.5")
+    page.locator("#weight-text input[type=number]").press("Enter")
+    status = _search(page, "a small blue square", k=K)
+    assert "0.5×text + image" in status
+    expected = demo_index.search(text="a small blue square", image=media["image"][1],
+                                 weights={"text": 0.5, "image": 1.0}, k=K)
+    assert _names(_gallery(page, "image")) == [Path(h.uri).name for h in expected["image"]]
+
+
+def test_more_like_this(page, demo_index):
+    _search(page, "a hot star", k=K)
+    second = _names(_gallery(page, "image"))[1]
+    page.locator("#image-results .thumbnail-item, #image-results button.thumbnail-item").nth(1).click()
+    page.locator("#more-like").click()
+    status = page.locator("#status")
+    status.get_by_text("More like image").wait_for()
+    assert second in status.inner_text()
+    top = _gallery(page, "image")[0]
+    assert _names([top]) == [second] and "+1.000" in top  # its own stored vector finds it first
+
+
+def test_index_tab_shows_stats_and_adds_a_folder(page, demo_index, media, tmp_path):
+    page.get_by_role("tab", name="Index").click()
+    stats = page.locator("#index-stats").inner_text()
+    assert f"{len(demo_index)}" in stats and demo_index.stats()["model"]["card"] in stats
+    rows = _rows(page, "index-table")
+    assert {r[0] for r in rows} == set(demo_index.modalities) and all(r[4] == "1.000" for r in rows)
+    folder = tmp_path / "new" / "thermal"  # the folder's name tells the kind of its PNGs
+    folder.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("L", (32, 32), 40 + 60 * i).save(folder / f"extra{i}.png")
+    before = demo_index.stats()["modalities"]["thermal"]["count"]
+    page.locator("#add-folder textarea").fill(str(tmp_path / "new"))
+    page.locator("#add-button").click()
+    page.locator("#add-status").get_by_text("Added 3 of 3").wait_for()
+    assert demo_index.stats()["modalities"]["thermal"]["count"] == before + 3
+    page.locator("#index-table").get_by_text(str(before + 3)).first.wait_for()
+    _shot(page, "index-tab")
+
+
+# ---- hardening: clear messages, never a stack trace --------------------------------------------------------------
 def test_empty_query_is_a_message_not_a_crash(page):
     status = _search(page, "   ", expect="Empty query")
     assert "Empty query" in status
     assert _gallery(page) == [] and _players(page) == []
-    # The app still answers after the error.
-    assert "hits" in _search(page, "a car", k=1)
+    assert "hits" in _search(page, "a car", k=1)  # the app still answers after the error
     assert len(_gallery(page)) == 1
 
 
-def test_filter_and_result_modalities(page):
-    for kind in ("audio", "depth", "text", "thermal"):  # keep only "image"
-        page.locator("#result-kinds label", has_text=kind).click()
-    _search(page, "a dog", k=5, where="group=vehicle")
-    assert _names(_gallery(page)) == ["car.jpg"]  # the only item whose metadata matches
-    assert _players(page) == [] and _rows(page) == []
+def test_filter_and_result_modalities(page, demo_index):
+    for kind in demo_index.modalities:  # keep only "image"
+        if kind != "image":
+            page.locator("#result-kinds label", has_text=kind).first.click()
+    colour = demo_index.get(demo_index.vectors("image")[0][:1].tolist())[0].metadata["colour"]
+    _search(page, "a shape", k=5, where=f"colour={colour}")
+    expected = demo_index.search(text="a shape", k=5, modalities=["image"], where={"colour": colour})
+    assert _names(_gallery(page)) == [Path(h.uri).name for h in expected["image"]] != []
+    assert _players(page) == [] and _gallery(page, "depth") == [] and _rows(page, "text-results") == []
 
 
-def test_image_upload_composes_and_bad_upload_is_reported(page, samples_dir, tmp_path):
-    page.locator("#query-image input[type=file]").set_input_files(str(samples_dir / "image" / "dog.jpg"))
-    page.locator("#query-image img").wait_for()
-    _search(page, "", k=3)
-    top = _gallery(page)[0]
-    assert _names([top]) == ["dog.jpg"] and "+1.000" in top  # the image finds itself (cosine 1)
-
-    bad = tmp_path / "broken.mp4"
+def test_bad_video_upload_is_reported(page, tmp_path):
+    bad = tmp_path / "broken.webm"
     bad.write_bytes(b"this is not a video")
-    page.goto(page.url)  # a fresh page: no image query any more
-    page.get_by_text("Other query file").click()
-    page.locator("#query-other input[type=file]").set_input_files(str(bad))
-    page.locator("#query-other").get_by_text("broken.mp4").first.wait_for()
-    status = _search(page, "a dog", expect="broken.mp4")
+    page.locator("#query-video input[type=file]").first.set_input_files(str(bad))
+    status = _search(page, "a dog", expect="broken.webm")
     assert "⚠️" in status and "video" in status
 
 
-def _unreadable_image(kind: str, samples_dir: Path, tmp_path: Path) -> tuple[Path, str]:
+def _unreadable_image(kind: str, media: dict, tmp_path: Path) -> tuple[Path, str]:
     """(file, words the status must show) for an image query the demo cannot use."""
-    if kind == "wav_renamed":
-        path = tmp_path / "sound.png"
-        path.write_bytes((samples_dir / "audio" / "dog.wav").read_bytes())
-        return path, "not a readable image"
-    if kind == "truncated_jpeg":  # greyscale: Gradio's own preprocessing would decode it to convert it to RGB
-        from PIL import Image
-
-        path = tmp_path / "cut.jpg"
-        Image.open(samples_dir / "image" / "dog.jpg").convert("L").save(path, quality=90)
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-        return path, "truncated"
     from PIL import Image
 
+    if kind == "wav_renamed":
+        path = tmp_path / "sound.png"
+        path.write_bytes(Path(media["audio"][0]).read_bytes())
+        return path, "not a readable image"
+    if kind == "truncated_jpeg":  # greyscale: Gradio's own preprocessing would decode it to convert it to RGB
+        path = tmp_path / "cut.jpg"
+        Image.open(media["image"][0]).convert("L").resize((256, 256)).save(path, quality=90)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return path, "truncated"
     path = tmp_path / "bomb.png"  # 10000 x 10000 1-bit: 12 kB on disk, 300 MB once decoded as RGB
     Image.new("1", (10_000, 10_000)).save(path)
     return path, "decompression bomb"
 
 
 @pytest.mark.parametrize("kind", ["wav_renamed", "truncated_jpeg", "decompression_bomb"])
-def test_unreadable_image_query_gets_a_clear_message(page, samples_dir, tmp_path, kind):
-    path, words = _unreadable_image(kind, samples_dir, tmp_path)
+def test_unreadable_image_query_gets_a_clear_message(page, media, tmp_path, kind):
+    path, words = _unreadable_image(kind, media, tmp_path)
     page.locator("#query-image input[type=file]").set_input_files(str(path))
     status = _search(page, "a dog", expect=path.name)  # waits until the status names the upload
     assert status.startswith("⚠️") and words in status and "image" in status, status
@@ -220,6 +356,7 @@ def test_unreadable_image_query_gets_a_clear_message(page, samples_dir, tmp_path
     assert "hits" in _search(page, "a car", k=1)
 
 
+# ---- no browser ------------------------------------------------------------------------------------------------
 def test_parse_filter(demo):
     assert demo.parse_filter("  ") is None
     assert demo.parse_filter("split=test") == {"split": {"$eq": "test"}}
@@ -229,19 +366,42 @@ def test_parse_filter(demo):
         demo.parse_filter("nonsense")
 
 
-def test_without_weights_the_app_says_how_to_get_them(demo, demo_index, tmp_path, monkeypatch):
+def test_views_render_every_kind(demo, media):
+    import numpy as np
+
+    for kind in ("depth", "thermal", "imu"):
+        im = demo.views.RENDERERS[kind](media[kind][0])
+        a = np.asarray(im)
+        assert im.mode == "RGB" and min(im.size) >= 128 and a.std() > 5, kind  # a picture, not a blank
+    lut = demo.views.colormap(np.linspace(0, 1, 5), "thermal")
+    assert lut.shape == (5, 3) and lut[0].sum() < lut[-1].sum()  # hot is bright
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tmp_path_factory, tiny_model, demo_model, demo_index, media):
+    """An index built with the imagebind_tiny card (committed fixture weights), which has no download."""
+    import bindkit
+
+    index = bindkit.Index.create(tmp_path_factory.mktemp("tiny") / "index", model=tiny_model)
+    index.add(media["image"][:2])
+    index.add(["a dog barking", "a red car"], modality="text")
+    yield index
+    index.close()
+
+
+def test_without_weights_the_app_says_how_to_get_them(demo, tiny_index, tmp_path, monkeypatch):
     import bindkit
 
     monkeypatch.setenv("BINDKIT_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    index, model, note = demo._load(argparse.Namespace(index=str(demo_index.path), model=None, weights=None,
+    index, model, note = demo._load(argparse.Namespace(index=str(tiny_index.path), model=None, weights=None,
                                                        device="cpu"))
     try:
         # The note is about the model the index was built with (imagebind_tiny: no download, --weights).
         assert model is None and "imagebind_tiny" in note and "--weights PATH" in note
         assert "imagebind_huge" not in note and "bindkit fetch" not in note
         run = demo.search_fn(index, None, demo._Served(), note)
-        status = run("a dog", None, None, None, "video", 3, ["image"], "")[0]
+        status = run("a dog", *[None] * 6, *[1.0] * 7, 3, ["image"], "")[0]
         assert "imagebind_tiny" in status and "imagebind_huge" not in status
         app = demo.build_app(index, None)  # the default note names the index's model too
         shown = [b.value for b in app.blocks.values() if getattr(b, "elem_id", None) == "weights-missing"]
@@ -251,9 +411,37 @@ def test_without_weights_the_app_says_how_to_get_them(demo, demo_index, tmp_path
     huge = demo.weights_hint("imagebind_huge")  # a card with a download: the command and its licence
     assert "bindkit fetch imagebind_huge" in huge and "CC BY-NC 4.0" in huge
     with pytest.raises(bindkit.WeightsNotFoundError, match="no such file.*imagebind_tiny"):
-        demo._load(argparse.Namespace(index=str(demo_index.path), model=None, weights=str(tmp_path / "no.pt"),
+        demo._load(argparse.Namespace(index=str(tiny_index.path), model=None, weights=str(tmp_path / "no.pt"),
                                       device="cpu"))
     # Another model than the index's is refused, naming both, before any weights are looked for.
     with pytest.raises(bindkit.IndexStoreError, match="'imagebind_tiny'.*imagebind_huge"):
-        demo._load(argparse.Namespace(index=str(demo_index.path), model="imagebind_huge", weights=None,
+        demo._load(argparse.Namespace(index=str(tiny_index.path), model="imagebind_huge", weights=None,
                                       device="cpu"))
+
+
+def test_without_index_or_weights_the_cli_says_how_to_get_them(demo, tmp_path, monkeypatch, capsys):
+    """A fresh machine without weights/bindkit_toy nor imagebind_huge weights: a message, exit status 1."""
+    monkeypatch.setattr(demo.gallery, "TOY_MODEL", tmp_path / "weights" / "bindkit_toy")
+    monkeypatch.setattr(demo.gallery, "REPO", tmp_path)
+    monkeypatch.setenv("BINDKIT_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    from bindkit.weights import fetch
+
+    monkeypatch.setattr(fetch, "_REPO_WEIGHTS", tmp_path / "weights")  # whatever this clone holds
+    assert demo.main(["--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "bindkit fetch imagebind_huge" in err and "bindkit train" in err and "Traceback" not in err
+
+
+def test_index_of_a_model_directory_needs_model_dir(demo, demo_index, demo_model, tmp_path, monkeypatch):
+    """An index built with a model directory (bindkit train --out DIR) and opened without --model: the stats and
+    a note saying to pass --model DIR, not a stack trace; with --model DIR it searches."""
+    monkeypatch.setattr(demo.gallery, "TOY_MODEL", tmp_path / "absent")
+    card = demo_index.stats()["model"]["card"]
+    index, model, note = demo._load(argparse.Namespace(index=str(demo_index.path), model=None, weights=None,
+                                                       device="cpu"))
+    try:
+        assert model is None and card in note and "--model DIR" in note
+    finally:
+        index.close()
