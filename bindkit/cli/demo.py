@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_quantize_arg
+
 _DEFAULT_TEXTS = ["A dog.", "A car", "A bird"]
 
 
@@ -31,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="checkpoint file or converted directory (default: weights/ and the cache)")
     p.add_argument("--download", action="store_true",
                    help="download the card's weights if none are found (imagebind_huge: 4.5 GB, CC BY-NC 4.0)")
+    add_quantize_arg(p)
     p.add_argument("--index", type=Path, help="also keep the demo's search index in this directory "
                    "(default: a temporary one)")
     p.set_defaults(func=run)
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         by_kind.setdefault(kind, []).append(f)
     needed = sorted({*by_kind, "text"})
     try:
-        model = load_model_for(None, args.model, args.weights, "cpu", modalities=needed, download=args.download)
+        model = load_model_for(None, args.model, args.weights, "cpu", modalities=needed, download=args.download,
+                               quantize=args.quantize)
     except WeightsNotFoundError as exc:
         print(f"No weights for {args.model!r} yet.\n{exc}\n"
               f"Or run: bindkit demo --download   (then the demo runs)")

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     matrix = np.full((len(files), card.out_embed_dim), np.nan, dtype=np.float32)
     if items:
         model = load_model_for(None, args.model, args.weights, args.device,
-                               modalities=sorted({encoder_of(k) for k in items}))
+                               modalities=sorted({encoder_of(k) for k in items}), quantize=args.quantize)
         result = model.embed(**items, batch_size=args.batch_size, num_workers=args.num_workers,
                              show_progress_bar=None if not args.quiet else False, strict=args.strict,
                              options=options)

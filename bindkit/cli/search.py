@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     where = parse_cli_filters(args.where or [])
     weights = _weights(args.weight, list(inputs))
     model = load_model_for(args.index, args.model, args.weights, args.device, require_index=True,
-                           modalities=sorted({encoder_of(k) for k in inputs}))
+                           modalities=sorted({encoder_of(k) for k in inputs}), quantize=args.quantize)
     with Index.open(args.index, model=model) as index:
         # Every input (several per kind allowed) is a unit vector; the query is their weighted sum (search
         # renormalises it): the same embedding arithmetic as Index.search with one input per kind.

@@ -155,6 +155,9 @@ class BindModel(nn.Module):
     Build it with :func:`bindkit.build_model` or :func:`bindkit.load_model`.
     """
 
+    #: ``"int8"`` once :func:`bindkit.models.quantize.quantize_model` ran (``load_model(quantize="int8")``).
+    quantized: str | None = None
+
     def __init__(self, card: Card, modalities: list[str] | None = None):
         super().__init__()
         names = list(card.modalities) if modalities is None else list(modalities)
