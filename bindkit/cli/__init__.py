@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # module name -> subcommands it registers. Import is lazy so `bindkit --help` stays fast.
-_COMMAND_MODULES = ("demo", "convert", "fetch", "embed", "index", "search", "serve")
+_COMMAND_MODULES = ("demo", "convert", "fetch", "embed", "index", "search", "serve", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
