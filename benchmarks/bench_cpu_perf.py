@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bindkit  # noqa: E402
 from bindkit import perf  # noqa: E402
 from bindkit.models.quantize import quantize_model  # noqa: E402
+from bindkit.models.trim import plan_buckets  # noqa: E402
 
 BATCH = {"vision": 2, "text": 32, "audio": 2, "depth": 4, "thermal": 4, "imu": 8}
 
@@ -51,6 +52,10 @@ def bench_trim(card: str, seconds: float) -> None:
     enc = model.encoders["text"]
     print(f"[trim] batch {len(ids)}, caption lengths {int(ids.argmax(-1).min()) + 1}..{int(ids.argmax(-1).max()) + 1} "
           f"tokens of {ids.shape[1]}")
+    lengths = sorted((ids.argmax(-1) + 1).tolist())
+    cuts = plan_buckets(lengths)
+    print(f"[trim] buckets (rows x length): " + ", ".join(f"{b - a}x{lengths[b - 1]}" for a, b in
+                                                        zip([0] + cuts[:-1], cuts)))
     results = {}
     for engine in ("fp32", "int8"):
         if engine == "int8":

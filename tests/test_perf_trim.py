@@ -9,7 +9,7 @@ import torch
 
 import bindkit
 from bindkit.cards import load_card
-from bindkit.models.trim import BUCKET_ROWS, run_trimmed, trimmed_length
+from bindkit.models.trim import plan_buckets, run_trimmed, trimmed_length
 
 SOT, EOT = 49406, 49407
 
@@ -91,10 +91,22 @@ def test_bucketed_large_batch_keeps_input_order():
     model = _tiny_text_model(seed=2)
     ids = _texts_of_every_length(77, 49408, seed=3)
     ids = torch.cat([ids, ids.flip(0)])[torch.randperm(2 * len(ids), generator=torch.Generator().manual_seed(0))]
-    assert len(ids) > 2 * BUCKET_ROWS
+    assert len(plan_buckets(sorted((ids.argmax(-1) + 1).tolist()))) > 3  # really bucketed
     full = _full(model, ids)
     got = model.encode("text", ids)
     assert (got - full).abs().max().item() <= 1e-6
+
+
+def test_bucket_plan_minimises_padded_positions():
+    assert plan_buckets([5] * 10) == [10]
+    assert plan_buckets([3, 3, 77], penalty=64) == [2, 3]  # 2x3 + 77 + 64 < 3x77
+    assert plan_buckets([10, 11], penalty=64) == [2]  # a bucket that saves one position is not worth a call
+    lengths = sorted([6, 7, 8, 8, 9, 10, 12, 12, 13, 14, 14, 15, 17, 18, 18, 20] * 2)
+    cuts = plan_buckets(lengths, penalty=64)
+    assert cuts[-1] == len(lengths) and cuts == sorted(set(cuts))
+    cost = sum((b - a) * lengths[b - 1] + 64 for a, b in zip([0] + cuts[:-1], cuts))
+    assert cost <= len(lengths) * max(lengths) + 64
+    assert all(lengths[c - 1] != lengths[c] for c in cuts[:-1])  # cuts fall between distinct lengths
 
 
 def test_tokenized_texts_including_truncated_ones():
