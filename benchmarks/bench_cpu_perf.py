@@ -5,18 +5,21 @@
 2. int8 vs fp32 items/s per encoder (default vision, text, audio) and the cosine of their outputs on random
    inputs; with --samples DIR, also the cosine on the sample files in DIR (image/, audio/ subfolders).
 
-Ratios are taken within one run; on a shared machine absolute figures are noisy.
+Variants are timed in turns (interleaved rounds, best of): on a shared machine the load changes over minutes;
+ratios within one run are what to quote, absolute figures are noisy.
 
 Usage: python benchmarks/bench_cpu_perf.py [--card imagebind_huge] [--parts trim,int8] [--encoders vision,text,audio]
-       [--seconds 3] [--samples ../shared/samples]
+       [--rounds 3] [--samples ../shared/samples]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -42,57 +45,77 @@ def short_captions(n: int, vocab: int, ctx: int, seed: int = 0) -> torch.Tensor:
     return ids
 
 
-def bench_trim(card: str, seconds: float) -> None:
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Best (minimum) seconds per call of each function, the functions taking turns ``rounds`` times after one
+    warm-up each: on a shared machine, load changes over minutes, and interleaving + best-of keeps the ratios
+    fair."""
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def bench_trim(card: str, rounds: int) -> None:
     t = time.perf_counter()
+    torch.manual_seed(0)
     model = bindkit.build_model(card, modalities=["text"])
     cfg = model.card.modalities["text"]
     print(f"[trim] built {card} text encoder in {time.perf_counter() - t:.1f} s "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M params)")
     ids = short_captions(BATCH["text"], int(cfg["vocab_size"]), int(cfg["context_length"]))
-    enc = model.encoders["text"]
     print(f"[trim] batch {len(ids)}, caption lengths {int(ids.argmax(-1).min()) + 1}..{int(ids.argmax(-1).max()) + 1} "
           f"tokens of {ids.shape[1]}")
     lengths = sorted((ids.argmax(-1) + 1).tolist())
     cuts = plan_buckets(lengths)
     print(f"[trim] buckets (rows x length): " + ", ".join(f"{b - a}x{lengths[b - 1]}" for a, b in
                                                         zip([0] + cuts[:-1], cuts)))
-    results = {}
-    for engine in ("fp32", "int8"):
-        if engine == "int8":
-            quantize_model(model)
-        outs = {}
-        for trim in (False, True):
+    int8 = quantize_model(copy.deepcopy(model))
+    models = {"fp32": model, "int8": int8}
+
+    def run(engine: str, trim: bool) -> Callable[[], torch.Tensor]:
+        def fn() -> torch.Tensor:
+            enc = models[engine].encoders["text"]
             enc.trim_text = trim
-            s = perf.timed(lambda: model.encode("text", ids), seconds)
-            outs[trim] = model.encode("text", ids)
-            results[engine, trim] = len(ids) / s
-            print(f"[trim] {engine} {'trimmed' if trim else 'full 77'}: {len(ids) / s:8.2f} texts/s", flush=True)
-        print(f"[trim] {engine}: max |trimmed - full| = {(outs[True] - outs[False]).abs().max().item():.2e}")
-    base = results["fp32", False]
-    print(f"[trim] speed-up vs fp32 full: trimmed fp32 {results['fp32', True] / base:.2f}x, "
-          f"full int8 {results['int8', False] / base:.2f}x, trimmed int8 {results['int8', True] / base:.2f}x")
+            return models[engine].encode("text", ids)
+        return fn
+
+    fns = {f"{e} {'trimmed' if tr else 'full 77'}": run(e, tr) for e in ("fp32", "int8") for tr in (False, True)}
+    outs = {name: fn() for name, fn in fns.items()}
+    best = interleaved(fns, rounds)
+    base = best["fp32 full 77"]
+    for name, s in best.items():
+        print(f"[trim] {name:14}: {len(ids) / s:8.2f} texts/s  {base / s:5.2f}x fp32 full   (best of {rounds})")
+    for e in ("fp32", "int8"):
+        diff = (outs[f"{e} trimmed"] - outs[f"{e} full 77"]).abs().max().item()
+        print(f"[trim] {e}: max |trimmed - full| = {diff:.2e}")
+    cos = (outs["int8 trimmed"] * outs["fp32 full 77"]).sum(-1)
+    print(f"[trim] int8 trimmed vs fp32 full: cosine min {cos.min().item():.5f} mean {cos.mean().item():.5f}")
 
 
-def bench_int8(card: str, encoders: list[str], seconds: float, samples: Path | None) -> None:
+def bench_int8(card: str, encoders: list[str], rounds: int, samples: Path | None) -> None:
     for enc in encoders:
         kind = perf.BENCH_KIND[enc]
         torch.manual_seed(0)
         model = bindkit.build_model(card, modalities=[enc])
+        int8 = quantize_model(copy.deepcopy(model))
         x = perf.synthetic_batch(model, kind, BATCH[enc])
+        best = interleaved({"fp32": lambda: model.encode(kind, x), "int8": lambda: int8.encode(kind, x)}, rounds)
+        cos = (model.encode(kind, x) * int8.encode(kind, x)).sum(-1)
+        line = (f"[int8] {enc:7} batch {len(x)}: fp32 {len(x) / best['fp32']:7.2f} items/s, int8 "
+                f"{len(x) / best['int8']:7.2f} items/s, {best['fp32'] / best['int8']:.2f}x (best of {rounds}); "
+                f"cosine on random inputs min {cos.min().item():.5f} mean {cos.mean().item():.5f}")
         files = _sample_files(samples, kind) if samples else []
-        fp32_files = model.embed(**{kind: files}, show_progress_bar=False)[kind] if files else None
-        s32 = perf.timed(lambda: model.encode(kind, x), seconds)
-        ref = model.encode(kind, x)
-        quantize_model(model)
-        s8 = perf.timed(lambda: model.encode(kind, x), seconds)
-        cos = (ref * model.encode(kind, x)).sum(-1)
-        line = (f"[int8] {enc:7} batch {len(x)}: fp32 {len(x) / s32:7.2f} items/s, int8 {len(x) / s8:7.2f} items/s, "
-                f"{s32 / s8:.2f}x; cosine on random inputs min {cos.min().item():.5f} mean {cos.mean().item():.5f}")
         if files:
-            lo, mean, worst = perf.cosine_stats(fp32_files, model.embed(**{kind: files}, show_progress_bar=False)[kind])
+            a = model.embed(**{kind: files}, show_progress_bar=False)[kind]
+            lo, mean, _ = perf.cosine_stats(a, int8.embed(**{kind: files}, show_progress_bar=False)[kind])
             line += f"; on {len(files)} sample files min {lo:.5f} mean {mean:.5f}"
         print(line, flush=True)
-        del model
+        del model, int8
 
 
 def _sample_files(root: Path, kind: str) -> list[str]:
@@ -107,16 +130,16 @@ def main() -> None:
     ap.add_argument("--card", default="imagebind_huge")
     ap.add_argument("--parts", default="trim,int8")
     ap.add_argument("--encoders", default="vision,text,audio")
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best of)")
     ap.add_argument("--samples", type=Path)
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 matmul peak "
           f"{perf.matmul_peak_fp32():.1f} GFLOPS, int8 {perf.matmul_peak_int8()[0]:.1f} GOPS", flush=True)
     parts = args.parts.split(",")
     if "trim" in parts:
-        bench_trim(args.card, args.seconds)
+        bench_trim(args.card, args.rounds)
     if "int8" in parts:
-        bench_int8(args.card, args.encoders.split(","), args.seconds, args.samples)
+        bench_int8(args.card, args.encoders.split(","), args.rounds, args.samples)
 
 
 if __name__ == "__main__":
