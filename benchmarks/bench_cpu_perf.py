@@ -33,12 +33,12 @@ from bindkit.models.trim import plan_buckets  # noqa: E402
 BATCH = {"vision": 2, "text": 32, "audio": 2, "depth": 4, "thermal": 4, "imu": 8}
 
 
-def short_captions(n: int, vocab: int, ctx: int, seed: int = 0) -> torch.Tensor:
-    """``n`` captions of 6..20 tokens (start, words, end), zero-padded to ``ctx``."""
+def short_captions(n: int, vocab: int, ctx: int, seed: int = 0, lengths: tuple[int, int] = (6, 20)) -> torch.Tensor:
+    """``n`` captions of ``lengths[0]..lengths[1]`` tokens (start, words, end), zero-padded to ``ctx``."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.zeros(n, ctx, dtype=torch.long)
     for i in range(n):
-        length = int(torch.randint(6, 21, (1,), generator=g))
+        length = int(torch.randint(lengths[0], lengths[1] + 1, (1,), generator=g))
         ids[i, 0] = 49406
         ids[i, 1:length - 1] = torch.randint(300, 40000, (length - 2,), generator=g)
         ids[i, length - 1] = vocab - 1
@@ -67,14 +67,20 @@ def bench_trim(card: str, rounds: int) -> None:
     cfg = model.card.modalities["text"]
     print(f"[trim] built {card} text encoder in {time.perf_counter() - t:.1f} s "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M params)")
-    ids = short_captions(BATCH["text"], int(cfg["vocab_size"]), int(cfg["context_length"]))
+    int8 = quantize_model(copy.deepcopy(model))
+    for caption_lengths in ((6, 20), (12, 12)):
+        ids = short_captions(BATCH["text"], int(cfg["vocab_size"]), int(cfg["context_length"]),
+                             lengths=caption_lengths)
+        _trim_case(model, int8, ids, rounds)
+
+
+def _trim_case(model: Any, int8: Any, ids: torch.Tensor, rounds: int) -> None:
     print(f"[trim] batch {len(ids)}, caption lengths {int(ids.argmax(-1).min()) + 1}..{int(ids.argmax(-1).max()) + 1} "
           f"tokens of {ids.shape[1]}")
     lengths = sorted((ids.argmax(-1) + 1).tolist())
     cuts = plan_buckets(lengths)
     print(f"[trim] buckets (rows x length): " + ", ".join(f"{b - a}x{lengths[b - 1]}" for a, b in
                                                         zip([0] + cuts[:-1], cuts)))
-    int8 = quantize_model(copy.deepcopy(model))
     models = {"fp32": model, "int8": int8}
 
     def run(engine: str, trim: bool) -> Callable[[], torch.Tensor]:

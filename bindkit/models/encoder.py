@@ -15,7 +15,7 @@ from ..errors import ModalityError
 from ..modality import ENCODERS, encoder_of, input_kind
 from .stems import ConvStem, IMUStem, TextStem, VisionStem
 from .transformer import LN_EPS, Trunk
-from .trim import run_trimmed
+from .trim import BUCKET_PENALTY, run_trimmed
 
 
 class Head(nn.Module):
@@ -84,11 +84,13 @@ class Encoder(nn.Module):
     #: Text only: run the trunk up to the batch's last end-of-text token (exact, see ``bindkit.models.trim``).
     #: Set False on an instance to time or check the full-length computation.
     trim_text: bool = True
+    #: Text only: positions a length bucket must save to get its own forward pass (None: one trimmed call).
+    text_bucket_penalty: int | None = BUCKET_PENALTY
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.name == "text":
             if self.trim_text:
-                return run_trimmed(self._text_forward, x)
+                return run_trimmed(self._text_forward, x, self.text_bucket_penalty)
             return self._text_forward(x, x.argmax(dim=-1))
         return F.normalize(self.head(self.trunk(self.stem(x))[:, 0]), dim=-1)
 
