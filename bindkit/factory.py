@@ -14,6 +14,7 @@ from .errors import CheckpointError, DeviceError, ModalityError
 from .modality import ENCODERS, canonical_modalities
 from .models import BindModel, encoder_fingerprint
 from .models import reference_layout as layout
+from .models.fastinit import skip_meta_init
 from .weights.convert import parse_dtype as _parse_dtype
 
 CardSpec = "str | os.PathLike | Mapping[str, Any] | Card"
@@ -193,7 +194,7 @@ def load_model(
     state = wio.read_state_dict(weights, mods)
     if dev.type != "meta" and any(t.device.type == "meta" for t in state.values() if isinstance(t, torch.Tensor)):
         raise CheckpointError("the state dict holds meta tensors (no data); load it with device='meta'")
-    with torch.device("meta"):
+    with torch.device("meta"), skip_meta_init():  # the checkpoint's tensors replace every parameter
         model = BindModel(card, mods)
     ours = _to_our_layout(state, model)
     dt = _parse_dtype(dtype) or torch.float32

@@ -105,3 +105,37 @@ def test_int8_search_on_an_fp32_index_warns_and_answers(text_index, capsys):
         assert main(["search", str(path), "--text", "a dog", "-k", "1", "--model", "imagebind_tiny",
                      "--weights", str(weights), "--quantize", "int8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["text"][0]["text"] == "a dog barking"
+
+
+def test_load_model_and_a_text_embedding_skip_dynamo_torchvision_and_open_clip():
+    """load_model builds on the meta device without the initialisers' decompositions (which import
+    torch._dynamo and sympy), and a text query needs neither the image loaders (torchvision) nor open_clip's
+    package (timm, huggingface_hub): only its tokenizer module."""
+    heavy = _heavy_after(
+        "import bindkit\n"
+        "from bindkit.models.reference_layout import to_reference\n"
+        "built = bindkit.build_model('imagebind_tiny', modalities=['text']).encoders.state_dict()\n"
+        "sd = {to_reference(k): t for k, t in built.items()}\n"
+        "m = bindkit.load_model('imagebind_tiny', weights=sd, modalities=['text'])\n"
+        "v = m.embed(text=['a dog', 'a cat'])['text']\n"
+        "assert v.shape == (2, 32)\n"
+        "for name in ('torch._dynamo', 'sympy', 'torchvision', 'open_clip', 'timm'):\n"
+        "    assert name not in sys.modules, name\n")
+    assert "torch" in heavy and "numpy" in heavy  # it did run
+
+
+def test_tokenizer_loaded_standalone_equals_open_clip():
+    pytest.importorskip("open_clip")
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from bindkit.inputs import text
+
+    texts = ["", "A Dog!", "ünïcödé &amp; html", "word " * 100]
+    ours = text._simple_tokenizer_class()
+    assert torch_equal(ours()(texts, context_length=77), SimpleTokenizer()(texts, context_length=77))
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
