@@ -126,15 +126,29 @@ class Throughput:
         return self.items_per_s * self.flops_per_item / 1e9
 
 
-def measure_encoder(model: Any, encoder: str, engine: str, batch_sizes: list[int], seconds: float,
+def measure_encoder(models: dict[str, Any], encoder: str, batch_sizes: list[int], seconds: float,
                     flops_per_item: dict[int, int]) -> list[Throughput]:
-    """Items/s of ``model``'s ``encoder`` at each batch size (synthetic inputs; values do not change speed)."""
+    """Items/s of ``encoder`` for each engine's model (``{"fp32": model, "int8": quantised copy}``) at each batch
+    size, on synthetic inputs (values do not change speed). The engines take turns, call by call, and each
+    figure is the best call: on a shared machine the load changes over minutes, and turns + best-of keep the
+    engines' ratio fair."""
     kind = BENCH_KIND[encoder]
     out = []
     for n in batch_sizes:
-        x = synthetic_batch(model, kind, n)
-        per_call = timed(lambda: model.encode(kind, x), seconds, warmup=1)
-        out.append(Throughput(encoder, engine, n, n / per_call, flops_per_item[n]))
+        x = synthetic_batch(next(iter(models.values())), kind, n)
+        fns = {engine: (lambda m=m: m.encode(kind, x)) for engine, m in models.items()}
+        for fn in fns.values():
+            fn()  # warm-up
+        best = {engine: math.inf for engine in fns}
+        start = time.perf_counter()
+        while True:
+            for engine, fn in fns.items():
+                t = time.perf_counter()
+                fn()
+                best[engine] = min(best[engine], time.perf_counter() - t)
+            if time.perf_counter() - start >= seconds * len(fns):
+                break
+        out += [Throughput(encoder, engine, n, n / best[engine], flops_per_item[n]) for engine in fns]
     return out
 
 
