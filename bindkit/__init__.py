@@ -12,7 +12,7 @@ The public API on one page::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cards import Card, add_card_path, list_encoders, load_card
 from .errors import (
@@ -25,13 +25,22 @@ from .errors import (
     ModalityError,
     WeightsNotFoundError,
 )
-from .factory import build_model, load_model
-from .models import BindModel
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__ below
+    from .factory import build_model, load_model
+    from .index import Hit, Index
+    from .inputs.batch import Embeddings, ItemError, preprocess
+    from .models import BindModel
+    from .weights import convert, fetch_weights
 
 __version__ = "0.1.0"
 
-# Lazily imported parts (they pull in heavier dependencies: FAISS, PyAV, the tokenizer).
+# Lazily imported parts (they pull in heavier dependencies: torch, FAISS, PyAV, the tokenizer), so that
+# `import bindkit` and `bindkit --help` stay fast; `bindkit.load_model` etc. import them on first use.
 _LAZY = {
+    "build_model": ("bindkit.factory", "build_model"),
+    "load_model": ("bindkit.factory", "load_model"),
+    "BindModel": ("bindkit.models", "BindModel"),
     "preprocess": ("bindkit.inputs.batch", "preprocess"),
     "Embeddings": ("bindkit.inputs.batch", "Embeddings"),
     "ItemError": ("bindkit.inputs.batch", "ItemError"),
@@ -41,6 +50,10 @@ _LAZY = {
     "fetch_weights": ("bindkit.weights", "fetch_weights"),
     "train": ("bindkit.train", None),  # the package, callable as bindkit.train(...) (see bindkit.train)
 }
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def __getattr__(name: str) -> Any:

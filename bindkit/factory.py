@@ -14,6 +14,7 @@ from .errors import CheckpointError, DeviceError, ModalityError
 from .modality import ENCODERS, canonical_modalities
 from .models import BindModel, encoder_fingerprint
 from .models import reference_layout as layout
+from .models.fastinit import skip_meta_init
 from .weights.convert import parse_dtype as _parse_dtype
 
 CardSpec = "str | os.PathLike | Mapping[str, Any] | Card"
@@ -154,6 +155,7 @@ def load_model(
     dtype: "torch.dtype | str | None" = None,
     *,
     download: bool = True,
+    quantize: str | None = None,
 ) -> BindModel:
     """Build a card's architecture and load its weights strictly, in eval mode.
 
@@ -168,6 +170,8 @@ def load_model(
         modalities: encoders to load; only their tensors are read (a converted directory opens only their files).
         device: target device; ``"meta"`` validates the layout without allocating (meta tensors accepted).
         dtype: compute dtype for floating tensors (default float32, whatever the checkpoint stores).
+        quantize: ``"int8"``: dynamic int8 Linear layers in every trunk and head (CPU, float32 only; about 1.8x
+            faster, cosine to fp32 ~0.998+; see :mod:`bindkit.models.quantize`). Default None: fp32.
 
     Raises:
         CheckpointError: unreadable file, or missing/unexpected/mis-shaped keys (listed, with counts).
@@ -185,6 +189,10 @@ def load_model(
             modalities = wio.checkpoint_modalities(directory)
     mods = _resolve_modalities(card, modalities)
     dev = resolve_device(device)
+    if quantize is not None:
+        from .models.quantize import normalize_mode
+
+        quantize = normalize_mode(quantize)  # ArgumentError before any weights are read
     if weights is None:
         found = wio.locate_weights(card)
         if found is None:
@@ -195,7 +203,7 @@ def load_model(
     state = wio.read_state_dict(weights, mods)
     if dev.type != "meta" and any(t.device.type == "meta" for t in state.values() if isinstance(t, torch.Tensor)):
         raise CheckpointError("the state dict holds meta tensors (no data); load it with device='meta'")
-    with torch.device("meta"):
+    with torch.device("meta"), skip_meta_init():  # the checkpoint's tensors replace every parameter
         model = BindModel(card, mods)
     ours = _to_our_layout(state, model)
     dt = _parse_dtype(dtype) or torch.float32
@@ -208,4 +216,8 @@ def load_model(
             model._fingerprints[enc] = encoder_fingerprint(ours, enc)
     ours = {k: t.to(dev, dt if t.is_floating_point() else t.dtype) for k, t in ours.items()}
     model.encoders.load_state_dict(ours, strict=True, assign=True)
+    if quantize and dev.type != "meta":
+        from .models.quantize import quantize_model
+
+        quantize_model(model.eval(), quantize)
     return model.eval()

@@ -12,6 +12,9 @@ ENCODERS: tuple[str, ...] = ("vision", "text", "audio", "depth", "thermal", "imu
 #: The input kinds ``encode``/``preprocess``/``embed`` accept; ``image`` and ``video`` share the vision encoder.
 INPUT_KINDS: tuple[str, ...] = ("image", "video", "text", "audio", "depth", "thermal", "imu")
 
+#: Order of the query inputs of ``Index.search`` and ``bindkit search`` (a list of weights follows it).
+QUERY_KINDS: tuple[str, ...] = ("text", "image", "audio", "video", "depth", "thermal", "imu")
+
 _ALIASES = {
     "vision": "image",
     "img": "image",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_quantize_arg
+
 _DEFAULT_TEXTS = ["A dog.", "A car", "A bird"]
 AUTO = "auto"
 TOY = "bindkit_toy"
@@ -46,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=60, help="synthetic gallery size in scenes (default 60)")
     p.add_argument("--seed", type=int, default=0, help="synthetic world seed (default 0)")
     p.add_argument("--index", type=Path, help="keep the demo's index (and gallery) in this directory "
+    add_quantize_arg(p)
                    "(default: a temporary one)")
     p.set_defaults(func=run)
 
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print("error: --n must be at least 10 scenes", flush=True)
         return 2
     try:
-        model = load_model_for(None, name, args.weights, "cpu", download=args.download)
+        model = load_model_for(None, name, args.weights, "cpu", download=args.download,
+                                quantize=args.quantize)
     except WeightsNotFoundError as exc:
         print(f"No weights for {name!r} yet.\n{exc}\nOr run: bindkit demo --model {name} --download")
         return 0

@@ -7,12 +7,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..fileio import atomic_path, atomic_write_bytes
 from .common import add_model_args, load_model_for, positive_int, shown
+
+if TYPE_CHECKING:  # numpy is imported where it is used: `bindkit --help` must not pay for it
+    import numpy as np
 
 _OUT_SUFFIXES = (".npy", ".parquet")
 
@@ -104,6 +105,8 @@ def _read_text(path: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     import bindkit
 
     from ..inputs import resolve_params
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     matrix = np.full((len(files), card.out_embed_dim), np.nan, dtype=np.float32)
     if items:
         model = load_model_for(None, args.model, args.weights, args.device,
-                               modalities=sorted({encoder_of(k) for k in items}))
+                               modalities=sorted({encoder_of(k) for k in items}), quantize=args.quantize)
         result = model.embed(**items, batch_size=args.batch_size, num_workers=args.num_workers,
                              show_progress_bar=None if not args.quiet else False, strict=args.strict,
                              options=options)
@@ -194,6 +197,8 @@ def _save(path: Path, data: bytes) -> None:
 
 def _write(out: Path, matrix: np.ndarray, files: list[str], modalities: list[str], ok: list[bool],
            model_name: str) -> None:
+    import numpy as np
+
     if out.suffix.lower() == ".npy":
         import io
 

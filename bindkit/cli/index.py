@@ -113,7 +113,7 @@ def run_build(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {exc}") from None
     check_sources(args.sources, args.modality)  # a bad --modality or manifest fails before the model loads
     target = part_dir(args.out, shard) if shard else Path(args.out)
-    model = load_model_for(target, args.model, args.weights, args.device)
+    model = load_model_for(target, args.model, args.weights, args.device, quantize=args.quantize)
     report = build(args.sources, args.out, model, modality=args.modality, batch_size=args.batch_size,
                    workers=args.workers, shard=shard, sync=args.sync, optimize=not args.no_optimize,
                    index_key=args.index_key, memory_budget_bytes=args.memory_budget,

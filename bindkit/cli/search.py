@@ -6,8 +6,7 @@ import argparse
 import json
 
 from ..errors import BindkitError, InputError
-from ..index.query import QUERY_KINDS
-from ..modality import input_kind
+from ..modality import QUERY_KINDS, input_kind
 from .common import add_model_args, load_model_for, positive_int, shown
 
 
@@ -31,6 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="metadata filter KEY=VALUE (also !=, >, >=, <, <=), repeatable (all must hold)")
     add_model_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--profile", action="store_true", help="print where the time went (start-up, imports, model "
+                   "load, index open, embed, search, total) on stderr. A search against a running `bindkit serve "
+                   "--index DIR` (POST /search) skips everything but embed and search: the warm path")
     p.set_defaults(func=run)
 
 
@@ -59,11 +61,16 @@ def empty_result_note(size: int, where: object) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
+    from .profile import Profile
 
-    from ..index import Index
-    from ..index.where import parse_cli_filters
-    from ..modality import encoder_of
+    prof = Profile(enabled=getattr(args, "profile", False))
+    with prof.phase("imports (torch, faiss...)"):
+        import numpy as np
+
+        from .. import factory  # noqa: F401  (torch: timed here rather than inside the model load)
+        from ..index import Index
+        from ..index.where import parse_cli_filters
+        from ..modality import encoder_of
 
     inputs = {kind: getattr(args, kind) for kind in QUERY_KINDS if getattr(args, kind)}
     if not inputs:
@@ -71,17 +78,29 @@ def run(args: argparse.Namespace) -> int:
                            "--thermal or --imu")
     where = parse_cli_filters(args.where or [])
     weights = _weights(args.weight, list(inputs))
-    model = load_model_for(args.index, args.model, args.weights, args.device, require_index=True,
-                           modalities=sorted({encoder_of(k) for k in inputs}))
-    with Index.open(args.index, model=model) as index:
+    with prof.phase("model load (query encoders)"):
+        model = load_model_for(args.index, args.model, args.weights, args.device, require_index=True,
+                               modalities=sorted({encoder_of(k) for k in inputs}), quantize=args.quantize)
+    with prof.phase("index open"):
+        index = Index.open(args.index, model=model)
+    with index:
         # Every input (several per kind allowed) is a unit vector; the query is their weighted sum (search
         # renormalises it): the same embedding arithmetic as Index.search with one input per kind.
-        total = np.zeros(index.dim, np.float32)
-        for kind, items in inputs.items():
-            emb = model.embed(**{kind: items}, show_progress_bar=False, strict=True)[kind]
-            total += weights.get(kind, 1.0) * emb.sum(0)
-        hits = index.search(vector=total, k=args.k, modalities=args.modality, where=where)
-        size = len(index)
+        with prof.phase("embed query"):
+            total = np.zeros(index.dim, np.float32)
+            for kind, items in inputs.items():
+                emb = model.embed(**{kind: items}, show_progress_bar=False, strict=True)[kind]
+                total += weights.get(kind, 1.0) * emb.sum(0)
+        with prof.phase("search"):
+            hits = index.search(vector=total, k=args.k, modalities=args.modality, where=where)
+            size = len(index)
+    try:
+        return _print_hits(args, hits, size, where)
+    finally:
+        prof.report()
+
+
+def _print_hits(args: argparse.Namespace, hits: dict, size: int, where: object) -> int:
     if args.json:
         print(json.dumps({kind: [{"id": h.id, "score": h.score, "modality": h.modality, "uri": h.uri,
                                   "text": h.text, "metadata": h.metadata} for h in lst]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import parse_bytes, positive_int
+from .common import add_quantize_arg, parse_bytes, positive_int
 
 
 def _non_negative(text: str) -> float:
@@ -65,6 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "(default: the --model folder, the index's record, or the card's weights in weights/ or the "
                    "cache, downloaded if absent)")
     m.add_argument("--device", metavar="DEV", help="torch device (default: cuda if available, else cpu)")
+    add_quantize_arg(m)
     m.add_argument("--modalities", metavar="LIST", help="comma-separated encoders to load, e.g. text,image "
                    "(default: all the card has); the others answer 422")
     m.add_argument("--unit-vectors", action="store_true", help="/vectorize returns unit vectors instead of the "
@@ -174,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
     def load() -> Any:
         from .common import load_model_for
 
-        return load_model_for(args.index, card, weights, args.device, modalities, require_index=args.index is not None)
+        return load_model_for(args.index, card, weights, args.device, modalities, require_index=args.index is not None,
+                              quantize=args.quantize)
 
     failures: list[BaseException] = []
     server: uvicorn.Server | None = None

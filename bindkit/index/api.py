@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -26,7 +27,8 @@ import numpy as np
 
 from ..errors import ArgumentError, IndexClosedError, IndexStoreError, InputError, ReadOnlyIndexError
 from ..fileio import disk_usage
-from ..modality import input_kind
+from ..modality import encoder_of, input_kind
+from ..models.quantize import split_fingerprint
 from .args import check_ids, check_k, check_model, check_modalities
 from .cache import Caches
 from .diskio import can_write, is_out_of_space, storage_full
@@ -84,6 +86,7 @@ class Index:
         self._dim = int(store.get_info("dim"))
         self._caches = Caches(path, store, self._dim, mmap, read_only=read_only is not None)
         self._closed = False
+        self._mixed_variants: dict[str, tuple[str, str]] = {}  # set by open(): see _check_model
 
     # ---- life cycle -----------------------------------------------------------------------------------------
     @classmethod
@@ -151,9 +154,10 @@ class Index:
             store.close()
             raise IndexStoreError(f"{path} was written by a newer bindkit (format {version}, this one reads "
                                   f"{FORMAT_VERSION}); upgrade bindkit to open it")
+        mixed: dict[str, tuple[str, str]] = {}
         if model is not None:
             try:
-                cls._check_model(path, stored, model)
+                mixed = cls._check_model(path, stored, model)
             except IndexStoreError:
                 store.close()
                 raise
@@ -163,6 +167,7 @@ class Index:
                     stored["fingerprints"].update({e: model.fingerprint(e) for e in extra})
                     store.set_info("model", stored)
         index = cls(path, store, model, mmap=mmap, read_only=why)
+        index._mixed_variants = mixed
         with index._lock:
             index._caches.load()
         return index
@@ -184,21 +189,49 @@ class Index:
         return None
 
     @staticmethod
-    def _check_model(path: Path, stored: dict[str, Any], model: Any) -> None:
+    def _check_model(path: Path, stored: dict[str, Any], model: Any) -> dict[str, tuple[str, str]]:
+        """Refuse another card or other weights; for the same weights computed another way (fp32 vs int8, the
+        fingerprint's ``+int8`` suffix) warn and return {encoder: (stored variant, model's variant)}: queries
+        are fine (cosine to fp32 ~0.998), adding such vectors is refused (see ``_refuse_mixed_variants``)."""
         if stored["card"] != model.card.name or int(stored["dim"]) != int(model.dim):
             raise IndexStoreError(
                 f"index {path} was built with model {stored['card']!r} (dim {stored['dim']}), but the model given "
                 f"is {model.card.name!r} (dim {model.dim}); vectors of different models never mix: open it with "
                 f"bindkit.load_model({stored['card']!r}, ...) or build a new index"
             )
+        mixed: dict[str, tuple[str, str]] = {}
         for enc in sorted(set(stored["fingerprints"]) & set(model.modalities)):
             mine, theirs = stored["fingerprints"][enc], model.fingerprint(enc)
-            if mine != theirs:
+            (mine_base, mine_var), (theirs_base, theirs_var) = split_fingerprint(mine), split_fingerprint(theirs)
+            if mine_base == theirs_base and mine_var != theirs_var:
+                mixed[enc] = (mine_var or "fp32", theirs_var or "fp32")
+            elif mine != theirs:
                 raise IndexStoreError(
                     f"index {path} was built with {stored['card']!r} weights whose {enc} encoder has fingerprint "
                     f"{mine[:16]}, but the model given has {theirs[:16]} (other weights of {model.card.name!r}); "
                     "open it with the weights it was built with, or build a new index"
                 )
+        if mixed:
+            for stored_var, given in sorted(set(mixed.values())):
+                encs = [e for e, v in mixed.items() if v == (stored_var, given)]
+                warnings.warn(
+                    f"index {path} holds {stored_var} vectors of the {', '.join(encs)} encoder(s) and the model "
+                    f"given computes {given} (same weights): searching works (int8 vs fp32 cosine is typically "
+                    f">= 0.998), but adding such items with this model is refused", RuntimeWarning, stacklevel=3)
+        return mixed
+
+    def _refuse_mixed_variants(self, kinds: Iterable[str]) -> None:
+        """IndexStoreError before embedding items of ``kinds`` with a model whose variant (fp32/int8) differs
+        from the one the index's vectors of that encoder came from: one index keeps one kind of vectors."""
+        for kind in kinds:
+            enc = encoder_of(kind)
+            if enc in self._mixed_variants:
+                stored, given = self._mixed_variants[enc]
+                raise IndexStoreError(
+                    f"index {self.path} holds {stored} vectors of the {enc} encoder; the model given computes "
+                    f"{given}, and one index never mixes the two: add with the {stored} model "
+                    f"({'--quantize int8' if stored == 'int8' else 'no --quantize'}), or build a new index "
+                    f"(searching this one with the {given} model is fine)")
 
     @_open_only
     def _record_model_hint(self, weights: str) -> None:

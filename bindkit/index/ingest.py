@@ -87,6 +87,8 @@ def ingest(index: "Index", prepared: Sequence[Prepared | None], *, strict: bool,
         else:
             first_of[p.key] = pos
             todo[p.kind].append(pos)
+    if todo:
+        index._refuse_mixed_variants(todo)  # before any embedding: one index never mixes fp32 and int8 vectors
     vectors, errors = _embed(index, prepared, todo, batch_size, show_progress_bar, workers) if todo else ({}, [])
     if errors and strict:
         e = errors[0]

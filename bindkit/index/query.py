@@ -10,8 +10,7 @@ import numpy as np
 from ..errors import ArgumentError, InputError
 from .args import check_weights
 
-#: Order of the query inputs (``Index.search``'s keyword order); a list of weights follows it.
-QUERY_KINDS: tuple[str, ...] = ("text", "image", "audio", "video", "depth", "thermal", "imu")
+from ..modality import QUERY_KINDS  # noqa: E402,F401  (re-exported: Index.search's keyword order)
 
 
 def _unit_rows(x: np.ndarray, what: str) -> np.ndarray:

@@ -16,25 +16,30 @@ from ..cards import Card, load_card
 from ..errors import InputError, ModalityError, describe_exc
 from ..modality import INPUT_KINDS, encoder_of, input_kind
 from ..progress import progress_bar
-from . import audio as _audio
-from . import depth as _depth
-from . import image as _image
-from . import imu as _imu
 from . import text as _text
-from . import thermal as _thermal
-from . import video as _video
 from .sources import to_source
 
+
+class _Loaders(Mapping[str, Any]):
+    """Input kind -> loader module, imported on first use: a text query never pays for torchvision (which
+    imports torch._dynamo) or PyAV."""
+
+    def __getitem__(self, kind: str) -> Any:
+        if kind not in INPUT_KINDS:
+            raise KeyError(kind)
+        import importlib
+
+        return importlib.import_module(f"{__package__}.{kind}")
+
+    def __iter__(self):
+        return iter(INPUT_KINDS)
+
+    def __len__(self) -> int:
+        return len(INPUT_KINDS)
+
+
 #: The loader module of each input kind: DEFAULTS (every option), shape(p), validate(p), load(src, p).
-LOADERS = {
-    "image": _image,
-    "video": _video,
-    "text": _text,
-    "audio": _audio,
-    "depth": _depth,
-    "thermal": _thermal,
-    "imu": _imu,
-}
+LOADERS: Mapping[str, Any] = _Loaders()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ still end with the end-of-text token 49407; shorter ones are zero-padded.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Sequence
 
@@ -33,13 +34,34 @@ def validate(p: dict[str, Any]) -> None:
         raise ValueError(f"context_length must be at least 2, got {p['context_length']!r}")
 
 
+def _simple_tokenizer_class() -> Any:
+    """open_clip's ``SimpleTokenizer``, loaded from its own file without running ``open_clip/__init__`` (which
+    imports every open_clip model, timm and huggingface_hub: ~6 s of a one-off ``bindkit search``). The module
+    needs only ftfy, regex, numpy and torch, and finds its vocabulary beside its file. Falls back to the plain
+    import when open_clip's layout differs."""
+    import importlib.util
+    import sys
+
+    if "open_clip.tokenizer" in sys.modules:
+        return sys.modules["open_clip.tokenizer"].SimpleTokenizer
+    try:
+        package = importlib.util.find_spec("open_clip")  # locates the package without importing it
+        spec = importlib.util.spec_from_file_location(
+            "bindkit._open_clip_tokenizer", os.path.join(package.submodule_search_locations[0], "tokenizer.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.SimpleTokenizer
+    except Exception:  # noqa: BLE001 - any surprise: the ordinary (slow) import
+        from open_clip.tokenizer import SimpleTokenizer
+
+        return SimpleTokenizer
+
+
 def _get_tokenizer():
     global _tokenizer
     with _lock:  # building it reads the 1.3 MB vocabulary; do it once even when threads race
         if _tokenizer is None:
-            from open_clip.tokenizer import SimpleTokenizer
-
-            _tokenizer = SimpleTokenizer()
+            _tokenizer = _simple_tokenizer_class()()
     return _tokenizer
 
 

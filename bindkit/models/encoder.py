@@ -15,6 +15,7 @@ from ..errors import ModalityError
 from ..modality import ENCODERS, encoder_of, input_kind
 from .stems import ConvStem, IMUStem, TextStem, VisionStem
 from .transformer import LN_EPS, Trunk
+from .trim import BUCKET_PENALTY, run_trimmed
 
 
 class Head(nn.Module):
@@ -80,14 +81,24 @@ class Encoder(nn.Module):
             return None
         return min(float(self.log_logit_scale.detach().float().exp()), self.max_logit_scale)
 
+    #: Text only: run the trunk up to the batch's last end-of-text token (exact, see ``bindkit.models.trim``).
+    #: Set False on an instance to time or check the full-length computation.
+    trim_text: bool = True
+    #: Text only: positions a length bucket must save to get its own forward pass (None: one trimmed call).
+    text_bucket_penalty: int | None = BUCKET_PENALTY
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.trunk(self.stem(x))
         if self.name == "text":
-            # Pool the end-of-text token: it has the highest id in the vocabulary; causal attention means later
-            # (padding) tokens never influence it.
-            pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), x.argmax(dim=-1)]
-        else:
-            pooled = tokens[:, 0]
+            if self.trim_text:
+                return run_trimmed(self._text_forward, x, self.text_bucket_penalty)
+            return self._text_forward(x, x.argmax(dim=-1))
+        return F.normalize(self.head(self.trunk(self.stem(x))[:, 0]), dim=-1)
+
+    def _text_forward(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        # Pool the end-of-text token: it has the highest id in the vocabulary; causal attention means later
+        # (padding) tokens never influence it.
+        tokens = self.trunk(self.stem(x))
+        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
         return F.normalize(self.head(pooled), dim=-1)
 
 
@@ -145,6 +156,9 @@ class BindModel(nn.Module):
 
     Build it with :func:`bindkit.build_model` or :func:`bindkit.load_model`.
     """
+
+    #: ``"int8"`` once :func:`bindkit.models.quantize.quantize_model` ran (``load_model(quantize="int8")``).
+    quantized: str | None = None
 
     def __init__(self, card: Card, modalities: list[str] | None = None):
         super().__init__()

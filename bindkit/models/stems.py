@@ -98,7 +98,10 @@ class TextStem(nn.Module):
         # The causal mask is part of the checkpoint layout (and of its 1,200,786,990-value count); attention uses
         # is_causal, which is the same mask, and loading checks a checkpoint's mask is this one.
         L = int(context_length)
-        self.register_buffer("mask", torch.full((L, L), float("-inf")).triu(1))
+        # Built on the CPU, then moved to the device being built on: triu on the meta device would import
+        # torch._dynamo (seconds of every load_model).
+        here = torch.empty(0).device
+        self.register_buffer("mask", torch.full((L, L), float("-inf"), device="cpu").triu(1).to(here))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.token_embedding(tokens) + self.pos_embed[:, : tokens.shape[1]]

@@ -4,7 +4,21 @@ bearer-token authentication. See :func:`bindkit.serve.app.create_app` and ``bind
 
 from __future__ import annotations
 
-from .app import ServeConfig, create_app
+from typing import TYPE_CHECKING, Any
+
 from .limits import Limits
 
+if TYPE_CHECKING:
+    from .app import ServeConfig, create_app
+
 __all__ = ["Limits", "ServeConfig", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    """``ServeConfig`` and ``create_app`` import FastAPI, torch and the loaders: only when used, so that the
+    ``bindkit serve`` command line (its --help, its argument errors) stays fast."""
+    if name in ("ServeConfig", "create_app"):
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'bindkit.serve' has no attribute {name!r}")

@@ -7,9 +7,10 @@ answer ``{"error": {"message", "type", "param", "code"}}`` as OpenAI does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.responses import JSONResponse
+if TYPE_CHECKING:  # imported when a response is built: the `bindkit serve` parser must not pay for Starlette
+    from starlette.responses import JSONResponse
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -57,4 +58,6 @@ def error_body(path: str, status: int, message: str, param: str | None = None,
 def error_response(path: str, status: int, message: str, param: str | None = None, code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     """A JSONResponse carrying :func:`error_body`."""
+    from starlette.responses import JSONResponse
+
     return JSONResponse(error_body(path, status, message, param, code), status_code=status, headers=headers)
