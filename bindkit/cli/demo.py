@@ -48,8 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=60, help="synthetic gallery size in scenes (default 60)")
     p.add_argument("--seed", type=int, default=0, help="synthetic world seed (default 0)")
     p.add_argument("--index", type=Path, help="keep the demo's index (and gallery) in this directory "
-    add_quantize_arg(p)
                    "(default: a temporary one)")
+    add_quantize_arg(p)
     p.set_defaults(func=run)
 
 
