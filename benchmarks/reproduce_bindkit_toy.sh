@@ -17,7 +17,7 @@ t $BK train "$W/world/image_text.csv" "$W/world/image_attributes.csv" --init "$W
 # 3. audio, depth, thermal and IMU bound through images only; image and text frozen (cached once)
 t $BK train "$W/world/image_audio.csv" "$W/world/image_depth.csv" "$W/world/image_thermal.csv" "$W/world/image_imu.csv" \
   --init "$W/m1b" --freeze image,text --out "$W/bindkit_toy_fp32" --name bindkit_toy --epochs 5 --batch-size 128 --lr 1e-3 --seed 0 -q
-# 4. fp16 storage (what is committed: <= 20 MB)
-t $BK convert "$W/bindkit_toy_fp32" "$W/bindkit_toy" --card "$W/bindkit_toy_fp32/card.json" --dtype fp16
+# 4. fp16 storage (what is committed: <= 20 MB), its card and training record
+t python "$(dirname "$0")/finalize_bindkit_toy.py" "$W/bindkit_toy_fp32" --out "$W/bindkit_toy" --encoders "$W"
 # 5. the metrics table on the held-out splits
 t python "$(dirname "$0")/eval_toy.py" "$W/world" --model "$W/bindkit_toy"
