@@ -434,14 +434,29 @@ def test_without_index_or_weights_the_cli_says_how_to_get_them(demo, tmp_path, m
     assert "bindkit fetch imagebind_huge" in err and "bindkit train" in err and "Traceback" not in err
 
 
-def test_index_of_a_model_directory_needs_model_dir(demo, demo_index, demo_model, tmp_path, monkeypatch):
-    """An index built with a model directory (bindkit train --out DIR) and opened without --model: the stats and
-    a note saying to pass --model DIR, not a stack trace; with --model DIR it searches."""
+def test_index_of_a_model_directory_needs_model_dir(demo, demo_model, tmp_path, monkeypatch):
+    """An index built with a model directory (bindkit train --out DIR) whose card name resolves nowhere else,
+    opened without --model: the stats and a note saying to pass --model DIR, not a stack trace."""
+    import bindkit
+
     monkeypatch.setattr(demo.gallery, "TOY_MODEL", tmp_path / "absent")
-    card = demo_index.stats()["model"]["card"]
-    index, model, note = demo._load(argparse.Namespace(index=str(demo_index.path), model=None, weights=None,
-                                                       device="cpu"))
+    card = dict(demo_model.card.to_dict(), name="my_trained_model")  # a name no card file or weights folder has
+    mdir = bindkit.convert(_reference_state(demo_model), tmp_path / "my_trained_model", card=bindkit.load_card(card),
+                           progress=False)
+    model = bindkit.load_model(mdir)
+    with bindkit.Index.create(tmp_path / "idx", model=model) as ix:
+        ix.add(["a red shape", "a blue shape"], modality="text")
+    index, loaded, note = demo._load(argparse.Namespace(index=str(tmp_path / "idx"), model=None, weights=None,
+                                                        device="cpu"))
     try:
-        assert model is None and card in note and "--model DIR" in note
+        assert loaded is None and "my_trained_model" in note and "--model DIR" in note
     finally:
         index.close()
+
+
+def _reference_state(model):
+    """The model's weights in the reference layout (what bindkit.convert reads from memory)."""
+    from bindkit.models.reference_layout import to_reference
+
+    state = model.encoders.state_dict()
+    return {to_reference(k): v for k, v in state.items() if to_reference(k) is not None}

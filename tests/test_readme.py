@@ -79,7 +79,22 @@ def test_python_examples_run_as_written(tmp_path, monkeypatch, fixture_dir, samp
 
 
 def _shell_lines() -> list[tuple[int, str]]:
-    return [(start + i, line) for start, block in _blocks("bash") for i, line in enumerate(block) if line.strip()]
+    """(line number, command) of the bash blocks; lines continued with a trailing backslash are joined."""
+    out: list[tuple[int, str]] = []
+    for start, block in _blocks("bash"):
+        pending: tuple[int, str] | None = None
+        for i, line in enumerate(block):
+            if pending is not None:
+                line, no = pending[1] + " " + line.strip(), pending[0]
+            else:
+                no = start + i
+            if line.rstrip().endswith("\\"):
+                pending = (no, line.rstrip()[:-1])
+                continue
+            pending = None
+            if line.strip():
+                out.append((no, line))
+    return out
 
 
 def test_shell_examples_are_quoted_for_the_shell():
