@@ -13,6 +13,15 @@ from bindkit.index.where import FilterError, compile_where, matches, parse_cli_f
 COLORS = ["red", "green", "blue", "Red"]
 
 
+def _fill(st: Store, metas: list[dict]) -> None:
+    """One text item per metadata dict; ``st.metas`` maps each stored id to its metadata."""
+    rows = [ItemRow(key=f"k{i}", modality="text", content_hash=str(i), vector=np.ones(4, np.float32) / 2,
+                    metadata=m) for i, m in enumerate(metas)]
+    with st.transaction():
+        st.upsert(rows, 1)
+    st.metas = {st.lookup([f"k{i}"])[f"k{i}"][0]: m for i, m in enumerate(metas)}
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     rng = random.Random(0)
@@ -31,11 +40,7 @@ def store(tmp_path_factory):
         if rng.random() < 0.1:
             m["dotted.key"] = "x"
         metas.append(m)
-    rows = [ItemRow(key=f"k{i}", modality="text", content_hash=str(i), vector=np.ones(4, np.float32) / 2,
-                    metadata=m) for i, m in enumerate(metas)]
-    with st.transaction():
-        st.upsert(rows, 1)
-    st.metas = {st.lookup([f"k{i}"])[f"k{i}"][0]: m for i, m in enumerate(metas)}
+    _fill(st, metas)
     yield st
     st.close()
 
@@ -122,11 +127,7 @@ def odd_store(tmp_path_factory):
     """Items whose metadata use keys that need escaping in JSON or in a JSON path."""
     st = Store(tmp_path_factory.mktemp("odd"), create=True)
     metas = [{key: i // len(ODD_KEYS), "other": i} for i, key in enumerate(ODD_KEYS * 3)] + [{"plain": 1}]
-    rows = [ItemRow(key=f"k{i}", modality="text", content_hash=str(i), vector=np.ones(4, np.float32) / 2,
-                    metadata=m) for i, m in enumerate(metas)]
-    with st.transaction():
-        st.upsert(rows, 1)
-    st.metas = {st.lookup([f"k{i}"])[f"k{i}"][0]: m for i, m in enumerate(metas)}
+    _fill(st, metas)
     yield st
     st.close()
 

@@ -7,17 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_quantize_arg, parse_bytes, positive_int
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+from .common import add_quantize_arg, non_negative_float, parse_bytes, positive_int
 
 
 def _size(text: str) -> int:
@@ -79,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     n.add_argument("--token", metavar="TOKEN", help="require 'Authorization: Bearer TOKEN' on every route but "
                    "the health checks (default: $BINDKIT_TOKEN; prefer the variable, arguments show in ps)")
     n.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
-    n.add_argument("--graceful-timeout", type=_non_negative, default=30.0, metavar="S",
+    n.add_argument("--graceful-timeout", type=non_negative_float, default=30.0, metavar="S",
                    help="on SIGTERM/Ctrl-C, seconds to let in-flight requests finish (default 30)")
     n.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level (default info)")
@@ -91,7 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b = p.add_argument_group("batching and limits")
     b.add_argument("--max-batch", type=positive_int, default=32, metavar="N",
                    help="most items per forward pass; 1 disables dynamic batching (default 32)")
-    b.add_argument("--max-wait-ms", type=_non_negative, default=5.0, metavar="MS",
+    b.add_argument("--max-wait-ms", type=non_negative_float, default=5.0, metavar="MS",
                    help="how long a forward pass waits for more requests to join its batch (default 5)")
     b.add_argument("--decode-workers", type=positive_int, default=None, metavar="N",
                    help="threads decoding media (default: the CPU count, at most 8)")
@@ -101,9 +91,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"most inputs per request (default {d.max_items})")
     b.add_argument("--max-pixels", type=positive_int, default=d.max_pixels, metavar="N",
                    help=f"most pixels of one image/depth/thermal map or video frame (default {d.max_pixels})")
-    b.add_argument("--max-audio-seconds", type=_non_negative, default=d.max_audio_seconds, metavar="S",
+    b.add_argument("--max-audio-seconds", type=non_negative_float, default=d.max_audio_seconds, metavar="S",
                    help=f"longest audio input (default {d.max_audio_seconds:g})")
-    b.add_argument("--max-video-seconds", type=_non_negative, default=d.max_video_seconds, metavar="S",
+    b.add_argument("--max-video-seconds", type=non_negative_float, default=d.max_video_seconds, metavar="S",
                    help=f"longest video input (default {d.max_video_seconds:g})")
     p.set_defaults(func=run)
 

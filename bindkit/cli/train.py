@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from .common import positive_int
+from .common import non_negative_float, positive_int
 
 _EPILOG = """\
 examples:
@@ -46,18 +46,8 @@ def _modalities(text: str) -> list[str]:
     return out
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
 def _split(text: str) -> float:
-    value = _non_negative(text)
+    value = non_negative_float(text)
     if value >= 1:
         raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {value}")
     return value
@@ -93,12 +83,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     opt.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
                      help="global pairs per batch and manifest; more negatives help contrastive training "
                      "(default 64)")
-    opt.add_argument("--lr", type=_non_negative, default=5e-4, help="peak learning rate (default 5e-4)")
-    opt.add_argument("--weight-decay", type=_non_negative, default=0.05, metavar="WD",
+    opt.add_argument("--lr", type=non_negative_float, default=5e-4, help="peak learning rate (default 5e-4)")
+    opt.add_argument("--weight-decay", type=non_negative_float, default=0.05, metavar="WD",
                      help="AdamW weight decay on weight matrices (default 0.05)")
-    opt.add_argument("--warmup", type=_non_negative, default=0.05, metavar="W",
+    opt.add_argument("--warmup", type=non_negative_float, default=0.05, metavar="W",
                      help="linear warm-up: a fraction of all steps (< 1) or a number of steps (default 0.05)")
-    opt.add_argument("--grad-clip", type=_non_negative, default=1.0, metavar="NORM",
+    opt.add_argument("--grad-clip", type=non_negative_float, default=1.0, metavar="NORM",
                      help="clip the gradient norm (0: off; default 1.0)")
     opt.add_argument("--max-steps", type=positive_int, metavar="N",
                      help="train exactly N steps (the schedule spans them) instead of --epochs")
@@ -125,7 +115,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      "else cpu)")
     run.add_argument("--workers", type=int, default=0, metavar="N",
                      help="data-loading worker processes per rank (default 0: load in the training process)")
-    run.add_argument("--cache-mb", type=_non_negative, default=2048, metavar="MB",
+    run.add_argument("--cache-mb", type=non_negative_float, default=2048, metavar="MB",
                      help="memory for preprocessed items, so each file is decoded once per run (default 2048)")
     run.add_argument("--amp", dest="amp", action="store_true", default=None,
                      help="mixed precision (default: on for CUDA)")
