@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .cards import Card, load_card, model_dir
-from .errors import CheckpointError, DeviceError, ModalityError
+from .errors import ArgumentError, CheckpointError, DeviceError, ModalityError
 from .modality import ENCODERS, canonical_modalities
 from .models import BindModel, encoder_fingerprint
 from .models import reference_layout as layout
@@ -156,6 +156,7 @@ def load_model(
     *,
     download: bool = True,
     quantize: str | None = None,
+    adapters: "Iterable[str | os.PathLike] | None" = None,
 ) -> BindModel:
     """Build a card's architecture and load its weights strictly, in eval mode.
 
@@ -172,6 +173,8 @@ def load_model(
         dtype: compute dtype for floating tensors (default float32, whatever the checkpoint stores).
         quantize: ``"int8"``: dynamic int8 Linear layers in every trunk and head (CPU, float32 only; about 1.8x
             faster, cosine to fp32 ~0.998+; see :mod:`bindkit.models.quantize`). Default None: fp32.
+        adapters: LoRA adapter files (:func:`bindkit.adapt.save_adapter`) applied in order, stacking; each is
+            refused unless it was made for these base weights. Not combinable with ``quantize``.
 
     Raises:
         CheckpointError: unreadable file, or missing/unexpected/mis-shaped keys (listed, with counts).
@@ -216,6 +219,14 @@ def load_model(
             model._fingerprints[enc] = encoder_fingerprint(ours, enc)
     ours = {k: t.to(dev, dt if t.is_floating_point() else t.dtype) for k, t in ours.items()}
     model.encoders.load_state_dict(ours, strict=True, assign=True)
+    if adapters:
+        from .adapt.lora import load_adapter
+
+        if quantize:
+            raise ArgumentError("adapters= and quantize= do not combine: load with adapters, merge_adapters(), "
+                                "then quantise")
+        for path in [adapters] if isinstance(adapters, (str, os.PathLike)) else adapters:
+            load_adapter(model, path)
     if quantize and dev.type != "meta":
         from .models.quantize import quantize_model
 

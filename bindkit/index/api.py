@@ -208,7 +208,7 @@ class Index:
             elif mine != theirs:
                 raise IndexStoreError(
                     f"index {path} was built with {stored['card']!r} weights whose {enc} encoder has fingerprint "
-                    f"{mine[:16]}, but the model given has {theirs[:16]} (other weights of {model.card.name!r}); "
+                    f"{_short(mine)}, but the model given has {_short(theirs)} (other weights of {model.card.name!r}); "
                     "open it with the weights it was built with, or build a new index"
                 )
         if mixed:
@@ -558,3 +558,9 @@ class Index:
                     raise storage_full(self._store.path, self._store.path.stat().st_size, exc, "VACUUM") from None
                 raise
             return self.stats()
+
+
+def _short(fingerprint: str) -> str:
+    """A fingerprint for messages: 16 digits of the base, and a LoRA suffix (``~lora:<digest>``) in full."""
+    base, sep, rest = str(fingerprint).partition("~")
+    return base[:16] + (sep + rest if sep else "")

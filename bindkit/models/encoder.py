@@ -239,8 +239,27 @@ class BindModel(nn.Module):
         directories, taken before any dtype cast by ``load_model``, else hashed from the parameters (cached)."""
         enc = self._encoder(modality).name
         if enc not in self._fingerprints:
-            self._fingerprints[enc] = tensor_fingerprint(self.encoders[enc].state_dict())
-        return self._fingerprints[enc]
+            state = self.encoders[enc].state_dict()
+            self._fingerprints[enc] = tensor_fingerprint({k: t for k, t in state.items() if ".lora_adapters." not in k})
+        base = self._fingerprints[enc]
+        if not any(type(m).__name__ == "LoRALinear" for m in self.encoders[enc].modules()):
+            return base
+        from ..adapt.lora import SEP, adapter_digest  # an adapted encoder: its own fingerprint
+
+        digest = adapter_digest(self.encoders[enc])
+        return base if digest is None else f"{base}{SEP}{digest}"
+
+    def merge_adapters(self) -> "BindModel":
+        """Fold LoRA adapters into the weights (see :func:`bindkit.adapt.merge_adapters`)."""
+        from ..adapt.lora import merge_adapters
+
+        return merge_adapters(self)
+
+    def unmerge_adapters(self) -> "BindModel":
+        """Restore the weights :meth:`merge_adapters` changed, exactly."""
+        from ..adapt.lora import unmerge_adapters
+
+        return unmerge_adapters(self)
 
 
 def encoder_fingerprint(state: dict[str, torch.Tensor], encoder: str) -> str:
