@@ -238,17 +238,19 @@ class _RangeHandler(BaseHTTPRequestHandler):
         if start >= len(PAYLOAD):
             self.send_response(416)
             self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
-            self.end_headers()
             self.log.append((rng, 0))
+            self.end_headers()
             return
         body = PAYLOAD[start:]
         self.send_response(206 if rng else 200)
         if rng:
             self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
         self.send_header("Content-Length", str(len(body)))
+        # logged before the body goes out: the client can only finish reading after this line, so a test that
+        # checks the log right after its download never races the server thread
+        self.log.append((rng, len(body)))
         self.end_headers()
         self.wfile.write(body)
-        self.log.append((rng, len(body)))
 
     def log_message(self, *args):  # keep the test output clean
         pass
