@@ -133,7 +133,7 @@ def page(browser, server):
     outside: list[str] = []
     pg.on("request", lambda r: outside.append(r.url)
           if not r.url.startswith((server, "data:", f"blob:{server}")) else None)
-    pg.set_default_timeout(20_000)
+    pg.set_default_timeout(60_000)  # a bound on waiting, not a measurement: generous for loaded CI machines
     pg.goto(server)
     pg.locator("#search").wait_for()
     yield pg
