@@ -114,13 +114,16 @@ def _gallery_in(model, name: str, n: int, seed: int, root: Path) -> int:
           f"{', '.join(kinds)} + a caption: {world}")
 
     index_path = root / "index"
+    captions = {"text": [r["text"] for r in rows]} if "text" in model.modalities else {}
+    meta = [{a: r[a] for a in synthetic.ATTRIBUTES} for r in rows]
+    emb: dict[str, np.ndarray] = {}  # per kind, one row per scene (NaN where the file failed): the stored vectors
     with bindkit.Index.create(index_path, model=model, exist_ok=True) as index:
-        for k in kinds:
-            index.add(files[k], metadata=[{a: r[a] for a in synthetic.ATTRIBUTES} for r in rows], strict=False,
-                      show_progress_bar=False)
-        if "text" in model.modalities:
-            index.add([r["text"] for r in rows], modality="text", show_progress_bar=False,
-                      metadata=[{a: r[a] for a in synthetic.ATTRIBUTES} for r in rows])
+        for k, items in [*files.items(), *captions.items()]:
+            ids = index.add(items, modality=k, metadata=meta, strict=False, show_progress_bar=False)
+            stored_ids, vecs = index.vectors(k)
+            row = {int(i): j for j, i in enumerate(stored_ids)}
+            emb[k] = np.stack([vecs[row[i]] if i is not None else np.full(model.dim, np.nan, np.float32)
+                               for i in ids])
         print(f"indexed {len(index)} items in {index_path}\n")
 
         print("1. Text -> each modality (top 3 of the gallery; + = the hit has the asked attribute)")
@@ -134,9 +137,7 @@ def _gallery_in(model, name: str, n: int, seed: int, root: Path) -> int:
             base = sum(r[attr] == value for r in rows) / len(rows)
             print(f"   {text!r:<22} -> {kind:<8} {shown}   [{base:.0%} of the gallery is {value}]")
 
-    captions = {"text": [r["text"] for r in rows]} if "text" in model.modalities else {}
-    emb = model.embed(**files, **captions, show_progress_bar=False)
-    ok = np.logical_and.reduce([emb.ok(k) for k in kinds])
+    ok = np.logical_and.reduce([~np.isnan(emb[k]).any(axis=1) for k in emb])
     if not ok.all():
         print(f"   ({int((~ok).sum())} scene(s) left out: a file could not be embedded)")
     if "image" in kinds:
