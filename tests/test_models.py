@@ -246,3 +246,33 @@ def test_bfloat16_model_stays_close(tiny_state_dict, fixture_io):
     got = model.encode("depth", inputs["depth"])
     assert got.dtype == torch.float32
     assert F.cosine_similarity(got, F.normalize(outputs["depth"], dim=-1)).min() > 0.99
+
+
+def test_early_conv_stem_keeps_the_token_layout_and_shares_images_and_video():
+    """bindkit's small cards may put 3x3 stride-2 convolutions before the patch convolution: same token count,
+    a still image equals a video of that frame repeated, and the conv runs per frame (frames differ -> differs)."""
+    from bindkit.models.stems import VisionStem
+
+    torch.manual_seed(0)
+    plain = VisionStem(32, 64, [2, 8, 8], num_frames=2)
+    conv = VisionStem(32, 64, [2, 8, 8], num_frames=2, conv_channels=[8, 16])
+    img = torch.randn(3, 3, 64, 64)
+    assert conv(img).shape == plain(img).shape == (3, 1 + 64, 32)
+    assert conv.patch.kernel_size == (2, 2, 2) and conv.patch.in_channels == 16
+    clip = img.unsqueeze(2).expand(-1, -1, 2, -1, -1)
+    torch.testing.assert_close(conv(img), conv(clip), rtol=0, atol=1e-6)
+    moving = torch.stack([img, img.flip(-1)], dim=2)
+    assert (conv(moving) - conv(clip)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="not divisible"):
+        VisionStem(32, 64, [2, 8, 8], conv_channels=[8, 8, 8, 8])
+
+
+def test_conv_stem_card_builds():
+    card = json.loads((bindkit.cards._BUILTIN_DIR / "bindkit_small.json").read_text())
+    card["name"] = "conv_small"
+    card["modalities"]["vision"]["conv_stem"] = [16, 32]
+    model = bindkit.build_model(card, modalities=["vision"])
+    out = model.encode("vision", torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 128)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert any(".stem.conv." in k for k in model.state_dict())

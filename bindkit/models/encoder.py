@@ -43,7 +43,8 @@ class Encoder(nn.Module):
         self.name = name
         dim, blocks, heads = int(cfg["embed_dim"]), int(cfg["num_blocks"]), int(cfg["num_heads"])
         if name == "vision":
-            self.stem = VisionStem(dim, cfg["image_size"], cfg["patch_size"], cfg.get("num_frames", 2))
+            self.stem = VisionStem(dim, cfg["image_size"], cfg["patch_size"], cfg.get("num_frames", 2),
+                                   cfg.get("conv_stem", ()))
         elif name == "text":
             self.stem = TextStem(dim, cfg["vocab_size"], cfg["context_length"])
         elif name == "audio":
