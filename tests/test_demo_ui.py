@@ -75,7 +75,6 @@ def demo_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo-model")
     card = json.loads(tiny_card(root / "card.json").read_text())
     card["name"] = "demo_tiny"
-    card["preprocess"]["video"]["size"] = card["preprocess"]["image"]["size"]  # tiny_card leaves video at 64 px
     (root / "card.json").write_text(json.dumps(card))
     world = synthetic.generate(root / "world", n=24, splits={"train": 24}, show_progress=False)
     bindkit.train(world["manifests"], root / "demo_tiny", card=str(root / "card.json"), max_steps=3,

@@ -1,5 +1,6 @@
 """Helpers for tests/test_train*.py: a tiny card, a trivially learnable toy world (coloured squares with
-colour-word captions, tones whose pitch names the colour, IMU wiggles), and a CLI runner."""
+colour-word captions, tones whose pitch names the colour, IMU wiggles, clips of sliding squares), and a CLI
+runner."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ SHAPES = ["square", "block", "patch"]
 
 
 def tiny_card(path: Path, *, dropout: bool = False) -> Path:
-    """A card of the bindkit_small layout shrunk for tests (32-px images, 16-token text, 1 block, width 32),
-    written to ``path``; ``dropout=False`` zeroes drop-path and head dropout (deterministic runs)."""
+    """A card of the bindkit_small layout shrunk for tests (32-px images and video frames, 16-token text, 1 block,
+    width 32), written to ``path``; ``dropout=False`` zeroes drop-path and head dropout (deterministic runs)."""
     card = json.loads((REPO / "encoders" / "bindkit_small.json").read_text())
     card["name"] = "tiny_train"
     card["out_embed_dim"] = 32
@@ -37,6 +38,7 @@ def tiny_card(path: Path, *, dropout: bool = False) -> Path:
     card["modalities"]["audio"].update(num_mel_bins=32, target_length=48)
     card["modalities"]["imu"].update(length=100, kernel_size=10)
     card["preprocess"]["image"]["size"] = 32
+    card["preprocess"]["video"]["size"] = 32
     card["preprocess"]["text"]["context_length"] = 16
     card["preprocess"]["audio"].update(num_mel_bins=32, target_length=48, clip_duration=0.5)
     card["preprocess"]["imu"]["length"] = 100
@@ -74,6 +76,46 @@ def _imu(path: Path, colour: str, rng: np.random.Generator, n: int = 120) -> Non
         w = csv.writer(fh)
         w.writerow(cols)
         w.writerows(np.round(data, 4).tolist())
+
+
+def _video(path: Path, colour: str, rng: np.random.Generator, size: int = 32, frames: int = 4, fps: int = 4) -> None:
+    """A short MPEG-4 clip (PyAV): a square of ``colour`` sliding over a noisy background."""
+    import av
+
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        s = size // 2
+        y = int(rng.integers(0, size - s))
+        for k in range(frames):
+            a = rng.integers(90, 160, size=(size, size, 3)).astype(np.uint8)
+            x = (k * size // (2 * frames)) % (size - s)
+            a[y:y + s, x:x + s] = COLOURS[colour]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def video_world(root: Path, n: int = 10, seed: int = 0) -> Path:
+    """``n`` tiny clips of coloured squares paired with tones whose pitch names the colour; writes and returns
+    ``root/video_audio.csv``."""
+    rng = np.random.default_rng(seed)
+    (root / "media").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        colour = list(COLOURS)[i % len(COLOURS)]
+        vid, snd = f"media/vid{i:03d}.mp4", f"media/vsnd{i:03d}.wav"
+        _video(root / vid, colour, rng)
+        _tone(root / snd, colour, rng)
+        rows.append((vid, snd))
+    path = root / "video_audio.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["video", "audio"])
+        w.writerows(rows)
+    return path
 
 
 def toy_world(root: Path, n: int = 48, seed: int = 0, kinds: tuple[str, ...] = ("text",)) -> dict[str, Path]:

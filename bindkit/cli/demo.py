@@ -47,8 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="download the card's weights if none are found (imagebind_huge: 4.5 GB, CC BY-NC 4.0)")
     p.add_argument("--n", type=int, default=60, help="synthetic gallery size in scenes (default 60)")
     p.add_argument("--seed", type=int, default=0, help="synthetic world seed (default 0)")
-    p.add_argument("--index", type=Path, help="keep the demo's index (and gallery) in this directory "
-                   "(default: a temporary one)")
+    p.add_argument("--index", type=Path, help="keep the demo's index (and gallery) in this directory (default: a "
+                   "temporary one); a gallery kept there is re-used by a run with the same --n, --seed and model")
     add_quantize_arg(p)
     p.set_defaults(func=run)
 
@@ -90,41 +90,24 @@ def _gallery_demo(model, name: str, n: int, seed: int, keep: Path | None) -> int
 
 
 def _gallery_in(model, name: str, n: int, seed: int, root: Path) -> int:
-    import csv
-
     import numpy as np
 
-    import bindkit
     from bindkit import evaluate
     from bindkit.datasets import synthetic
 
-    from ..modality import encoder_of
-
-    kinds = [k for k in GALLERY_KINDS if encoder_of(k) in model.modalities]
     what = ("trained by bindkit on its synthetic world only" if name == TOY
             else f"card {model.card.name}")
     print(f"bindkit demo: model {name} ({what}; {model.dim}-d space, modalities {', '.join(model.modalities)})")
-    world = root / "gallery"
-    if not (world / "test" / "labels.csv").is_file():
-        synthetic.generate(world, n=0, seed=seed, splits={"test": n}, show_progress=False)
-    with open(world / "test" / "labels.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    files = {k: [str(world / "test" / r[k]) for r in rows] for k in kinds}
-    print(f"gallery: {len(rows)} scenes of the synthetic world's test split (seed {seed}), each as "
-          f"{', '.join(kinds)} + a caption: {world}")
-
-    index_path = root / "index"
-    captions = {"text": [r["text"] for r in rows]} if "text" in model.modalities else {}
-    meta = [{a: r[a] for a in synthetic.ATTRIBUTES} for r in rows]
-    emb: dict[str, np.ndarray] = {}  # per kind, one row per scene (NaN where the file failed): the stored vectors
-    with bindkit.Index.create(index_path, model=model, exist_ok=True) as index:
-        for k, items in [*files.items(), *captions.items()]:
-            ids = index.add(items, modality=k, metadata=meta, strict=False, show_progress_bar=False)
-            stored_ids, vecs = index.vectors(k)
-            row = {int(i): j for j, i in enumerate(stored_ids)}
-            emb[k] = np.stack([vecs[row[i]] if i is not None else np.full(model.dim, np.nan, np.float32)
-                               for i in ids])
-        print(f"indexed {len(index)} items in {index_path}\n")
+    with synthetic.build_gallery(root, model, n=n, seed=seed) as gallery:
+        kinds = [k for k in GALLERY_KINDS if k in gallery.kinds]
+        rows = [s["labels"] for s in gallery.scenes]
+        print(f"gallery: {len(rows)} scenes of the synthetic world's test split (seed {seed}), each as "
+              f"{', '.join(kinds)} + a caption: {gallery.media}")
+        index = gallery.index
+        captions = ["text"] if "text" in gallery.kinds else []
+        # per kind, one row per scene (NaN where the file failed): the vectors the index stored
+        emb = {k: gallery.vectors(k) for k in [*kinds, *captions]}
+        print(f"indexed {len(index)} items in {index.path}\n")
 
         print("1. Text -> each modality (top 3 of the gallery; + = the hit has the asked attribute)")
         for kind, attr, value in QUERIES:

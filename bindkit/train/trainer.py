@@ -139,6 +139,30 @@ def _build_model(manifests: Sequence[Manifest], card: Any, init: Any, weights: A
     return model, base, init_info
 
 
+def _check_input_shapes(model: Any, params: dict[str, dict], card: Any, init: Any) -> None:
+    """CardError, before any file is decoded, when a card's ``preprocess`` section makes inputs its encoder
+    cannot take (e.g. video frames of another size than the vision encoder's ``image_size``), instead of a shape
+    error deep inside the first training step."""
+    from ..inputs.batch import LOADERS
+    from ..models.encoder import _check_batch, _expected_shape
+
+    for kind in sorted(params):
+        enc = encoder_of(kind)
+        cfg = model.card.modalities[enc]
+        shape = (1, *LOADERS[kind].shape(params[kind]))
+        probe = torch.zeros(shape, dtype=torch.long) if kind == "text" else torch.empty(shape, device="meta")
+        try:
+            _check_batch(kind, probe, cfg)
+        except ModalityError:
+            src = (f"--card {card}" if card is not None else f"the card of --init {init}" if init is not None
+                   else "card bindkit_small")
+            raise CardError(
+                f"{src}: its preprocess.{kind} section makes {kind} inputs of shape "
+                f"{' x '.join(map(str, shape[1:]))}, but its {enc} encoder takes "
+                f"{' x '.join(_expected_shape(kind, cfg)[1:])} (S: clips); make preprocess.{kind} agree with "
+                f"modalities.{enc} (sizes, frames per clip, mel bins, lengths)") from None
+
+
 def train(
     manifests: Sequence[str | os.PathLike] | str | os.PathLike,
     out: str | os.PathLike,
@@ -345,6 +369,7 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
     from ..inputs.batch import resolve_params
 
     params = {k: resolve_params(k, model) for k in {m.a for m in mans} | {m.b for m in mans}}
+    _check_input_shapes(model, params, card, init)
     text_params = params.get("text")
     aug_of: dict[str, Any] = {}
     caches: list[dict[str, torch.Tensor]] = []

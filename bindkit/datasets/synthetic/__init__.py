@@ -30,6 +30,12 @@ On disk (files + pair manifests; see :func:`generate` for the layout)::
 
     synthetic.generate("world", n=5000, seed=0)
     # or: bindkit datasets synthetic --out world --n 5000
+
+A small gallery of every modality, indexed with a model (what ``bindkit demo`` and ``demos/app.py`` search;
+see :mod:`~bindkit.datasets.synthetic.gallery`)::
+
+    with synthetic.build_gallery("gallery", model, n=60, videos=8) as g:
+        g.index.search(text="a red shape", k=3)
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from .captions import caption
+from .gallery import GALLERY_KINDS, Gallery, build_gallery, gallery_key, gallery_kinds, write_video
 from .render_audio import render_audio
 from .render_image import render_image
 from .render_imu import render_imu
@@ -149,7 +156,8 @@ def generate(out_dir: str, n: int = 5000, seed: int = 0, **kwargs: Any) -> dict[
 
 
 __all__ = [
-    "ATTRIBUTES", "DEFAULTS", "ENCODES", "HELD_OUT", "SPLITS", "Scene", "TEMPLATES", "allowed_combos", "caption",
-    "celsius_to_8bit", "classes", "depth_to_mm", "generate", "render_audio", "render_depth", "render_image",
-    "render_imu", "render_thermal", "sample", "scene", "templates",
+    "ATTRIBUTES", "DEFAULTS", "ENCODES", "GALLERY_KINDS", "Gallery", "HELD_OUT", "SPLITS", "Scene", "TEMPLATES",
+    "allowed_combos", "build_gallery", "caption", "celsius_to_8bit", "classes", "depth_to_mm", "gallery_key",
+    "gallery_kinds", "generate", "render_audio", "render_depth", "render_image", "render_imu", "render_thermal",
+    "sample", "scene", "templates", "write_video",
 ]
