@@ -3,6 +3,10 @@
 A card is a JSON file in ``encoders/`` (or in a directory/file named by ``$BINDKIT_ENCODERS``, ``os.pathsep``
 separated, or registered with :func:`add_card_path`). ``load_card`` also accepts a path, a card dict, or a
 flat dict of the reference constructor's hyper-parameters (``vision_embed_dim``, ``audio_num_blocks``, ...).
+
+A card may take its image and/or text encoder from open_clip: the modality entry is ``{"source": "open_clip"}``
+and a top-level ``"open_clip"`` block names the architecture and its weights
+(``{"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}``); see :mod:`bindkit.models.open_clip_tower`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,19 @@ _REQUIRED = {
     "imu": ("channels", "length", "kernel_size"),
 }
 
+#: ``"source"`` of a modality entry whose encoder comes from open_clip, the encoders it may provide, the keys of
+#: the card's ``"open_clip"`` block, and the keys bindkit derives from open_clip's config (allowed in the entry,
+#: recomputed on every build).
+OPEN_CLIP = "open_clip"
+OPEN_CLIP_ENCODERS = ("vision", "text")
+OPEN_CLIP_KEYS = ("model", "pretrained", "config", "cache_dir")
+_OPEN_CLIP_DERIVED = ("image_size", "context_length", "vocab_size")
+
+
+def is_open_clip(cfg: Any) -> bool:
+    """True when a card's modality entry takes its encoder from open_clip (``{"source": "open_clip"}``)."""
+    return isinstance(cfg, Mapping) and cfg.get("source") == OPEN_CLIP
+
 
 @dataclass(frozen=True)
 class Card:
@@ -46,9 +63,16 @@ class Card:
     license: str = ""
     description: str = ""
     source: str | None = None
+    #: The ``"open_clip"`` block (model, pretrained, config, cache_dir) of a card with open_clip encoders.
+    open_clip: dict[str, Any] | None = None
+
+    @property
+    def open_clip_modalities(self) -> list[str]:
+        """The encoders this card takes from open_clip (``vision`` and/or ``text``)."""
+        return [m for m in OPEN_CLIP_ENCODERS if is_open_clip(self.modalities.get(m))]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "description": self.description,
             "out_embed_dim": self.out_embed_dim,
@@ -57,6 +81,9 @@ class Card:
             "weights": copy.deepcopy(self.weights),
             "license": self.license,
         }
+        if self.open_clip is not None:
+            out["open_clip"] = copy.deepcopy(self.open_clip)
+        return out
 
     def restrict(self, modalities: list[str]) -> "Card":
         """The same card describing only ``modalities`` (encoder names)."""
@@ -69,10 +96,17 @@ class Card:
             license=self.license,
             description=self.description,
             source=self.source,
+            open_clip=self.open_clip,
         )
 
     def preprocess_for(self, kind: str) -> dict[str, Any]:
-        """Loader parameters for input kind ``kind``; falls back to the huge card's defaults."""
+        """Loader parameters for input kind ``kind``; falls back to the huge card's defaults. For an encoder
+        taken from open_clip (``image``, ``text``) they are open_clip's own (its transform and tokenizer), which
+        the card's ``preprocess`` section may still override key by key."""
+        if kind in ("image", "text") and is_open_clip(self.modalities.get("vision" if kind == "image" else kind)):
+            from .models.open_clip_tower import preprocess_params
+
+            return {**preprocess_params(self, kind), **self.preprocess.get(kind, {})}
         if kind in self.preprocess:
             return dict(self.preprocess[kind])
         return dict(_default_card_dict()["preprocess"].get(kind, {}))
@@ -167,6 +201,9 @@ def _validate(d: Mapping[str, Any], where: str) -> Card:
             raise CardError(f"{where}: unknown modality {m!r} (expected one of {', '.join(ENCODERS)})")
         if not isinstance(cfg, Mapping):
             raise CardError(f"{where}: modality {m!r} must be an object of hyper-parameters")
+        if cfg.get("source", "bindkit") != "bindkit":
+            _validate_open_clip_entry(d, m, cfg, where)
+            continue
         need = [k for k in _COMMON_KEYS + _REQUIRED[m] if k not in cfg]
         if need:
             raise CardError(f"{where}: modality {m!r} lacks {', '.join(need)}")
@@ -190,7 +227,42 @@ def _validate(d: Mapping[str, Any], where: str) -> Card:
         license=str(d.get("license", "")),
         description=str(d.get("description", "")),
         source=where,
+        open_clip=copy.deepcopy(dict(d["open_clip"])) if d.get("open_clip") is not None else None,
     )
+
+
+def _validate_open_clip_entry(d: Mapping[str, Any], m: str, cfg: Mapping[str, Any], where: str) -> None:
+    """Check a ``{"source": "open_clip"}`` modality entry and the card's ``"open_clip"`` block."""
+    if cfg["source"] != OPEN_CLIP:
+        raise CardError(f"{where}: modality {m!r} has source {cfg['source']!r}; expected 'bindkit' (the default) "
+                        f"or {OPEN_CLIP!r}")
+    if m not in OPEN_CLIP_ENCODERS:
+        raise CardError(f"{where}: modality {m!r} cannot come from open_clip, which provides the image (vision) and "
+                        f"text encoders only; describe a bindkit {m} encoder instead")
+    extra = sorted(k for k in cfg if k != "source" and k not in _OPEN_CLIP_DERIVED)
+    if extra:
+        raise CardError(f"{where}: modality {m!r} comes from open_clip, so {', '.join(extra)} cannot be set there; "
+                        "name the open_clip model and weights in the card's top-level \"open_clip\" block "
+                        '({"model": ..., "pretrained": ...})')
+    block = d.get("open_clip")
+    if not isinstance(block, Mapping):
+        raise CardError(f"{where}: modality {m!r} comes from open_clip but the card has no \"open_clip\" block; add "
+                        '"open_clip": {"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"} (or a checkpoint path)')
+    unknown = sorted(k for k in block if k not in OPEN_CLIP_KEYS)
+    if unknown:
+        raise CardError(f"{where}: unknown key(s) {', '.join(unknown)} in the \"open_clip\" block; valid: "
+                        f"{', '.join(OPEN_CLIP_KEYS)}")
+    if not isinstance(block.get("model"), str) or not block["model"].strip():
+        raise CardError(f"{where}: the \"open_clip\" block needs \"model\": an open_clip architecture name "
+                        "(open_clip.list_models(), e.g. \"ViT-B-32\"), or the name of its inline \"config\"")
+    for key in ("pretrained", "cache_dir"):
+        if block.get(key) is not None and not isinstance(block[key], str):
+            raise CardError(f"{where}: open_clip.{key} must be a string or null, got {block[key]!r}")
+    config = block.get("config")
+    if config is not None and (not isinstance(config, Mapping)
+                               or any(k not in config for k in ("embed_dim", "vision_cfg", "text_cfg"))):
+        raise CardError(f"{where}: open_clip.config must be an open_clip model config: an object with embed_dim, "
+                        "vision_cfg and text_cfg (like the files in open_clip's model_configs/)")
 
 
 def model_dir(spec: Any) -> Path | None:

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from .cards import Card, load_card, model_dir
-from .errors import ArgumentError, CheckpointError, DeviceError, ModalityError
+from .errors import ArgumentError, CheckpointError, DeviceError, ModalityError, WeightsNotFoundError
 from .modality import ENCODERS, canonical_modalities
-from .models import BindModel, encoder_fingerprint
+from .models import BindModel, Encoder, encoder_fingerprint
 from .models import reference_layout as layout
 from .models.fastinit import skip_meta_init
 from .weights.convert import parse_dtype as _parse_dtype
@@ -52,10 +52,14 @@ def resolve_device(device: "str | torch.device") -> torch.device:
 
 def _init_weights(model: nn.Module) -> None:
     """Random initialisation for training from scratch: truncated normal 0.02 for the class tokens, position and
-    token embeddings and the learned bias key/values (zeros by construction); linears keep PyTorch's default."""
-    for name, p in model.named_parameters():
-        if name.endswith(("cls_token", "pos_embed", "bias_k", "bias_v")) or "token_embedding" in name:
-            nn.init.trunc_normal_(p, std=0.02)
+    token embeddings and the learned bias key/values (zeros by construction); linears keep PyTorch's default.
+    Encoders taken from open_clip keep open_clip's own initialisation."""
+    for encoder in model.encoders.values():
+        if not isinstance(encoder, Encoder):
+            continue
+        for name, p in encoder.named_parameters():
+            if name.endswith(("cls_token", "pos_embed", "bias_k", "bias_v")) or "token_embedding" in name:
+                nn.init.trunc_normal_(p, std=0.02)
 
 
 def build_model(
@@ -66,6 +70,11 @@ def build_model(
 ) -> BindModel:
     """Build the architecture a card describes, with random weights, in eval mode.
 
+    Encoders a card takes from open_clip (``"source": "open_clip"``) come with the open_clip weights the card
+    names (``open_clip.pretrained``: a tag in the local open_clip cache, or a checkpoint file; open_clip's random
+    initialisation when null): they are the fixed anchor that ``bindkit train`` binds the other encoders to. See
+    :mod:`bindkit.models.open_clip_tower`.
+
     Args:
         spec: card name (``"imagebind_huge"``), path to a card JSON, a card dict, or a dict of the reference
             constructor's hyper-parameters (``{"vision_embed_dim": 64, ...}``).
@@ -73,15 +82,28 @@ def build_model(
             The others are not built and cost no memory.
         device: ``"meta"`` allocates nothing (for counting parameters or validating checkpoint layouts).
         dtype: parameter dtype (default float32).
+
+    Raises:
+        WeightsNotFoundError: a card's open_clip weights are not in the local cache (the message says how to
+            fetch them).
     """
     card = load_card(spec)
     mods = _resolve_modalities(card, modalities)
     device = resolve_device(device)
+    checkpoint = None
+    if device.type != "meta" and any(m in mods for m in card.open_clip_modalities):
+        from .models.open_clip_tower import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(card)  # before building: a missing file fails fast
     with device:
         model = BindModel(card, mods)
     if device.type != "meta":
         with torch.no_grad():
             _init_weights(model)
+            if checkpoint is not None:
+                from .models.open_clip_tower import load_pretrained
+
+                load_pretrained(model, checkpoint)
     dt = _parse_dtype(dtype)
     if dt is not None:
         model.to(dt)
@@ -167,7 +189,8 @@ def load_model(
         weights: a reference ``.pth``/``.pt`` file, a safetensors file or directory written by
             ``bindkit convert``, or an in-memory state dict (reference layout). None looks in ``weights/``,
             ``$BINDKIT_WEIGHTS`` and the user cache, then downloads the card's weights if ``download``
-            (progress, resume, checksum; the licence is printed first).
+            (progress, resume, checksum; the licence is printed first). For a card's open_clip encoders alone
+            (``modalities=["image", "text"]``), None means the card's open_clip weights (see :func:`build_model`).
         modalities: encoders to load; only their tensors are read (a converted directory opens only their files).
         device: target device; ``"meta"`` validates the layout without allocating (meta tensors accepted).
         dtype: compute dtype for floating tensors (default float32, whatever the checkpoint stores).
@@ -196,11 +219,40 @@ def load_model(
         from .models.quantize import normalize_mode
 
         quantize = normalize_mode(quantize)  # ArgumentError before any weights are read
+    if weights is None and set(mods) <= set(card.open_clip_modalities):
+        # open_clip towers alone: their weights are the card's open_clip ones (cache or checkpoint file)
+        if not card.open_clip.get("pretrained"):
+            raise WeightsNotFoundError(
+                f"card {card.name!r} names no open_clip weights (open_clip.pretrained is null); set it to a tag or "
+                "a checkpoint file, pass weights=PATH, or use build_model for open_clip's random initialisation")
+        model = build_model(card, mods, device=dev, dtype=dtype)
+    else:
+        model = _load_weights(card, weights, mods, dev, dtype, download)
+    if adapters:
+        from .adapt.lora import load_adapter
+
+        if quantize:
+            raise ArgumentError("adapters= and quantize= do not combine: load with adapters, merge_adapters(), "
+                                "then quantise")
+        for path in [adapters] if isinstance(adapters, (str, os.PathLike)) else adapters:
+            load_adapter(model, path)
+    if quantize and dev.type != "meta":
+        from .models.quantize import quantize_model
+
+        quantize_model(model.eval(), quantize)
+    return model.eval()
+
+
+def _load_weights(card: Card, weights: Any, mods: list[str], dev: torch.device, dtype: Any,
+                  download: bool) -> BindModel:
+    """``load_model``'s core: the card's architecture on the meta device, the checkpoint's tensors assigned."""
+    from . import weights as wio
+
     if weights is None:
         found = wio.locate_weights(card)
         if found is None:
             if not download or not card.weights.get("url"):
-                raise wio.missing_weights_error(card)
+                raise _missing_weights(card, mods)
             found = wio.fetch_weights(card)
         weights = found
     state = wio.read_state_dict(weights, mods)
@@ -219,16 +271,24 @@ def load_model(
             model._fingerprints[enc] = encoder_fingerprint(ours, enc)
     ours = {k: t.to(dev, dt if t.is_floating_point() else t.dtype) for k, t in ours.items()}
     model.encoders.load_state_dict(ours, strict=True, assign=True)
-    if adapters:
-        from .adapt.lora import load_adapter
+    if model.card.open_clip_modalities:
+        from .models.open_clip_tower import restore_buffers
 
-        if quantize:
-            raise ArgumentError("adapters= and quantize= do not combine: load with adapters, merge_adapters(), "
-                                "then quantise")
-        for path in [adapters] if isinstance(adapters, (str, os.PathLike)) else adapters:
-            load_adapter(model, path)
-    if quantize and dev.type != "meta":
-        from .models.quantize import quantize_model
+        restore_buffers(model)  # open_clip's causal mask is not saved in checkpoints
+    return model
 
-        quantize_model(model.eval(), quantize)
-    return model.eval()
+
+def _missing_weights(card: Card, mods: list[str]) -> Exception:
+    """The missing-weights error, with the way forward for a card whose other encoders bind to open_clip."""
+    from . import weights as wio
+
+    err = wio.missing_weights_error(card)
+    anchors = card.open_clip_modalities
+    if anchors:
+        own = [m for m in mods if m not in anchors]
+        kinds = ",".join("image" if m == "vision" else m for m in anchors)
+        err = type(err)(f"{err} Card {card.name!r} takes {kinds} from open_clip; its {', '.join(own)} encoder(s) "
+                        f"have weights once trained: bindkit train image_{own[0]}.csv --card {card.name} --freeze "
+                        f"{kinds} --out DIR, then load DIR. The open_clip encoders alone load with "
+                        f"modalities={[('image' if m == 'vision' else m) for m in anchors]}.")
+    return err

@@ -1,7 +1,9 @@
 """Image loader: any PIL-readable file (or PIL image / array) -> 3 x size x size CLIP-normalised tensor.
 
 The pipeline is the reference's: convert to RGB, resize the shorter side to ``size`` (bicubic, on the PIL
-image), centre crop, ``ToTensor`` (/255), normalise with the CLIP mean/std. Helpers here (opening, mode
+image), centre crop, ``ToTensor`` (/255), normalise with the CLIP mean/std. With ``transform="open_clip"`` (cards
+whose image encoder comes from open_clip) the RGB image goes through open_clip's own evaluation transform instead
+(``open_clip.image_transform``; its ``resize_mode`` and ``fill_color`` apply). Helpers here (opening, mode
 conversion, the resize+crop transform) are shared with the thermal and depth loaders.
 """
 
@@ -26,7 +28,11 @@ DEFAULTS: dict[str, Any] = {
     "mean": [0.48145466, 0.4578275, 0.40821073],
     "std": [0.26862954, 0.26130258, 0.27577711],
     "high_bit_depth": "scale",
+    "transform": "bindkit",
 }
+#: ``transform`` values: bindkit's pipeline above, or open_clip's (cards set it for open_clip image towers).
+_TRANSFORMS = ("bindkit", "open_clip")
+_OPEN_CLIP_RESIZE = ("shortest", "longest", "squash")
 
 _INTERPOLATIONS = {
     "nearest": transforms.InterpolationMode.NEAREST,
@@ -52,6 +58,14 @@ def validate(p: dict[str, Any]) -> None:
         raise ValueError(f"high_bit_depth must be one of {', '.join(_HIGH_BIT)}, got {p['high_bit_depth']!r}")
     if int(p["size"]) <= 0:
         raise ValueError(f"size must be positive, got {p['size']!r}")
+    transform = p.get("transform", "bindkit")
+    if transform not in _TRANSFORMS:
+        raise ValueError(f"transform must be one of {', '.join(_TRANSFORMS)}, got {transform!r}")
+    if transform == "open_clip":
+        if p["interpolation"] not in ("bicubic", "bilinear"):
+            raise ValueError(f"open_clip's transform interpolates bicubic or bilinear, got {p['interpolation']!r}")
+        if p.get("resize_mode", "shortest") not in _OPEN_CLIP_RESIZE:
+            raise ValueError(f"resize_mode must be one of {', '.join(_OPEN_CLIP_RESIZE)}, got {p['resize_mode']!r}")
 
 
 def interpolation_mode(name: str) -> transforms.InterpolationMode:
@@ -176,5 +190,11 @@ def _pipeline(size: int, interpolation: str, mean: tuple, std: tuple) -> transfo
 def load(src: Source, p: dict[str, Any]) -> torch.Tensor:
     """One image -> float32 tensor (3, size, size), CLIP-normalised."""
     im = to_mode(open_image(src), "RGB", src, p.get("high_bit_depth", "scale"))
-    pipe = _pipeline(int(p["size"]), str(p["interpolation"]), tuple(p["mean"]), tuple(p["std"]))
+    if p.get("transform") == "open_clip":
+        from ..models.open_clip_tower import image_transform
+
+        pipe = image_transform(int(p["size"]), str(p["interpolation"]), tuple(p["mean"]), tuple(p["std"]),
+                               str(p.get("resize_mode", "shortest")), int(p.get("fill_color", 0)))
+    else:
+        pipe = _pipeline(int(p["size"]), str(p["interpolation"]), tuple(p["mean"]), tuple(p["std"]))
     return pipe(im)

@@ -2,7 +2,8 @@
 
 open_clip ships the same BPE vocabulary as the reference (``bpe_simple_vocab_16e6.txt.gz``) and cleans text the
 same way (ftfy, HTML unescape, whitespace collapse, lower case). Sequences longer than the context are cut and
-still end with the end-of-text token 49407; shorter ones are zero-padded.
+still end with the end-of-text token 49407; shorter ones are zero-padded. With ``tokenizer="open_clip"`` (cards
+whose text encoder comes from open_clip) the ids are ``open_clip.get_tokenizer(open_clip_model)``'s.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ def shape(p: dict[str, Any]) -> tuple[int, ...]:
 
 def validate(p: dict[str, Any]) -> None:
     """Raise ValueError for option values this loader cannot use."""
-    if p["tokenizer"] != "clip_bpe":
-        raise ValueError(f"unknown tokenizer {p['tokenizer']!r}; bindkit has 'clip_bpe' (open_clip's)")
+    if p["tokenizer"] not in ("clip_bpe", "open_clip"):
+        raise ValueError(f"unknown tokenizer {p['tokenizer']!r}; bindkit has 'clip_bpe' (open_clip's CLIP BPE) and "
+                         "'open_clip' (open_clip.get_tokenizer of the model named by open_clip_model)")
+    if p["tokenizer"] == "open_clip" and not p.get("open_clip_model"):
+        raise ValueError("tokenizer 'open_clip' needs open_clip_model (the open_clip model whose tokenizer to use)")
     if int(p["context_length"]) < 2:
         raise ValueError(f"context_length must be at least 2, got {p['context_length']!r}")
 
@@ -78,6 +82,10 @@ def check_text(item: Any, index: int) -> str:
 def tokenize(texts: Sequence[str], p: dict[str, Any] | None = None) -> torch.Tensor:
     """Token ids, int64 tensor (len(texts), context_length). Empty strings give [49406, 49407, 0, ...]."""
     p = p or DEFAULTS
+    if p["tokenizer"] == "open_clip":
+        from ..models.open_clip_tower import tokenizer
+
+        return tokenizer(p)(list(texts)).long()
     return _get_tokenizer()(list(texts), context_length=int(p["context_length"])).long()
 
 

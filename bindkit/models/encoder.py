@@ -164,8 +164,14 @@ class BindModel(nn.Module):
     def __init__(self, card: Card, modalities: list[str] | None = None):
         super().__init__()
         names = list(card.modalities) if modalities is None else list(modalities)
+        towers: dict[str, nn.Module] = {}
+        if any(m in names for m in card.open_clip_modalities):  # encoders taken from open_clip
+            from .open_clip_tower import build_towers
+
+            card, towers = build_towers(card, names)
         self.card = card.restrict(names)
-        self.encoders = nn.ModuleDict({m: Encoder(m, card.modalities[m], card.out_embed_dim) for m in names})
+        self.encoders = nn.ModuleDict(
+            {m: towers[m] if m in towers else Encoder(m, card.modalities[m], card.out_embed_dim) for m in names})
         self._fingerprints: dict[str, str] = {}
 
     @property

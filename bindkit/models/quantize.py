@@ -69,7 +69,8 @@ def quantize_model(model: Any, mode: str | None = "int8") -> Any:
     """Quantise ``model`` (a float32 CPU :class:`~bindkit.BindModel`) in place; returns it.
 
     Every ``nn.Linear`` of each encoder's trunk and head becomes a dynamic int8 Linear. The encoders' fingerprints
-    are taken first (of the float32 weights) and get the ``+int8`` suffix.
+    are taken first (of the float32 weights) and get the ``+int8`` suffix. Encoders taken from open_clip
+    (:mod:`bindkit.models.open_clip_tower`) stay float32 with their own fingerprint.
 
     Raises:
         ArgumentError: unknown ``mode``.
@@ -96,8 +97,10 @@ def quantize_model(model: Any, mode: str | None = "int8") -> Any:
         raise ArgumentError("int8 quantisation is for inference; call model.eval() first (training needs fp32)")
     int8_engine()
     for enc in model.modalities:
-        base = model.fingerprint(enc)  # of the float32 weights, before the Linear layers are replaced
         encoder = model.encoders[enc]
+        if not hasattr(encoder, "trunk"):  # an open_clip tower: its code reads Linear weights' dtype; kept fp32
+            continue
+        base = model.fingerprint(enc)  # of the float32 weights, before the Linear layers are replaced
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao's deprecation notice for its eager quantisation API
             for part in ("trunk", "head"):

@@ -22,6 +22,7 @@ _GROUPS = {
     "kv": r"(?P<kv>[kv])",
     "c": r"(?P<c>audio|thermal)",
     "h": r"(?P<h>vision|audio|depth|thermal)",
+    "rest": r"(?P<rest>.+)",
 }
 
 # (reference template, our template); specific rules before generic ones, in both directions
@@ -52,6 +53,8 @@ _RULES: list[tuple[str, str]] = [
     ("modality_heads.imu.0.{p}", "imu.head.norm.{p}"),
     ("modality_heads.imu.3.weight", "imu.head.proj.weight"),
     ("modality_postprocessors.{m}.1.log_logit_scale", "{m}.log_logit_scale"),
+    # encoders taken from open_clip (bindkit.models.open_clip_tower): open_clip's own key names after the prefix
+    ("modality_open_clip.{m}.{rest}", "{m}.open_clip.{rest}"),
 ]
 
 def _compile(template: str) -> re.Pattern[str]:

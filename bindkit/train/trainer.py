@@ -118,8 +118,9 @@ def _build_model(manifests: Sequence[Manifest], card: Any, init: Any, weights: A
                             f"{init} is {init_model.dim}-d; new encoders must project into the init model's space")
         have = list(init_model.modalities)
     else:
-        base = load_card(card if card is not None else "bindkit_small").to_dict()
-        have = []
+        base_card = load_card(card if card is not None else "bindkit_small")
+        base = base_card.to_dict()
+        have = base_card.open_clip_modalities  # a card's open_clip encoders are its anchors: always in the model
     absent = [m for m in needed if m not in base["modalities"]]
     if absent:
         src = f"card {base['name']!r}" + (f" (of --init {init})" if init is not None and card is None else "")
