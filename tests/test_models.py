@@ -275,4 +275,8 @@ def test_conv_stem_card_builds():
     out = model.encode("vision", torch.randn(2, 3, 64, 64))
     assert out.shape == (2, 128)
     assert torch.allclose(out.norm(dim=-1), torch.ones(2), atol=1e-5)
-    assert any(".stem.conv." in k for k in model.state_dict())
+    keys = [k for k in model.encoders.state_dict()]
+    assert any(".stem.conv." in k for k in keys)
+    from bindkit.models import reference_layout as rl
+
+    assert all(rl.to_ours(rl.to_reference(k)) == k for k in keys)  # checkpoints name every parameter

@@ -286,3 +286,20 @@ def test_missing_open_clip_package_is_a_clear_error(anchor, monkeypatch):
     monkeypatch.setitem(sys.modules, "open_clip", None)
     with pytest.raises(CardError, match=r"pip install 'bindkit\[openclip\]'"):
         bindkit.build_model(card, device="meta")
+
+
+def test_init_from_a_trained_dir_needs_no_open_clip_weights(anchor, bound, tmp_path):
+    """A trained folder holds the towers: continuing from it on a machine without the card's pretrained weights
+    (here: the checkpoint path the card names is gone) neither reads nor needs them."""
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(bound["out"], moved)
+    card = json.loads((moved / "card.json").read_text())
+    card["open_clip"]["pretrained"] = str(tmp_path / "gone" / "open_clip_model.safetensors")
+    (moved / "card.json").write_text(json.dumps(card))
+    assert bindkit.load_model(moved).dim == 32
+    out = tmp_path / "continued"
+    cli("train", bound["data"]["audio"], "--init", moved, "--freeze", "image,text", "--out", out,
+        "--max-steps", "1", "--batch-size", "8", "--val-split", "0", "-q")
+    _assert_towers_equal(bindkit.load_model(out), anchor)

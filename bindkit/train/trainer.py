@@ -129,7 +129,11 @@ def _build_model(manifests: Sequence[Manifest], card: Any, init: Any, weights: A
     mods = [m for m in ENCODERS if m in have or m in needed]
     base["name"] = name
     torch.manual_seed(seed)
-    model = bindkit.build_model(base, modalities=mods)
+    build = base
+    if init_model is not None and isinstance(base.get("open_clip"), dict):
+        # the init model carries the open_clip towers' weights: do not read the card's pretrained tag again
+        build = {**base, "open_clip": {**base["open_clip"], "pretrained": None}}
+    model = bindkit.build_model(build, modalities=mods)
     if init_model is not None:
         for m in init_model.modalities:
             model.encoders[m].load_state_dict(init_model.encoders[m].state_dict(), strict=True)
