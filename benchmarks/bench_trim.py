@@ -17,6 +17,7 @@ A variant's speed-up is taken round by round (its time against ``full 77``'s in 
 over rounds is quoted, with the range.
 
 Usage: python benchmarks/bench_trim.py [--quick] [--rounds 5] [--batch 32] [--card imagebind_huge] [--no-int8]
+       [--threads N]
 """
 
 from __future__ import annotations
@@ -156,9 +157,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median)")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 variants")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's); 1 avoids thread-sync stalls on an oversubscribed machine")
     ap.add_argument("--quick", action="store_true", help="1 round, no int8 (a smoke test; ratios are noisier)")
     args = ap.parse_args()
     rounds, int8 = (1, False) if args.quick else (args.rounds, not args.no_int8)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
 
     t = time.perf_counter()
