@@ -1,7 +1,8 @@
 """CPU performance levers of issue 11 on imagebind_huge shapes (random weights: speed does not depend on values).
 
-1. Text trimming: the text encoder at batch 32 on short captions (<= 20 tokens), full 77 positions vs trimmed to
-   the batch's last end-of-text token, in fp32 and int8 (max |difference| trimmed vs full printed too).
+1. Text trimming: the text encoder at batch 32 on short captions (<= 20 tokens), full 77 positions vs trimmed
+   (each caption's own positions, packed: the default), in fp32 and int8 (max |difference| trimmed vs full
+   printed too).
 2. int8 vs fp32 items/s per encoder (default vision, text, audio) and the cosine of their outputs on random
    inputs; with --samples DIR, also the cosine on the sample files in DIR (image/, audio/ subfolders).
 
@@ -28,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bindkit  # noqa: E402
 from bindkit import perf  # noqa: E402
 from bindkit.models.quantize import quantize_model  # noqa: E402
-from bindkit.models.trim import plan_buckets  # noqa: E402
 
 BATCH = {"vision": 2, "text": 32, "audio": 2, "depth": 4, "thermal": 4, "imu": 8}
 
@@ -77,10 +77,9 @@ def bench_trim(card: str, rounds: int) -> None:
 def _trim_case(model: Any, int8: Any, ids: torch.Tensor, rounds: int) -> None:
     print(f"[trim] batch {len(ids)}, caption lengths {int(ids.argmax(-1).min()) + 1}..{int(ids.argmax(-1).max()) + 1} "
           f"tokens of {ids.shape[1]}")
-    lengths = sorted((ids.argmax(-1) + 1).tolist())
-    cuts = plan_buckets(lengths)
-    print(f"[trim] buckets (rows x length): " + ", ".join(f"{b - a}x{lengths[b - 1]}" for a, b in
-                                                        zip([0] + cuts[:-1], cuts)))
+    lengths = (ids.argmax(-1) + 1).tolist()
+    print(f"[trim] positions run: full {ids.numel()}, trimmed and packed {sum(lengths)} "
+          f"(benchmarks/bench_trim.py compares trimming, buckets and packing)")
     models = {"fp32": model, "int8": int8}
 
     def run(engine: str, trim: bool) -> Callable[[], torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Exact text trimming: the trimmed (and bucketed) text encoder equals the full 77-position computation."""
+"""Exact text trimming: the trimmed (and packed) text encoder equals the full 77-position computation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 import bindkit
 from bindkit.cards import load_card
-from bindkit.models.trim import plan_buckets, run_trimmed, trimmed_length
+from bindkit.models.trim import Packing, run_trimmed, trimmed_length
 
 SOT, EOT = 49406, 49407
 
@@ -51,13 +51,17 @@ def _tiny_text_model(card="imagebind_tiny", seed=0):
     return model
 
 
-def _full(model, ids):
+def _full(model, ids, **flags):
+    """The encoder's output with ``flags`` set on it (default: no trimming, the full context)."""
     enc = model.encoders["text"]
-    enc.trim_text = False
+    flags = flags or {"trim_text": False}
+    for k, v in flags.items():
+        setattr(enc, k, v)
     try:
         return model.encode("text", ids)
     finally:
-        del enc.trim_text  # back to the class default
+        for k in flags:
+            delattr(enc, k)  # back to the class default
 
 
 def _other_card():
@@ -76,8 +80,9 @@ def test_trimmed_equals_full_on_every_length(card):
     cfg = model.card.modalities["text"]
     ids = _texts_of_every_length(int(cfg["context_length"]), int(cfg["vocab_size"]))
     full = _full(model, ids)
-    # one big batch (bucketed when large enough), small batches, and every row alone
+    # one big batch (packed), the same trimmed but unpacked, small batches, and every row alone
     assert (model.encode("text", ids) - full).abs().max().item() <= 1e-6
+    assert (_full(model, ids, pack_text=False) - full).abs().max().item() <= 1e-6
     for start in range(0, len(ids), 5):
         got = model.encode("text", ids[start:start + 5])
         assert (got - full[start:start + 5]).abs().max().item() <= 1e-6
@@ -87,26 +92,40 @@ def test_trimmed_equals_full_on_every_length(card):
     assert (full[0] - full[1]).abs().max().item() > 1e-3
 
 
-def test_bucketed_large_batch_keeps_input_order():
+def test_packed_large_batch_keeps_input_order():
     model = _tiny_text_model(seed=2)
     ids = _texts_of_every_length(77, 49408, seed=3)
     ids = torch.cat([ids, ids.flip(0)])[torch.randperm(2 * len(ids), generator=torch.Generator().manual_seed(0))]
-    assert len(plan_buckets(sorted((ids.argmax(-1) + 1).tolist()))) > 3  # really bucketed
     full = _full(model, ids)
     got = model.encode("text", ids)
     assert (got - full).abs().max().item() <= 1e-6
+    # rows differ, so a permuted output would fail
+    assert (full[0] - full[1]).abs().max().item() > 1e-3
 
 
-def test_bucket_plan_minimises_padded_positions():
-    assert plan_buckets([5] * 10) == [10]
-    assert plan_buckets([3, 3, 77], penalty=64) == [2, 3]  # 2x3 + 77 + 64 < 3x77
-    assert plan_buckets([10, 11], penalty=64) == [2]  # a bucket that saves one position is not worth a call
-    lengths = sorted([6, 7, 8, 8, 9, 10, 12, 12, 13, 14, 14, 15, 17, 18, 18, 20] * 2)
-    cuts = plan_buckets(lengths, penalty=64)
-    assert cuts[-1] == len(lengths) and cuts == sorted(set(cuts))
-    cost = sum((b - a) * lengths[b - 1] + 64 for a, b in zip([0] + cuts[:-1], cuts))
-    assert cost <= len(lengths) * max(lengths) + 64
-    assert all(lengths[c - 1] != lengths[c] for c in cuts[:-1])  # cuts fall between distinct lengths
+def test_packing_layout():
+    lengths = torch.tensor([3, 1, 4])
+    p = Packing(lengths)
+    assert (p.batch, p.length, p.tokens) == (3, 4, 8)
+    assert p.positions.tolist() == [0, 1, 2, 0, 0, 1, 2, 3]
+    assert p.last.tolist() == [2, 3, 7]
+    x = torch.arange(12.0).view(3, 4, 1)
+    packed = p.unpad(x)
+    assert packed.flatten().tolist() == [0, 1, 2, 4, 8, 9, 10, 11]
+    padded = p.pad(packed)
+    assert padded[..., 0].tolist() == [[0, 1, 2, 0], [4, 0, 0, 0], [8, 9, 10, 11]]
+
+
+def test_packing_runs_one_call_on_the_kept_positions():
+    ids = _texts_of_every_length(77, 49408)[[2, 9, 5]]
+    seen = []
+
+    def forward(x, eot, packing):
+        seen.append((tuple(x.shape), packing.tokens))
+        return x[:, :1].float()
+
+    run_trimmed(forward, ids)
+    assert seen == [((3, 11), 4 + 11 + 7)]
 
 
 def test_tokenized_texts_including_truncated_ones():
@@ -122,12 +141,12 @@ def test_forward_sees_only_the_trimmed_positions():
     ids = _texts_of_every_length(77, 49408)[[2, 5, 9]]
     seen = []
 
-    def forward(x, eot):
+    def forward(x, eot, packing):
         seen.append(tuple(x.shape))
-        assert torch.equal(eot, x.argmax(dim=-1))
+        assert torch.equal(eot, x.argmax(dim=-1)) and packing is None
         return x[:, :1].float()
 
-    run_trimmed(forward, ids)
+    run_trimmed(forward, ids, pack=False)
     assert seen == [(3, 11)] and trimmed_length(ids) == 11
 
 
@@ -140,9 +159,32 @@ def test_trimming_keeps_state_dict_layout():
     again.encoders.load_state_dict(sd, strict=True)
 
 
-def test_training_gradients_flow_through_buckets():
+@pytest.mark.parametrize("drop_path", [0.0, 0.1])
+def test_training_gradients_flow_through_packing(drop_path):
     model = _tiny_text_model(seed=5).train()
-    ids = _texts_of_every_length(77, 49408)[:70]  # end-of-text at positions 1..70, bucketed
-    model.encoders["text"](ids).sum().backward()
-    grad = model.encoders["text"].stem.pos_embed.grad[0]
+    enc = model.encoders["text"]
+    for block in enc.trunk.blocks:
+        block.drop_path = drop_path
+    assert enc.trunk.drops_paths == (drop_path > 0)  # stochastic depth keeps rows apart (no packing)
+    ids = _texts_of_every_length(77, 49408)[:70]  # end-of-text at positions 1..70
+    enc(ids).sum().backward()
+    grad = enc.stem.pos_embed.grad[0]
     assert grad[:71].abs().sum(dim=-1).min() > 0 and grad[71:].abs().max() == 0
+
+
+def test_packed_gradients_equal_padded_ones():
+    ids = _texts_of_every_length(77, 49408)[[3, 40, 12, 7]]
+    grads = []
+    for pack in (True, False):
+        model = _tiny_text_model(seed=6).train()
+        model.encoders["text"].pack_text = pack
+        model.encoders["text"](ids).pow(3).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert (grads[0] - grads[1]).abs().max().item() <= 1e-5 * grads[1].abs().max().item()
+
+
+def test_packing_is_refused_without_causal_attention():
+    vision = bindkit.build_model("imagebind_tiny", modalities=["vision"]).encoders["vision"]
+    with pytest.raises(ValueError, match="causal"):
+        vision.trunk(torch.zeros(1, 4, vision.trunk.blocks[0].norm1.normalized_shape[0]),
+                     packing=Packing(torch.tensor([1, 3])))

@@ -15,7 +15,7 @@ from ..errors import ModalityError
 from ..modality import ENCODERS, encoder_of, input_kind
 from .stems import ConvStem, IMUStem, TextStem, VisionStem
 from .transformer import LN_EPS, Trunk
-from .trim import BUCKET_PENALTY, run_trimmed
+from .trim import Packing, run_trimmed
 
 
 class Head(nn.Module):
@@ -85,21 +85,25 @@ class Encoder(nn.Module):
     #: Text only: run the trunk up to the batch's last end-of-text token (exact, see ``bindkit.models.trim``).
     #: Set False on an instance to time or check the full-length computation.
     trim_text: bool = True
-    #: Text only: positions a length bucket must save to get its own forward pass (None: one trimmed call).
-    text_bucket_penalty: int | None = BUCKET_PENALTY
+    #: Text only: with trimming, also pack rows of unequal lengths so each runs only its own positions.
+    pack_text: bool = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.name == "text":
             if self.trim_text:
-                return run_trimmed(self._text_forward, x, self.text_bucket_penalty)
+                # stochastic depth drops whole rows, so training with it keeps the rows apart
+                return run_trimmed(self._text_forward, x, self.pack_text and not self.trunk.drops_paths)
             return self._text_forward(x, x.argmax(dim=-1))
         return F.normalize(self.head(self.trunk(self.stem(x))[:, 0]), dim=-1)
 
-    def _text_forward(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+    def _text_forward(self, x: torch.Tensor, eot: torch.Tensor, packing: Packing | None = None) -> torch.Tensor:
         # Pool the end-of-text token: it has the highest id in the vocabulary; causal attention means later
         # (padding) tokens never influence it.
-        tokens = self.trunk(self.stem(x))
-        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
+        if packing is not None:
+            pooled = self.trunk(self.stem.packed(x, packing), packing=packing)[0, packing.last]
+        else:
+            tokens = self.trunk(self.stem(x))
+            pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
         return F.normalize(self.head(pooled), dim=-1)
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .trim import Packing
+
 # The stems normalise patch tokens with LayerNorm at its default eps (1e-5), unlike the trunk and heads (1e-6):
 # the checkpoint was trained that way, and 1e-6 moves audio embeddings by ~1e-5.
 STEM_LN_EPS = 1e-5
@@ -131,3 +133,7 @@ class TextStem(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.token_embedding(tokens) + self.pos_embed[:, : tokens.shape[1]]
+
+    def packed(self, tokens: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """The kept tokens of ``tokens`` (B, L) embedded back to back, (1, T, D) (see ``trim.Packing``)."""
+        return (self.token_embedding(packing.pack(tokens)) + self.pos_embed[0, packing.positions])[None]

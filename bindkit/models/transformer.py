@@ -1,15 +1,21 @@
 """The transformer trunk shared by every encoder: pre-norm blocks with scaled_dot_product_attention.
 
-Shapes: tokens are (B, L, D) throughout (batch first).
+Shapes: tokens are (B, L, D) throughout (batch first) — except for packed text (see ``trim.Packing``): (1, T, D),
+the sequences' kept tokens back to back, padded apart for attention only.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 LN_EPS = 1e-6  # every LayerNorm of the ImageBind family uses eps=1e-6
+
+if TYPE_CHECKING:
+    from .trim import Packing
 
 
 class Attention(nn.Module):
@@ -30,9 +36,14 @@ class Attention(nn.Module):
         else:
             self.bias_k = self.bias_v = None
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        B, L, D = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
+    def forward(self, x: torch.Tensor, causal: bool = False, packing: "Packing | None" = None) -> torch.Tensor:
+        """``x`` (B, L, D); with ``packing``, ``x`` is (1, T, D), the sequences' tokens back to back: the
+        projections run on the packed tokens and attention on the sequences padded apart (see ``trim.Packing``)."""
+        qkv = self.qkv(x)
+        if packing is not None:
+            qkv = packing.pad(qkv)
+        B, L, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        q, k, v = qkv.chunk(3, dim=-1)
         if self.bias_k is not None:
             k = torch.cat([k, self.bias_k.expand(B, 1, D)], dim=1)
             v = torch.cat([v, self.bias_v.expand(B, 1, D)], dim=1)
@@ -42,7 +53,8 @@ class Attention(nn.Module):
             return t.view(B, t.shape[1], H, D // H).transpose(1, 2)
 
         out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=causal)
-        return self.proj(out.transpose(1, 2).reshape(B, L, D))
+        out = out.transpose(1, 2).reshape(B, L, D)
+        return self.proj(out if packing is None else packing.unpad(out))
 
 
 class MLP(nn.Module):
@@ -74,8 +86,8 @@ class Block(nn.Module):
         self.mlp = MLP(dim, mlp_ratio * dim)
         self.drop_path = drop_path
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        x = x + drop_path(self.attn(self.norm1(x), causal=causal), self.drop_path, self.training)
+    def forward(self, x: torch.Tensor, causal: bool = False, packing: "Packing | None" = None) -> torch.Tensor:
+        x = x + drop_path(self.attn(self.norm1(x), causal=causal, packing=packing), self.drop_path, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
@@ -102,9 +114,18 @@ class Trunk(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, num_heads, add_bias_kv, r) for r in rates)
         self.causal = causal
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, packing: "Packing | None" = None) -> torch.Tensor:
+        """Tokens (B, L, D) -> (B, L, D); with ``packing`` (text only), packed tokens (1, T, D) -> (1, T, D)."""
+        if packing is not None and not self.causal:
+            raise ValueError("packed sequences need causal attention (zero padding would be attended to)")
         if self.pre_norm is not None:
             x = self.pre_norm(x)
         for block in self.blocks:
-            x = block(x, causal=self.causal)
+            x = block(x, causal=self.causal, packing=packing)
         return x
+
+    @property
+    def drops_paths(self) -> bool:
+        """True while stochastic depth is active (training with drop_path > 0): it drops whole rows, so the
+        rows must stay apart (no packing)."""
+        return self.training and any(b.drop_path > 0 for b in self.blocks)

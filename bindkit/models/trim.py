@@ -1,19 +1,25 @@
-"""Exact text trimming: run the causal text trunk only as far as the batch's last end-of-text token.
+"""Exact text trimming: run the causal text trunk only on the positions that can change an output.
 
 The text encoder pools the end-of-text token, found as the argmax of the token ids (49407 is the vocabulary's
-highest id), and its attention is causal: position ``i`` only ever sees positions ``<= i``. Tokens after the last
-end-of-text position of a batch can therefore change no output, and cutting them off is exact — no assumption on
-what the padding holds. A 12-token caption padded to 77 positions does 77/12 times less work.
+highest id), and its attention is causal: position ``i`` only ever sees positions ``<= i``. Tokens after a
+row's end-of-text position can therefore change none of its outputs, and leaving them out is exact — no
+assumption on what the padding holds. A 12-token caption padded to 77 positions does 77/12 times less work.
 
-The trunk sees a shorter sequence, so the position embedding is sliced to the same length (``TextStem`` adds
-``pos_embed[:, :L]``) and attention uses ``is_causal`` on the trimmed ``L x L`` problem, which is the top-left
-``L x L`` block of the stored ``mask`` buffer. Nothing about the module changes: the state dict keys and shapes
-stay those of the checkpoint.
+Two levels:
 
-A batch of unequal lengths is sorted by end-of-text position and cut into buckets, each trimmed to its own last
-end-of-text token (outputs come back in input order). Where to cut is chosen exactly by a small dynamic programme
-over the distinct lengths: minimise the positions computed, ``sum(rows x bucket length)``, plus
-:data:`BUCKET_PENALTY` positions per extra call (what a separate, smaller forward pass costs in efficiency).
+* **Trimming**: the batch is cut to its last end-of-text position ``L`` (the trunk sees ``(B, L)``; the position
+  embedding is sliced to ``L`` and attention is ``is_causal`` on the ``L x L`` problem, the top-left block of the
+  stored ``mask`` buffer).
+* **Packing**, when the rows' lengths differ: each row keeps only its own ``n_i`` positions and the rows are
+  laid back to back, ``(1, sum n_i, D)``. Everything but attention acts on each token alone (embeddings,
+  LayerNorms, the q/k/v and output projections, the MLP — nearly all the FLOPs), so it runs on the packed tokens
+  as one large matmul per layer: the work is ``sum n_i`` positions, not ``B x max n_i``, with no extra calls.
+  Attention alone scatters q/k/v back into ``(B, L)`` (zeros after each row's end) for the same causal kernel
+  as the trimmed batch, and gathers its output. Unlike cutting a batch into length buckets (several smaller
+  forward passes, each further from the matmul peak), packing keeps one call, so it is a gain at every batch
+  size and for every mix of lengths.
+
+Nothing about the module changes: the state dict keys and shapes stay those of the checkpoint.
 """
 
 from __future__ import annotations
@@ -21,12 +27,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-
-#: Positions a bucket must save to be worth its own forward pass (rows x padded length). Measured on
-#: imagebind_huge's text encoder (2-core AVX2, fp32): two buckets 17x12 + 15x20 ran 1.35x slower than one 32x20
-#: call, as smaller matmuls run further from the peak — a second call costs about 350 positions' work. So a batch
-#: of 32 short captions runs as one trimmed call, while 256 texts of 5..77 tokens still split into several.
-BUCKET_PENALTY = 384
 
 
 def eot_positions(tokens: torch.Tensor) -> torch.Tensor:
@@ -39,63 +39,60 @@ def trimmed_length(tokens: torch.Tensor) -> int:
     return int(eot_positions(tokens).max()) + 1 if tokens.shape[0] else tokens.shape[-1]
 
 
-def plan_buckets(lengths: list[int], penalty: int = BUCKET_PENALTY) -> list[int]:
-    """Cut points for rows sorted by ``lengths`` (ascending): bucket ``b`` holds sorted rows
-    ``cuts[b-1]:cuts[b]`` (``cuts[-1] == len(lengths)``), minimising ``sum(rows x max length) + penalty x buckets``.
-    Cuts fall only between distinct lengths, so the programme is O(distinct lengths^2) whatever the batch size."""
-    ends: list[int] = []  # sorted-row index after the last row of each distinct length
-    for i, n in enumerate(lengths):
-        if ends and lengths[ends[-1] - 1] == n:
-            ends[-1] = i + 1
-        else:
-            ends.append(i + 1)
-    best = [0.0] + [float("inf")] * len(ends)
-    prev = [0] * (len(ends) + 1)
-    starts = [0] + ends
-    for j in range(1, len(ends) + 1):
-        length = lengths[ends[j - 1] - 1]
-        for i in range(j):
-            cost = best[i] + (ends[j - 1] - starts[i]) * length + penalty
-            if cost < best[j]:
-                best[j], prev[j] = cost, i
-    cuts, j = [], len(ends)
-    while j:
-        cuts.append(ends[j - 1])
-        j = prev[j]
-    return cuts[::-1]
+class Packing:
+    """Where the kept positions of a batch of ``lengths`` (B,) lie, packed back to back and padded apart.
+
+    ``pad`` maps packed rows (1, T, C) to the padded layout (B, L, C) (zeros after each row's end) and ``unpad``
+    maps back; both are index copies, so gradients flow through them.
+    """
+
+    def __init__(self, lengths: torch.Tensor):
+        self.batch, self.length = int(lengths.shape[0]), int(lengths.max())
+        pos = torch.arange(self.length, device=lengths.device)
+        keep = pos[None, :] < lengths[:, None]  # (B, L)
+        #: Flat index into (B * L) of each packed token, and its position in its own sequence.
+        self.slots = keep.flatten().nonzero().squeeze(1)
+        self.positions = pos.expand(self.batch, -1)[keep]
+        #: Packed index of each row's last kept token (its end of text).
+        self.last = torch.cumsum(lengths, 0) - 1
+
+    @property
+    def tokens(self) -> int:
+        """T, the number of packed positions."""
+        return int(self.slots.shape[0])
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, ...) -> the kept entries (T, ...)."""
+        return x.flatten(0, 1).index_select(0, self.slots)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Packed (1, T, C) -> padded (B, L, C)."""
+        out = x.new_zeros(self.batch * self.length, x.shape[-1]).index_copy(0, self.slots, x[0])
+        return out.view(self.batch, self.length, -1)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """Padded (B, L, C) -> packed (1, T, C)."""
+        return self.pack(x)[None]
 
 
 def run_trimmed(
-    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    forward: Callable[[torch.Tensor, torch.Tensor, "Packing | None"], torch.Tensor],
     tokens: torch.Tensor,
-    penalty: int | None = BUCKET_PENALTY,
+    pack: bool = True,
 ) -> torch.Tensor:
-    """``forward(tokens[:, :L], eot)`` on the trimmed batch, in length-sorted buckets where that saves work.
+    """``forward(tokens[:, :L], eot, packing)`` on the batch trimmed to its last end-of-text position ``L``.
 
     Args:
-        forward: maps trimmed token ids (n, L) and their end-of-text positions (n,) to outputs (n, ...).
+        forward: maps trimmed token ids (N, L), their end-of-text positions (N,) and a :class:`Packing` (None:
+            run the padded batch) to outputs (N, ...), in row order.
         tokens: token ids (N, context_length).
-        penalty: see :data:`BUCKET_PENALTY`; None turns bucketing off (one call, trimmed to the batch's longest).
+        pack: pack the rows when their lengths differ; False runs the trimmed, padded batch.
 
     Returns:
         ``forward``'s outputs for all rows, in input order — equal to running it on the full sequences.
     """
     eot = eot_positions(tokens)
-    if penalty is None or tokens.shape[0] < 2 or bool((eot == eot[0]).all()):
-        return forward(tokens[:, : int(eot.max()) + 1], eot)
-    order = torch.argsort(eot, stable=True)
-    lengths = (eot[order] + 1).tolist()
-    cuts = plan_buckets(lengths, penalty)
-    if len(cuts) == 1:
-        return forward(tokens[:, : lengths[-1]], eot)
-    out: torch.Tensor | None = None
-    start = 0
-    for stop in cuts:
-        rows = order[start:stop]
-        part = forward(tokens[rows, : lengths[stop - 1]], eot[rows])
-        if out is None:
-            out = part.new_empty((tokens.shape[0],) + tuple(part.shape[1:]))
-        out[rows] = part
-        start = stop
-    assert out is not None
-    return out
+    trimmed = tokens[:, : int(eot.max()) + 1] if tokens.shape[0] else tokens
+    if not pack or tokens.shape[0] < 2 or bool((eot == eot[0]).all()):
+        return forward(trimmed, eot, None)
+    return forward(trimmed, eot, Packing(eot + 1))
