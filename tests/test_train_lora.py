@@ -25,21 +25,17 @@ ARGS = ["--freeze", "image", "--batch-size", "8", "--max-steps", "4", "--save-ev
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
+def world(tmp_path_factory):
+    """A tiny base model trained on a toy image-audio world (one intra-op thread: 2 shared cores)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("train_lora")
     card = tiny_card(root / "tiny.json")
     manifests = toy_world(root / "data", n=32, kinds=("audio",))
     bindkit.train(manifests["audio"], root / "base", card=str(card), epochs=1, batch_size=8, val_split=0.25,
                   seed=0, log=lambda msg: None)
-    return root, manifests["audio"]
+    yield root, manifests["audio"]
+    torch.set_num_threads(threads)
 
 
 def _sha256s(directory) -> dict[str, str]:
@@ -219,3 +215,21 @@ def test_bad_lora_arguments_fail_before_training(world, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     with pytest.raises(ArgumentError, match="needs --init|pass --init"):
         bindkit.train(manifest, tmp_path / "y", lora="r=2", log=lambda msg: None)
+
+
+def test_int8_folds_the_adapters_and_keeps_the_adapted_fingerprint(world, run):
+    from bindkit.adapt import LoRALinear
+    from bindkit.errors import DeviceError
+
+    _, manifest = world
+    out, _, _ = run
+    fp32 = bindkit.load_model(out, modalities=["audio"])
+    try:
+        q = bindkit.load_model(out, modalities=["audio"], quantize="int8")
+    except DeviceError as exc:
+        pytest.skip(f"no int8 engine here: {exc}")
+    assert q.fingerprint("audio") == fp32.fingerprint("audio") + "+int8"
+    assert not any(isinstance(m, LoRALinear) for m in q.modules())
+    sounds = sorted(str(p) for p in (manifest.parent / "media").glob("snd*.wav"))[:3]
+    a, b = fp32.embed(audio=sounds)["audio"], q.embed(audio=sounds)["audio"]
+    assert (a * b).sum(1).min() > 0.98

@@ -161,8 +161,8 @@ def _base_source(directory: Path, base: Mapping[str, Any], weights: Any) -> tupl
             if rec and all(rec.get(m) == fp for m, fp in wanted.items() if m in rec):
                 return c, None, str(c)
         return found[0], None, str(found[0])
-    return base.get("spec") or base.get("card"), base.get("weights"), \
-        f"{base.get('spec') or base.get('card')!r}" + (f" with weights {base['weights']}" if base.get("weights") else "")
+    spec = base.get("spec") or base.get("card")
+    return spec, base.get("weights"), f"{spec!r}" + (f" with weights {base['weights']}" if base.get("weights") else "")
 
 
 def load_lora_model(directory: str | os.PathLike, *, weights: Any = None, modalities: Iterable[str] | None = None,

@@ -46,7 +46,8 @@ class LoRASpec:
         try:
             r, alpha = int(self.r), float(self.alpha)
         except (TypeError, ValueError):
-            raise ArgumentError(f"LoRA rank and alpha must be numbers, got r={self.r!r}, alpha={self.alpha!r}") from None
+            raise ArgumentError(f"LoRA rank and alpha must be numbers, got r={self.r!r}, "
+                                f"alpha={self.alpha!r}") from None
         if r < 1 or r != float(self.r) or not alpha > 0:
             raise ArgumentError(f"LoRA needs an integer rank >= 1 and alpha > 0, got r={self.r}, alpha={self.alpha}")
         object.__setattr__(self, "r", r)

@@ -66,6 +66,9 @@ def _lora(text: str) -> str:
 
     if not text.strip():
         return ""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--lora takes key=value settings (e.g. --lora r=8,alpha=16), not {text!r}; "
+                                         "for the defaults, put a bare --lora after the manifests")
     try:
         return str(parse_lora_spec(text))
     except ArgumentError as exc:

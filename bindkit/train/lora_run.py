@@ -150,7 +150,7 @@ def setup(model: Any, run: LoRARun, trainable: Sequence[str], seed: int, log: Ca
     log(f"LoRA {run.spec} on {', '.join(trainable)}: {n:,} trainable parameters "
         f"({run.counts['adapter_parameters']:,} in adapters"
         + (f" + {run.counts['head_parameters']:,} in heads" if run.spec.head else "")
-        + f"); the {run.counts['base_parameters']:,} base parameters stay frozen"
+        + f"); the base model's {run.counts['base_parameters']:,} parameters stay frozen"
         + (f"; adapters of {', '.join(kept)} kept unchanged" if kept else ""))
     return n
 

@@ -18,16 +18,17 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
+from ..adapt.lora_model import refresh_base_link
 from ..cards import load_card, model_dir
 from ..errors import CardError, CheckpointError, ModalityError
 from ..modality import ENCODERS, encoder_of
-from ..adapt.lora_model import refresh_base_link
 from . import checkpoint as ck
 from . import lora_run as lora_mod
 from .augment import DEFAULTS as AUGMENT_DEFAULTS
@@ -497,9 +498,9 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
                       "history": history, "best": best, "epoch_acc": epoch_acc, "world_size": ctx.world,
                       "skipped": {k: {str(r): why for r, why in v.items()} for k, v in skipped.items()}}
             write = None
-            if lora_run is not None:
-                meta = _adapter_meta(record("running"), which)
-                write = lambda d: lora_mod.write(d, model, lora_run, full_card, meta, home=out / ck.CKPT_DIR / which)  # noqa: E731
+            if lora_run is not None:  # a LoRA directory (adapters + base pointer) instead of full weights
+                write = partial(lora_mod.write, model=model, run=lora_run, card=full_card,
+                                meta=_adapter_meta(record("running"), which), home=out / ck.CKPT_DIR / which)
             ck.save_checkpoint(out, which, sd, full_card, ts, write=write)
             ck.write_record(out, record("running"))
         ctx.barrier()
