@@ -185,7 +185,8 @@ def load_model(
     Args:
         spec: as for :func:`build_model`, or a model directory (``card.json`` + ``<modality>.safetensors`` +
             ``manifest.json``, as ``bindkit train`` and ``bindkit convert --card`` write): its card, its weights,
-            and by default the encoders it holds.
+            and by default the encoders it holds. The directory of a ``bindkit train --lora`` run loads its base
+            model (``weights=`` says where, if it moved) with its adapters (see :mod:`bindkit.adapt.lora_model`).
         weights: a reference ``.pth``/``.pt`` file, a safetensors file or directory written by
             ``bindkit convert``, or an in-memory state dict (reference layout). None looks in ``weights/``,
             ``$BINDKIT_WEIGHTS`` and the user cache, then downloads the card's weights if ``download``
@@ -205,8 +206,14 @@ def load_model(
     """
     from . import weights as wio
 
-    card = load_card(spec)
     directory = model_dir(spec)
+    if directory is not None and (directory / "manifest.json").is_file():
+        from .adapt.lora_model import is_lora_dir, load_lora_model
+
+        if is_lora_dir(directory):  # written by `bindkit train --lora`: its base (weights= if it moved) + adapters
+            return load_lora_model(directory, weights=weights, modalities=modalities, device=device, dtype=dtype,
+                                   download=download, quantize=quantize, adapters=adapters)
+    card = load_card(spec)
     if directory is not None and weights is None:
         # A model directory (bindkit train / convert --card): its own weights, and by default the encoders it
         # holds (its card may describe more, e.g. the modalities a later `bindkit train --init` can add).

@@ -12,10 +12,14 @@ An adapted encoder reports its own fingerprint, ``<base>~lora:<digest>`` (see :f
 built with the base encoder refuses it and vice versa. ``~`` (not ``+``) keeps it apart from the precision
 variants (``+int8``) an index tolerates for search.
 
+``apply_lora(..., train_head=True)`` also trains the adapted encoders' heads (LayerNorm + projection) in place;
+the adapter then owns those heads: its file holds their values and its digest covers them.
+
 Files (:func:`save_adapter`): one safetensors file per adapted modality, tensors keyed
-``<module path in the encoder>.lora_A`` / ``.lora_B`` (e.g. ``trunk.blocks.0.attn.qkv.lora_A``), with string
-metadata ``format``, ``modality``, ``base_card``, ``base_fingerprint``, ``rank``, ``alpha``, ``targets``, ``name``
-and ``meta`` (JSON of whatever the caller recorded, e.g. a training record).
+``<module path in the encoder>.lora_A`` / ``.lora_B`` (e.g. ``trunk.blocks.0.attn.qkv.lora_A``) — plus
+``head.norm.weight``, ``head.norm.bias``, ``head.proj.weight`` when the adapter owns the head — with string
+metadata ``format``, ``modality``, ``base_card``, ``base_fingerprint``, ``rank``, ``alpha``, ``targets`` (with
+``head`` when it owns it), ``name`` and ``meta`` (JSON of whatever the caller recorded, e.g. a training record).
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ArgumentError, CheckpointError, ModalityError
+from .spec import DEFAULT_TARGETS, HEAD, TARGETS
+from .spec import parse_targets as _parse_targets
 
 FORMAT = "bindkit-lora/1"
-#: LoRA target name -> suffix of the module path inside a trunk block.
-TARGETS: dict[str, str] = {"qkv": "attn.qkv", "out": "attn.proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
-DEFAULT_TARGETS = ("qkv", "out", "fc1", "fc2")
 #: Separator between an encoder's base fingerprint and its adapter digest.
 SEP = "~lora:"
+#: Attribute of an encoder naming the adapter that owns (trained) its head.
+_HEAD_OWNER = "_lora_head_owner"
 
 
 class LoRAAdapter(nn.Module):
@@ -136,17 +141,6 @@ def _encoder_names(model: Any, modalities: Iterable[str] | str | None) -> list[s
     return out
 
 
-def _parse_targets(targets: Iterable[str] | str) -> tuple[str, ...]:
-    if isinstance(targets, str):
-        targets = targets.split(",")
-    out = tuple(dict.fromkeys(t.strip() for t in targets if t.strip()))
-    bad = [t for t in out if t not in TARGETS]
-    if bad or not out:
-        raise ArgumentError(f"unknown LoRA target(s) {', '.join(map(repr, bad)) or '(none)'}; "
-                            f"choose among {', '.join(TARGETS)}")
-    return out
-
-
 def _targets_of(path: str) -> str | None:
     for target, suffix in TARGETS.items():
         if path.startswith("trunk.blocks.") and path.endswith("." + suffix):
@@ -188,9 +182,19 @@ def base_fingerprint(model: Any, modality: str) -> str:
     return model.fingerprint(modality).split(SEP, 1)[0]
 
 
+def head_owner(encoder: nn.Module) -> str | None:
+    """The name of the adapter whose training replaced ``encoder``'s head, or None."""
+    return getattr(encoder, _HEAD_OWNER, None)
+
+
+def _head_tensors(encoder: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"head.{k}": t for k, t in encoder.head.state_dict().items()}
+
+
 def adapter_digest(encoder: nn.Module) -> str | None:
-    """A digest of every adapter on ``encoder`` (module paths, ranks, alphas, A and B values), independent of
-    the adapters' names and of the order they were applied in; None when it has none."""
+    """A digest of every adapter on ``encoder`` (module paths, ranks, alphas, A and B values, and the head's
+    values for the adapter that owns it), independent of the adapters' names and of the order they were applied
+    in; None when it has none."""
     per_adapter: dict[str, hashlib.blake2b] = {}
     for path, mod in lora_modules(encoder):
         for name, a in mod.lora_adapters.items():
@@ -198,6 +202,11 @@ def adapter_digest(encoder: nn.Module) -> str | None:
             h.update(f"{path}|{a.r}|{a.alpha!r}|".encode())
             for t in (a.A, a.B):
                 h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    owner = head_owner(encoder)
+    if owner is not None and owner in per_adapter:
+        for key, t in sorted(_head_tensors(encoder).items()):
+            per_adapter[owner].update(f"{key}|".encode())
+            per_adapter[owner].update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     if not per_adapter:
         return None
     total = hashlib.blake2b(digest_size=8)
@@ -220,7 +229,8 @@ def apply_lora(model: Any, modalities: Iterable[str] | str | None = None, r: int
                train_head: bool = False) -> int:
     """Add a fresh LoRA adapter ``name`` to the ``targets`` projections of every trunk block of ``modalities``'
     encoders (default: all), and freeze every parameter of ``model`` except the new adapters (and the heads of
-    those encoders if ``train_head``). Returns the number of trainable parameters.
+    those encoders if ``train_head``: the adapter then owns them, see :func:`save_adapter`). Returns the number
+    of trainable parameters.
 
     The base fingerprints are taken first, so the adapted encoders report ``<base>~lora:<digest>``.
     """
@@ -240,6 +250,9 @@ def apply_lora(model: Any, modalities: Iterable[str] | str | None = None, r: int
         for path in paths:
             if name in getattr(encoder.get_submodule(path), "lora_adapters", {}):
                 raise ArgumentError(f"the {enc} encoder already has an adapter named {name!r}; pass name=...")
+        if train_head and head_owner(encoder) is not None:
+            raise ArgumentError(f"the {enc} encoder's head was trained with adapter {head_owner(encoder)!r}; "
+                                "a second adapter cannot train it too (apply this one without train_head)")
         for path in paths:
             adapter = _wrap(encoder, path).add_adapter(name, r, alpha)
             new += [adapter.A, adapter.B]
@@ -249,6 +262,7 @@ def apply_lora(model: Any, modalities: Iterable[str] | str | None = None, r: int
         p.requires_grad_(True)
     if train_head:
         for enc in encs:
+            setattr(model.encoders[enc], _HEAD_OWNER, name)
             for p in model.encoders[enc].head.parameters():
                 p.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -279,10 +293,12 @@ def adapter_names(model: Any, modality: str) -> list[str]:
 
 
 def save_adapter(model: Any, modality: str, path: str | os.PathLike, meta: Mapping[str, Any] | None = None,
-                 *, name: str | None = None) -> Path:
-    """Write adapter ``name`` (default: the encoder's only one) of ``modality``'s encoder to a safetensors file.
+                 *, name: str | None = None, base_card: str | None = None) -> Path:
+    """Write adapter ``name`` (default: the encoder's only one) of ``modality``'s encoder to a safetensors file
+    (with the encoder's head when the adapter owns it).
 
-    Returns the path written. ``meta`` (JSON-serialisable) is stored under the ``meta`` metadata key.
+    Returns the path written. ``meta`` (JSON-serialisable) is stored under the ``meta`` metadata key;
+    ``base_card`` names the base model's card (default: ``model.card.name``).
     """
     from safetensors.torch import save_file
 
@@ -310,15 +326,18 @@ def save_adapter(model: Any, modality: str, path: str | os.PathLike, meta: Mappi
             targets.append(t)
     if not tensors:
         raise ArgumentError(f"the {enc} encoder has no adapter named {name!r} (it has: {', '.join(names) or 'none'})")
+    owns_head = head_owner(encoder) == name
+    if owns_head:
+        tensors.update({k: t.detach().to("cpu").contiguous().clone() for k, t in _head_tensors(encoder).items()})
     metadata = {
         "format": FORMAT,
         "modality": enc,
         "name": name,
-        "base_card": model.card.name,
+        "base_card": base_card or model.card.name,
         "base_fingerprint": base_fingerprint(model, enc),
         "rank": ",".join(str(r) for r in sorted(ranks)),
         "alpha": ",".join(f"{a:g}" for a in sorted(alphas)),
-        "targets": ",".join(t for t in DEFAULT_TARGETS if t in targets),
+        "targets": ",".join([t for t in DEFAULT_TARGETS if t in targets] + ([HEAD] if owns_head else [])),
         "meta": json.dumps(dict(meta or {}), sort_keys=True, default=str),
     }
     out = Path(path)
@@ -370,7 +389,18 @@ def load_adapter(model: Any, path: str | os.PathLike, *, name: str | None = None
             "weights; load it on the model it was trained from")
     encoder = model.encoders[enc]
     pairs: dict[str, dict[str, torch.Tensor]] = {}
+    head = {k: t for k, t in tensors.items() if k.startswith("head.")}
+    if head:
+        want = _head_tensors(encoder)
+        if set(head) != set(want) or any(tuple(t.shape) != tuple(want[k].shape) for k, t in head.items()):
+            raise CheckpointError(f"adapter {path}: its head tensors ({', '.join(sorted(head))}) do not fit the "
+                                  f"{enc} encoder's head ({', '.join(sorted(want))})")
+        if head_owner(encoder) is not None:
+            raise CheckpointError(f"adapter {path} replaces the {enc} encoder's head, which adapter "
+                                  f"{head_owner(encoder)!r} already replaced; load only one head-training adapter")
     for key, t in tensors.items():
+        if key in head:
+            continue
         mpath, _, part = key.rpartition(".")
         if part not in ("lora_A", "lora_B") or _targets_of(mpath) is None:
             raise CheckpointError(f"adapter {path}: unexpected tensor {key!r}")
@@ -403,4 +433,10 @@ def load_adapter(model: Any, path: str | os.PathLike, *, name: str | None = None
             adapter.A.copy_(A)
             adapter.B.copy_(B)
         adapter.requires_grad_(trainable)
+    if head:
+        with torch.no_grad():
+            for key, t in head.items():
+                encoder.get_parameter(key).copy_(t)
+        setattr(encoder, _HEAD_OWNER, final)
+        encoder.head.requires_grad_(trainable)
     return final

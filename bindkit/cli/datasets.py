@@ -66,6 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--imu-seconds", type=float, default=4.0, metavar="S", help="IMU length (default 4.0)")
     s.add_argument("--imu-rate", type=float, default=100.0, metavar="HZ",
                    help="IMU sample rate (default 100; the loader resamples to the card's length)")
+    s.add_argument("--audio-mic", choices=["clean", "shifted"], default="clean",
+                   help="the microphone the sounds are recorded with: clean (default, what bindkit_toy was "
+                   "trained on) or shifted (band-pass, resonance, coloured noise, low gain: a domain shift; "
+                   "every other file is the same as the clean world's with the same --seed)")
     s.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="processes rendering in parallel (default 1; output is identical)")
     s.add_argument("--overwrite", action="store_true", help="replace a synthetic world already in --out")
@@ -90,7 +94,8 @@ def run_synthetic(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     summary = generate(args.out, seed=args.seed, splits=splits, overwrite=args.overwrite, workers=args.workers,
                        show_progress=False if args.quiet else None, size=args.size,
-                       audio_seconds=args.audio_seconds, imu_seconds=args.imu_seconds, imu_rate=args.imu_rate)
+                       audio_seconds=args.audio_seconds, imu_seconds=args.imu_seconds, imu_rate=args.imu_rate,
+                       audio_mic=args.audio_mic)
     if not args.quiet:
         took = time.perf_counter() - start
         counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())

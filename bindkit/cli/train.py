@@ -16,6 +16,10 @@ examples:
   bindkit train image_audio.csv --init m1 --freeze image,text --out m2
   # m2 holds image, text and audio; audio->text search works without any audio-text pair
   bindkit index build sounds/ --model m2 --out idx && bindkit search idx --text "a dog barking" --model m2
+  # 3. adapt m2's audio encoder to another microphone with LoRA: only the adapters train (a few % of the
+  #    encoder); OUT holds audio.lora.safetensors + a manifest pointing at m2 (path and fingerprints)
+  bindkit train mic2/image_audio.csv --init m2 --freeze image,text --lora r=8,alpha=16 --out m2_mic2
+  bindkit eval m2_mic2 --retrieval mic2/test/image_audio.csv     # m2_mic2 loads as m2 + its adapter
   # continue a run that was killed (same arguments + --resume)
   bindkit train image_text.csv --card bindkit_small --out m1 --resume
   # several GPUs or CPU processes (DDP: gloo on CPU, nccl on GPU; --batch-size is the global batch)
@@ -30,6 +34,16 @@ output (OUT): card.json + <modality>.safetensors + manifest.json (the trained mo
 R@1) — use it as bindkit.load_model("OUT") or --model OUT anywhere; train_record.json (data + sha256,
 arguments, metrics per epoch, versions); metrics.csv (per step), val_metrics.csv (per epoch);
 checkpoints/last (what --resume continues from) and checkpoints/best.
+
+LoRA (--lora r=8,alpha=16,targets=qkv,out,fc1,fc2[,head], needs --init): every encoder that trains (in a
+manifest and not --freeze-d) gets low-rank adapters on its attention (qkv, out) and MLP (fc1, fc2)
+projections; `head` also trains those encoders' heads. Everything else stays bit-for-bit. The trainable
+parameter count is printed (adapters + heads). OUT then holds, instead of full weights, one
+<encoder>.lora.safetensors per adapted encoder (keyed by module name; metadata: base card, base fingerprint,
+rank, alpha, targets, training record) and a manifest pointing at the base model by path and fingerprint:
+load_model("OUT") and --model OUT load the base plus the adapters, and refuse a base that moved (pass
+--weights NEW_PATH) or whose weights changed. --init OUT continues the same adapters; --resume, checkpoints,
+metrics.csv and train_record.json work as for any run.
 """
 
 
@@ -44,6 +58,21 @@ def _modalities(text: str) -> list[str]:
     except ModalityError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return out
+
+
+def _lora(text: str) -> str:
+    from ..adapt.spec import parse_lora_spec  # no torch: a bad --lora fails before anything heavy loads
+    from ..errors import ArgumentError
+
+    if not text.strip():
+        return ""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--lora takes key=value settings (e.g. --lora r=8,alpha=16), not {text!r}; "
+                                         "for the defaults, put a bare --lora after the manifests")
+    try:
+        return str(parse_lora_spec(text))
+    except ArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _split(text: str) -> float:
@@ -78,6 +107,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="comma-separated modalities kept bit-for-bit unchanged (no gradients, eval mode, not in "
                      "the optimizer), e.g. image,text to bind a new modality to an existing space")
     src.add_argument("--name", metavar="NAME", help="the model's card name (default: the --out folder's name)")
+    src.add_argument("--lora", nargs="?", const="", default=None, type=_lora, metavar="SPEC",
+                     help="train LoRA adapters on the training encoders instead of their weights (needs --init): "
+                     "r=RANK,alpha=A,targets=qkv,out,fc1,fc2[,head] (default r=8,alpha=16, all four projections, "
+                     "no head); see below. --init a LoRA output continues its adapters")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=positive_int, default=10, help="passes over the largest manifest (default 10)")
     opt.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
@@ -133,7 +166,8 @@ def run_train(args: argparse.Namespace) -> int:
         warmup=args.warmup, grad_clip=args.grad_clip, seed=args.seed, val_split=args.val_split,
         augment=args.augment, resume=args.resume, device=args.device, workers=args.workers,
         max_steps=args.max_steps, save_every=args.save_every, stop_after=args.stop_after,
-        max_bad_rows=args.max_bad_rows, cache_mb=args.cache_mb, amp=args.amp, name=args.name, progress=False if args.quiet else None,
+        max_bad_rows=args.max_bad_rows, cache_mb=args.cache_mb, amp=args.amp, name=args.name, lora=args.lora,
+        progress=False if args.quiet else None,
         command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["train"] else None,
     )
     if result.record:

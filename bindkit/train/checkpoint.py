@@ -15,6 +15,10 @@
                             step) — what --resume continues from
       checkpoints/best/     model files of the best epoch so far
 
+A LoRA run (``--lora``) writes, in OUT and in each checkpoint, a LoRA model directory instead of full weights:
+``card.json``, ``manifest.json`` pointing at the base model, and one ``<encoder>.lora.safetensors`` per adapted
+encoder (see :mod:`bindkit.adapt.lora_model`); ``bindkit.load_model("OUT")`` loads the base with them.
+
 Checkpoint directories are replaced atomically (written beside, then renamed), so a run killed at any moment
 leaves the previous checkpoint intact. ``checkpoints/`` may be deleted once training is finished.
 """
@@ -27,7 +31,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -87,9 +91,11 @@ def write_model_dir(directory: Path, state: Mapping[str, torch.Tensor], card: di
     return manifest
 
 
-def save_checkpoint(out: Path, which: str, state: Mapping[str, torch.Tensor], card: dict[str, Any],
-                    trainer_state: dict[str, Any] | None = None) -> Path:
-    """Replace ``OUT/checkpoints/<which>`` with the model ``state`` (and ``trainer_state`` when given)."""
+def save_checkpoint(out: Path, which: str, state: Mapping[str, torch.Tensor] | None, card: dict[str, Any],
+                    trainer_state: dict[str, Any] | None = None, *,
+                    write: Callable[[Path], Any] | None = None) -> Path:
+    """Replace ``OUT/checkpoints/<which>`` with the model ``state`` (and ``trainer_state`` when given).
+    ``write(directory)``, when given, writes the model files instead (LoRA runs: adapters + base pointer)."""
     root = out / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / which
@@ -97,7 +103,10 @@ def save_checkpoint(out: Path, which: str, state: Mapping[str, torch.Tensor], ca
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    write_model_dir(tmp, state, card)
+    if write is not None:
+        write(tmp)
+    else:
+        write_model_dir(tmp, state, card)
     if trainer_state is not None:
         torch.save(trainer_state, tmp / STATE_FILE)
     old = root / f"{which}{_OLD}"

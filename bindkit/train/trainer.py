@@ -18,16 +18,19 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
+from ..adapt.lora_model import refresh_base_link
 from ..cards import load_card, model_dir
 from ..errors import CardError, CheckpointError, ModalityError
 from ..modality import ENCODERS, encoder_of
 from . import checkpoint as ck
+from . import lora_run as lora_mod
 from .augment import DEFAULTS as AUGMENT_DEFAULTS
 from .data import (BatchSampler, ItemCache, Manifest, ManifestError, PairDataset, encoders_of, epoch_batches,
                    media_digest, read_manifest, split, steps_per_epoch)
@@ -39,7 +42,7 @@ from .loss import gather, info_nce
 AUGMENT_MODES = ("trainable", "all", "none")
 #: Arguments that must not change between a run and its --resume (they decide the data order and schedule).
 _RESUME_KEYS = ("manifests", "card", "init", "weights", "freeze", "epochs", "batch_size", "lr", "weight_decay",
-                "warmup", "grad_clip", "seed", "val_split", "augment", "max_steps", "max_bad_rows", "name")
+                "warmup", "grad_clip", "seed", "val_split", "augment", "max_steps", "max_bad_rows", "name", "lora")
 
 
 @dataclass
@@ -195,6 +198,7 @@ def train(
     cache_mb: float = 2048,
     amp: bool | None = None,
     name: str | None = None,
+    lora: Any = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
     command: list[str] | None = None,
@@ -233,6 +237,13 @@ def train(
         cache_mb: memory for preprocessed items (each file is decoded once per run while it fits).
         amp: mixed precision (bf16, or fp16 with loss scaling); default on for CUDA, off on CPU.
         name: the model's card name (default: the output folder's name).
+        lora: train LoRA adapters instead of the weights: ``"r=8,alpha=16,targets=qkv,out,fc1,fc2"`` (add
+            ``head`` to the targets to train the adapted encoders' heads too), a dict, a
+            :class:`~bindkit.adapt.LoRASpec`, or True for those defaults. Needs ``init`` (the base). Every encoder
+            that trains (in a manifest, not frozen) gets an adapter; nothing else changes. ``out`` is then a LoRA
+            model directory: one ``<encoder>.lora.safetensors`` per adapted encoder and a manifest pointing at the
+            base (path and fingerprints); ``bindkit.load_model(out)`` loads both. ``init`` a LoRA directory
+            continues its adapters (``lora`` may then be omitted).
         progress: progress bar (None: when stderr is a terminal).
         log: where messages go (default: stderr, rank 0 only).
 
@@ -248,6 +259,20 @@ def train(
         return _train(ctx, **{k: v for k, v in locals().items() if k != "ctx"})
     finally:
         ctx.close()
+
+
+def _adapter_meta(record: dict[str, Any], which: str) -> dict[str, Any]:
+    """The training record an adapter file carries (its ``meta``): what made it, without the per-epoch log."""
+    keep = ("command", "arguments", "bindkit_version", "torch_version", "seed", "card", "init", "trainable",
+            "frozen", "steps", "total_steps", "best", "device", "world_size", "lora")
+    out = {k: record[k] for k in keep if k in record}
+    if "lora" in out:  # the base is described by the adapter's own metadata and the directory's manifest
+        out["lora"] = {k: v for k, v in out["lora"].items() if k != "base"}
+    out["checkpoint"] = which
+    out["data"] = [{k: d[k] for k in ("path", "sha256", "pair", "rows", "train", "val")} for d in record["data"]]
+    if record.get("epochs"):
+        out["last_epoch"] = record["epochs"][-1]
+    return out
 
 
 def _args_snapshot(**kw: Any) -> dict[str, Any]:
@@ -267,7 +292,7 @@ def _args_snapshot(**kw: Any) -> dict[str, Any]:
 
 def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, batch_size, lr, weight_decay, warmup,
            grad_clip, seed, val_split, augment, resume, device, workers, max_steps, save_every, stop_after,
-           max_bad_rows, cache_mb, amp, name, progress, log, command) -> TrainResult:
+           max_bad_rows, cache_mb, amp, name, lora, progress, log, command) -> TrainResult:
     import bindkit
     from ..progress import progress_bar
 
@@ -289,13 +314,17 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
     out = Path(out).expanduser().resolve()
     name = name or out.name
     freeze_list = _freeze_list(freeze)
+    lora_run = None
+    lora_on = lora_mod.wanted(lora, init)
+    if lora_on:
+        lora = lora_mod.normalise(lora, init)  # the spec as text; None: continue the --init LoRA directory's
     args = _args_snapshot(manifests=[str(Path(m).expanduser().resolve()) for m in manifests],
                           card=card if card is None or isinstance(card, (str, os.PathLike)) else load_card(card).name,
                           init=str(Path(init).resolve()) if init is not None and model_dir(init) else init,
                           weights=weights, freeze=freeze_list, epochs=epochs, batch_size=batch_size, lr=lr,
                           weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, seed=seed,
                           val_split=val_split, augment=augment, max_steps=max_steps, max_bad_rows=max_bad_rows,
-                          name=name, save_every=save_every, workers=workers, amp=amp)
+                          name=name, save_every=save_every, workers=workers, amp=amp, lora=lora)
 
     # --- resume or fresh start ----------------------------------------------------------------------------
     state: dict[str, Any] | None = None
@@ -336,8 +365,11 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
     warm = fraction_or_steps(warmup, total)
 
     # --- model ---------------------------------------------------------------------------------------------
-    model, full_card, init_info = _build_model(mans, card, init, weights, seed, name, say)
     needed = encoders_of(mans)
+    if lora_on:
+        model, full_card, init_info, lora_run = lora_mod.build(needed, card, init, weights, lora, name, say)
+    else:
+        model, full_card, init_info = _build_model(mans, card, init, weights, seed, name, say)
     unknown = [f for f in freeze_list if f not in model.modalities]
     if unknown:
         raise ModalityError(f"--freeze {unknown[0]}: the model has no {unknown[0]} encoder (it has "
@@ -350,7 +382,11 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
     for m in mans:
         if encoder_of(m.a) in frozen and encoder_of(m.b) in frozen:
             raise ManifestError(f"{m.name}: both sides are frozen ({m.a}, {m.b}); nothing in this pair would train")
-    if state is not None:
+    if lora_run is not None:
+        lora_mod.setup(model, lora_run, trainable, seed, say)
+        if state is not None:
+            lora_mod.load_values(model, ck.checkpoint_dir(out, "last"))
+    elif state is not None:
         model.encoders.load_state_dict(ck.load_model_state(ck.checkpoint_dir(out, "last")), strict=True)
     dev = ctx.device
     model.to(dev)
@@ -476,13 +512,14 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
             "steps": step, "total_steps": total, "steps_per_epoch": spe, "world_size": ctx.world,
             "device": str(dev), "amp": str(amp_dtype).removeprefix("torch.") if use_amp else None,
             "epochs": history, "best": best,
+            **({"lora": lora_run.summary()} if lora_run is not None else {}),
             "wall_s": round(time.time() - started, 1),
         }
 
     def save(which: str) -> None:
         rngs = ctx.gather_objects(_rng_state())
         if ctx.main:
-            sd = {k: v for k, v in model.encoders.state_dict().items()}
+            sd = {k: v for k, v in model.encoders.state_dict().items()} if lora_run is None else None
             ts = None
             if which == "last":
                 ts = {"step": step, "args": args, "data_sha256": [m.sha256 for m in mans],
@@ -490,7 +527,11 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
                       "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs,
                       "history": history, "best": best, "epoch_acc": epoch_acc, "world_size": ctx.world,
                       "skipped": {k: {str(r): why for r, why in v.items()} for k, v in skipped.items()}}
-            ck.save_checkpoint(out, which, sd, full_card, ts)
+            write = None
+            if lora_run is not None:  # a LoRA directory (adapters + base pointer) instead of full weights
+                write = partial(lora_mod.write, model=model, run=lora_run, card=full_card,
+                                meta=_adapter_meta(record("running"), which), home=out / ck.CKPT_DIR / which)
+            ck.save_checkpoint(out, which, sd, full_card, ts, write=write)
             ck.write_record(out, record("running"))
         ctx.barrier()
 
@@ -635,6 +676,8 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
         if finished:
             src = ck.checkpoint_dir(out, "best") if best is not None else None
             ck.publish(out, src or ck.checkpoint_dir(out, "last"))
+            if lora_run is not None:
+                refresh_base_link(out)
         rec = record("finished" if finished else "paused")
         if finished and best is not None:
             rec["published"] = f"best (epoch {best['epoch'] + 1}, step {best['step']})"

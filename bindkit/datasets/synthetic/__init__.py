@@ -46,6 +46,7 @@ import numpy as np
 
 from .captions import caption
 from .gallery import GALLERY_KINDS, Gallery, build_gallery, gallery_key, gallery_kinds, write_video
+from .microphone import MICS, apply_microphone
 from .render_audio import render_audio
 from .render_image import render_image
 from .render_imu import render_imu
@@ -59,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "audio_rate": 16000,   # Hz
     "imu_seconds": 4.0,    # recording length
     "imu_rate": 100.0,     # Hz (bindkit's loader resamples the whole recording to the card's length)
+    "audio_mic": "clean",  # the microphone (see .microphone): "clean", or "shifted" for domain-shift experiments
 }
 
 #: Which attributes each modality carries, i.e. the zero-shot tests that make sense (modality -> attributes).
@@ -104,7 +106,9 @@ def scene(index: int, seed: int = 0, split: str = "train") -> Scene:
 def sample(index: int, seed: int = 0, split: str = "train", **params: Any) -> dict[str, Any]:
     """Render sample ``index`` of ``split`` (train, val, test or compositional) under ``seed``, in memory.
 
-    ``params`` override :data:`DEFAULTS` (size, audio_seconds, audio_rate, imu_seconds, imu_rate).
+    ``params`` override :data:`DEFAULTS` (size, audio_seconds, audio_rate, imu_seconds, imu_rate, audio_mic).
+    ``audio_mic="shifted"`` records the sound with another microphone (:mod:`.microphone`); everything else,
+    the scene included, stays the same.
 
     Returns a dict with:
         ``labels`` ({attribute: class name}), ``attributes`` (labels plus geometry and physics), ``scene``;
@@ -126,9 +130,14 @@ def sample(index: int, seed: int = 0, split: str = "train", **params: Any) -> di
     size = int(p["size"])
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
+    if p["audio_mic"] not in MICS:
+        raise ValueError(f"unknown audio_mic {p['audio_mic']!r}; choose among {', '.join(MICS)}")
     r_scene, r_image, r_text, r_audio, r_depth, r_thermal, r_imu, _ = streams(seed, split, index)
     sc = draw_scene(r_scene, seed, split, index)
     thermal_c = render_thermal(sc, r_thermal, size)
+    audio = render_audio(sc, r_audio, float(p["audio_seconds"]), int(p["audio_rate"]))
+    if p["audio_mic"] != "clean":  # its own stream (the 9th child): the other eight, and so the scene, unchanged
+        audio = apply_microphone(audio, int(p["audio_rate"]), p["audio_mic"], streams(seed, split, index, 9)[8])
     return {
         "index": int(index),
         "split": split,
@@ -138,7 +147,7 @@ def sample(index: int, seed: int = 0, split: str = "train", **params: Any) -> di
         "scene": sc,
         "text": caption(sc, r_text),
         "image": render_image(sc, r_image, size),
-        "audio": render_audio(sc, r_audio, float(p["audio_seconds"]), int(p["audio_rate"])),
+        "audio": audio,
         "audio_rate": int(p["audio_rate"]),
         "depth": render_depth(sc, r_depth, size).astype(np.float32),
         "thermal": celsius_to_8bit(thermal_c),
@@ -156,8 +165,8 @@ def generate(out_dir: str, n: int = 5000, seed: int = 0, **kwargs: Any) -> dict[
 
 
 __all__ = [
-    "ATTRIBUTES", "DEFAULTS", "ENCODES", "GALLERY_KINDS", "Gallery", "HELD_OUT", "SPLITS", "Scene", "TEMPLATES",
-    "allowed_combos", "build_gallery", "caption", "celsius_to_8bit", "classes", "depth_to_mm", "gallery_key",
-    "gallery_kinds", "generate", "render_audio", "render_depth", "render_image", "render_imu", "render_thermal",
-    "sample", "scene", "templates", "write_video",
+    "ATTRIBUTES", "DEFAULTS", "ENCODES", "GALLERY_KINDS", "Gallery", "HELD_OUT", "MICS", "SPLITS", "Scene",
+    "TEMPLATES", "allowed_combos", "apply_microphone", "build_gallery", "caption", "celsius_to_8bit", "classes",
+    "depth_to_mm", "gallery_key", "gallery_kinds", "generate", "render_audio", "render_depth", "render_image",
+    "render_imu", "render_thermal", "sample", "scene", "templates", "write_video",
 ]

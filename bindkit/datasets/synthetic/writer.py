@@ -46,6 +46,7 @@ from ...fileio import atomic_write_bytes
 from ...progress import progress_bar
 from . import DEFAULTS, ENCODES, TEMPLATES, sample
 from .captions import attribute_caption
+from .microphone import MICS
 from .render_imu import imu_csv
 from .render_maps import THERMAL_MAX_C, THERMAL_MIN_C, depth_to_mm
 from .world import ATTRIBUTES, HELD_OUT, SPLITS, check_split
@@ -92,7 +93,9 @@ def generate(
         workers: processes rendering in parallel (files are identical whatever the number).
         show_progress: progress bar with ETA; None shows it when stderr is a terminal.
         **params: rendering parameters (see :data:`~bindkit.datasets.synthetic.DEFAULTS`): size,
-            audio_seconds, audio_rate, imu_seconds, imu_rate.
+            audio_seconds, audio_rate, imu_seconds, imu_rate, audio_mic (``"shifted"``: the sounds recorded
+            with another microphone, :mod:`~bindkit.datasets.synthetic.microphone`; every other file and the
+            scenes are those of the default ``"clean"`` world with the same seed).
 
     Returns:
         a summary: ``out`` folder, ``counts`` per split, ``manifests`` (train pair manifests),
@@ -161,8 +164,13 @@ def _params(params: Mapping[str, Any]) -> dict[str, Any]:
         raise DatasetError("audio_seconds must be >= 0.1 and imu_seconds >= 0.5")
     if int(p["audio_rate"]) < 4000 or float(p["imu_rate"]) < 10:
         raise DatasetError("audio_rate must be >= 4000 Hz and imu_rate >= 10 Hz")
-    return {"size": int(p["size"]), "audio_seconds": float(p["audio_seconds"]), "audio_rate": int(p["audio_rate"]),
-            "imu_seconds": float(p["imu_seconds"]), "imu_rate": float(p["imu_rate"])}
+    if p["audio_mic"] not in MICS:
+        raise DatasetError(f"unknown audio_mic {p['audio_mic']!r}; choose among {', '.join(MICS)}")
+    out = {"size": int(p["size"]), "audio_seconds": float(p["audio_seconds"]), "audio_rate": int(p["audio_rate"]),
+           "imu_seconds": float(p["imu_seconds"]), "imu_rate": float(p["imu_rate"])}
+    if p["audio_mic"] != "clean":  # recorded only when not the default: a default world's files stay as they were
+        out["audio_mic"] = str(p["audio_mic"])
+    return out
 
 
 _OURS_DIRS = tuple(SPLITS)
@@ -291,7 +299,8 @@ def _world_record(counts: dict[str, int], seed: int, params: dict[str, Any]) -> 
         "encodes": {k: list(v) for k, v in ENCODES.items()},
         "formats": {
             "image": "RGB PNG",
-            "audio": f"mono 16-bit PCM WAV, {params['audio_rate']} Hz, {params['audio_seconds']} s",
+            "audio": f"mono 16-bit PCM WAV, {params['audio_rate']} Hz, {params['audio_seconds']} s"
+                     + (f", {params['audio_mic']} microphone" if "audio_mic" in params else ""),
             "depth": "16-bit grey PNG, millimetres (metric depth)",
             "thermal": f"8-bit grey PNG, value = (celsius - ({THERMAL_MIN_C})) * 255 / "
                        f"{THERMAL_MAX_C - THERMAL_MIN_C} (fixed scale: hot is bright)",
@@ -304,6 +313,7 @@ def _world_record(counts: dict[str, int], seed: int, params: dict[str, Any]) -> 
 def _readme(counts: dict[str, int], seed: int, params: dict[str, Any]) -> str:
     held = ", ".join(f"{c} {s}" for s, c in sorted(HELD_OUT))
     split_lines = "\n".join(f"- `{s}/`: {c} samples" for s, c in counts.items())
+    mic = f" (recorded with the {params['audio_mic']} microphone)" if "audio_mic" in params else ""
     return f"""# Synthetic world (seed {seed})
 
 Written by `bindkit datasets synthetic` (bindkit.datasets.synthetic). Procedural data: every file is
@@ -312,7 +322,7 @@ regenerated exactly from the seed and the parameters in `world.json`.
 {split_lines}
 
 Each sample has one main object with a shape, colour, size, material, temperature and motion, rendered as
-an image ({params['size']} px), a caption, a sound, a depth map, a thermal map and an IMU recording.
+an image ({params['size']} px), a caption, a sound{mic}, a depth map, a thermal map and an IMU recording.
 Held-out shape x colour combinations, only in `compositional/`: {held}.
 
 ## Files
