@@ -3,18 +3,21 @@
 1. captions of the synthetic world (``bindkit.datasets.synthetic``): training captions from the ``train`` split
    (seed 0); held-out captions and images from the ``test`` split under another seed (seed 1);
 2. an index of the held-out images built with the teacher (bindkit_toy);
-3. ``bindkit.distill`` into the ``bindkit_toy_text_student`` card (width 32, 2 blocks; the teacher: 64, 4),
-   timed from the first teacher forward pass (filling the teacher-vector cache) to the published student;
+3. ``bindkit.distill`` into the ``bindkit_toy_text_student`` card (1 block of the teacher's 4, width 64,
+   started from the teacher's token table, first block and head), timed from the first teacher forward pass
+   (filling the teacher-vector cache) to the published student;
 4. speed, student vs teacher, alternating rounds in this process: the text encoder alone on tokenised batches
    (what the student makes smaller), and end to end (``model.embed``: CLIP BPE tokenisation, the same for
    both, plus the encoder);
 5. ``bindkit.evaluate.distillation``: student-teacher cosine on the held-out captions, and R@k vs teacher: the
    share of the teacher's own top-k that the student's top-k finds, searching the teacher's image index with
-   ``Index.open(index, model=student)`` (and among the held-out captions themselves);
+   ``Index.open(index, model=student)`` (and among the held-out captions themselves); as a yardstick, the same
+   for the teacher quantised to int8 (``--quantize int8``) against its fp32 self;
 6. adding an item to the teacher's index with the student: refused.
 
 Usage: python benchmarks/bench_distill.py [--quick] [--train N] [--held-out N] [--epochs N] [--threads N]
-(full: ~10 min on 2 busy CPU cores; --quick: ~1 min, a smoke test whose figures are not the point).
+(full: ~4.5 min on 2 CPU cores shared with other jobs, up to ~10 when they are busy; --quick: ~10 s, a smoke
+test whose figures are not the point).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -99,19 +103,21 @@ def speeds(student, teacher, texts: list[str], rounds: int) -> dict[str, dict[st
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that the pipeline runs")
-    ap.add_argument("--train", type=int, help="training captions (default 40000; quick 2000)")
+    ap.add_argument("--train", type=int, help="training captions (default 160000; quick 2000)")
     ap.add_argument("--held-out", type=int, help="held-out captions and indexed images (default 1000; quick 200)")
-    ap.add_argument("--epochs", type=int, help="distillation epochs (default 8; quick 2)")
+    ap.add_argument("--epochs", type=int, help="distillation epochs (default 6; quick 2)")
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
-    ap.add_argument("--contrastive", type=float, default=0.1, help="InfoNCE weight (default 0.1)")
+    ap.add_argument("--contrastive", type=float, default=0.1, help="InfoNCE weight (default 0.1, as bindkit "
+                    "distill)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on a machine shared with other jobs, 2 OpenMP threads waiting "
                     "on each other ran 5-25x slower than 1)")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
     a = ap.parse_args()
-    n_train = a.train or (2000 if a.quick else 40000)
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, also through a pipe
+    n_train = a.train or (2000 if a.quick else 160000)
     n_held = a.held_out or (200 if a.quick else 1000)
-    epochs = a.epochs or (2 if a.quick else 8)
+    epochs = a.epochs or (2 if a.quick else 6)
     torch.set_num_threads(a.threads)
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench_distill_"))
     root.mkdir(parents=True, exist_ok=True)
@@ -151,6 +157,15 @@ def main() -> int:
     for name, d in rep["recall_vs_teacher"].items():
         print(f"R@k vs teacher, {name} ({rep['candidates'][name]} candidates): "
               + "  ".join(f"{k} {v:.3f}" for k, v in d.items()))
+    # a yardstick for R@k vs teacher: the teacher itself with int8 weights, against its fp32 self
+    int8 = bindkit.load_model(TEACHER, modalities=["text"], quantize="int8")
+    with warnings.catch_warnings():  # "the index holds fp32 vectors and the model computes int8": known here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = distillation(int8, teacher, held, "text", index=root / "teacher_index", ks=(10,), batch_size=256,
+                           show_progress=False)
+    print(f"yardstick, the int8 teacher against the fp32 teacher: cosine {ref['mean_cosine']:.4f}, R@10 "
+          f"{ref['recall_vs_teacher']['index image']['R@10']:.3f} (image index), "
+          f"{ref['recall_vs_teacher']['held-out text']['R@10']:.3f} (held-out captions)")
 
     with bindkit.Index.open(root / "teacher_index", model=student) as idx:
         hits = idx.search(text=held[0], k=3)

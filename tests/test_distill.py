@@ -315,3 +315,23 @@ def test_imagebind_tiny_teacher_text_and_image_students(tiny_model, tmp_path):
         assert len(idx.search(image=str(folder / "00.png"), k=4)["image"]) == 4
         with pytest.raises(StudentModelError):
             idx.add([str(folder / "00.png")], modality="image", metadata={"again": True})
+
+
+def test_student_starts_from_the_teacher_whole_or_sliced():
+    from bindkit.distill.student import copy_teacher_tensors
+
+    teacher = bindkit.load_model("bindkit_toy", modalities=["text"]).encoders["text"]
+    t = teacher.state_dict()
+    same_width = bindkit.build_model("bindkit_toy_text_student").encoders["text"]  # 1 block of the teacher's 4
+    whole, sliced = copy_teacher_tensors(same_width, teacher)
+    assert not sliced and "trunk.blocks.0.attn.qkv.weight" in whole and "stem.token_embedding.weight" in whole
+    assert all(torch.equal(same_width.state_dict()[k], t[k]) for k in whole)
+    narrow = bindkit.build_model(text_student_card()).encoders["text"]  # width 16 of 64, 2 heads of 16 (of 4)
+    whole, sliced = copy_teacher_tensors(narrow, teacher)
+    s = narrow.state_dict()
+    assert "trunk.blocks.0.attn.qkv.weight" in sliced and "head.proj.weight" in sliced
+    assert torch.equal(s["stem.token_embedding.weight"], t["stem.token_embedding.weight"][:, :16])
+    qkv = t["trunk.blocks.0.attn.qkv.weight"]  # (192, 64): q, k, v of 64 rows each; the student keeps head 0 of each
+    assert torch.equal(s["trunk.blocks.0.attn.qkv.weight"], torch.cat([qkv[0:16, :16], qkv[64:80, :16],
+                                                                       qkv[128:144, :16]]))
+    assert torch.equal(s["head.proj.weight"], t["head.proj.weight"][:, :16])

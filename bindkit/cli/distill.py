@@ -29,10 +29,11 @@ to the manifest). Repeated items are used once. Use thousands of items like thos
 
 how: the teacher embeds every item once into a cache on disk (OUT/teacher_cache, or --cache to share one
 between runs; an interrupted fill continues where it stopped). The student — the --student-card's encoder for
-the modality, with the teacher's output dimension, starting from the teacher's tensors wherever shapes match —
-learns to output the teacher's unit vectors: loss = (1 - cosine) + W x InfoNCE of its vectors against the
-teacher's in-batch vectors (--contrastive W). A small held-out split (--val-split) reports the mean
-student-teacher cosine every epoch; the best epoch is published.
+the modality, with the teacher's output dimension, starting from the teacher's tensors of the same names (the
+first blocks of a shallower student; the leading part of a narrower one's) — learns to output the teacher's
+unit vectors: loss = (1 - cosine) + W x InfoNCE of its vectors against the teacher's in-batch vectors
+(--contrastive W). A small held-out split (--val-split) reports the mean student-teacher cosine every epoch;
+the best epoch is published.
 
 output (OUT): card.json + <encoder>.safetensors + manifest.json: a model directory (bindkit.load_model("OUT"),
 --model OUT) that records the teacher it serves (card, dimension, modality, the teacher's encoder fingerprints).
@@ -93,8 +94,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     opt.add_argument("--val-split", type=float, default=0.02, metavar="F",
                      help="fraction held out to report the student-teacher cosine per epoch (default 0.02; 0: none)")
     opt.add_argument("--no-teacher-init", dest="init_from_teacher", action="store_false",
-                     help="start from random weights everywhere (default: copy the teacher's tensors wherever "
-                     "the student has the same names and shapes)")
+                     help="start from random weights (default: from the teacher's tensors of the same names: whole "
+                     "where shapes match, their leading part where the student is narrower, e.g. its first blocks, "
+                     "heads, MLP units and residual dimensions)")
     run = p.add_argument_group("run")
     run.add_argument("--cache", metavar="DIR", help="teacher-vector cache folder (default OUT/teacher_cache); runs "
                      "on the same data and teacher share it")

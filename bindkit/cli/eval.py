@@ -204,11 +204,13 @@ def _distill_setup(args: argparse.Namespace) -> tuple[str, str, str | None]:
         card = None  # a checkpoint of a card: not a student; --teacher and --modality are then needed
     record = (card_record(card) if card is not None else None) or {}
     kind = args.modality or record.get("modality")
-    teacher = args.teacher or record.get("teacher_source")
+    recorded = record.get("teacher_source") or (record.get("teacher") if record.get("teacher_weights") else None)
+    teacher = args.teacher or recorded
     weights = args.teacher_weights or (record.get("teacher_weights") if not args.teacher else None)
     if not kind or not teacher:
         what = ("records no teacher it was distilled from" if not record else
-                "records its teacher by card name only, loaded from explicit weights")
+                f"records its teacher {record['teacher']!r} but not where to load it from (it was distilled from "
+                "a model object)")
         raise EvalError(f"{args.model} {what}; pass --teacher MODEL (and --teacher-weights PATH, --modality KIND as "
                         "needed) to compare it with a teacher")
     return input_kind(kind), teacher, weights

@@ -2,9 +2,10 @@
 
 The run: read the unpaired items of the modality; embed them all with the teacher once, into the on-disk cache
 (:mod:`.cache`; resumable chunk by chunk); build the student from its card (one encoder, the teacher's output
-dimension) and copy in whatever teacher tensors have its shapes; then AdamW (betas 0.9, 0.95; warm-up + cosine;
-gradient clipping) on ``1 - cos(student, teacher) + w * InfoNCE`` (:mod:`.loss`). A small held-out split reports
-the mean student-teacher cosine every epoch; the best epoch is published. Data order is a function of
+dimension) and start it from the teacher's tensors of the same names (sliced where it is smaller); then AdamW
+(betas 0.9, 0.95; warm-up + cosine; gradient clipping) on ``1 - cos(student, teacher) + w * InfoNCE``
+(:mod:`.loss`). A small held-out split reports the mean student-teacher cosine every epoch; the best epoch is
+published. Data order is a function of
 (seed, epoch), so ``resume=True`` continues a killed run at its last checkpoint as if it had not stopped.
 
 The output directory is a model directory like ``bindkit train``'s (``bindkit.load_model(OUT)``, ``--model
@@ -132,7 +133,9 @@ def distill(
             distribution, or one-hot) of the InfoNCE term (:func:`bindkit.distill.loss.distill_loss`).
         val_split: fraction of the items held out to report the student-teacher cosine each epoch (and pick the
             best epoch); 0: none (the last epoch is published).
-        init_from_teacher: start from the teacher's tensors wherever the student has the same names and shapes.
+        init_from_teacher: start from the teacher's tensors wherever the student has a parameter of the same
+            name, sliced where the student is narrower or shallower
+            (:func:`bindkit.distill.student.copy_teacher_tensors`).
         max_steps: train exactly this many steps instead of ``epochs`` epochs.
         save_every, stop_after, resume: checkpoint every N steps; checkpoint and return after N steps of this
             call; continue the run in ``out`` (after an interrupted teacher-cache fill, too).
@@ -232,9 +235,14 @@ def distill(
     torch.manual_seed(seed)
     student = bindkit.build_model(card, modalities=[enc])
     s_enc = student.encoders[enc]
-    copied = copy_teacher_tensors(s_enc, t_model.encoders[enc]) if init_from_teacher and state is None else []
-    if copied:
-        say(f"student initialised from the teacher where names and shapes match: {_summary(copied)}")
+    whole, sliced = copy_teacher_tensors(s_enc, t_model.encoders[enc]) if init_from_teacher and state is None \
+        else ([], [])
+    copied = {"whole": whole, "sliced": sliced}
+    if state is not None:  # what the run started from, as recorded then
+        copied = state.get("initialised_from_teacher", copied)
+    if whole or sliced:
+        say("student initialised from the teacher: " + "; ".join(
+            f"{what} {_summary(names)}" for what, names in (("copied", whole), ("sliced", sliced)) if names))
     s_params = resolve_params(kind, student)
     if teacher is not t_model:  # we loaded it: free it before training
         del t_model
@@ -287,7 +295,7 @@ def distill(
         if which == "last":
             ts = {"step": step, "args": args, "optimizer": optimizer.state_dict(),
                   "scheduler": scheduler.state_dict(), "rng": _rng_state(), "history": history, "best": best,
-                  "skipped": skipped}
+                  "skipped": skipped, "initialised_from_teacher": copied}
         ck.save_checkpoint(out, which, student.encoders.state_dict(), card, ts)
         _write_json(out / RECORD_FILE, record_of("running"))
 

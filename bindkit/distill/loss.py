@@ -27,17 +27,20 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, *, contrastive: f
         teacher_targets: soft targets from the teacher (True) or the classic one-hot targets (False).
 
     Returns:
-        (loss, {"cosine": mean cosine, "nce": the InfoNCE value (0.0 when off)}).
+        (loss, {"cosine": mean cosine, "nce": the InfoNCE term (0.0 when off); with teacher targets it is reported
+        and optimised as a KL divergence — the cross-entropy less the targets' own entropy, the same gradients —
+        so it is 0 for a student that matches the teacher}).
     """
     cos = (student * teacher).sum(dim=-1)
     loss = (1.0 - cos).mean()
     nce = torch.zeros((), device=student.device)
     if contrastive > 0 and student.shape[0] >= 2:
         logits = student @ teacher.T / temperature
-        if teacher_targets:
-            target = torch.softmax(teacher @ teacher.T / temperature, dim=1)
+        if teacher_targets:  # cross-entropy minus the targets' entropy (a KL divergence): 0 when the student matches
+            own = teacher @ teacher.T / temperature
+            target = torch.softmax(own, dim=1)
+            nce = F.cross_entropy(logits, target) + (target * torch.log_softmax(own, dim=1)).sum(dim=1).mean()
         else:
-            target = torch.arange(student.shape[0], device=student.device)
-        nce = F.cross_entropy(logits, target)
+            nce = F.cross_entropy(logits, torch.arange(student.shape[0], device=student.device))
         loss = loss + contrastive * nce
     return loss, {"cosine": float(cos.detach().mean()), "nce": float(nce.detach())}
