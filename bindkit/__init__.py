@@ -49,6 +49,7 @@ _LAZY = {
     "convert": ("bindkit.weights", "convert"),
     "fetch_weights": ("bindkit.weights", "fetch_weights"),
     "train": ("bindkit.train", None),  # the package, callable as bindkit.train(...) (see bindkit.train)
+    "distill": ("bindkit.distill", None),  # the package, callable as bindkit.distill(...) (see bindkit.distill)
 }
 
 
@@ -71,5 +72,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BindModel", "BindkitError", "Card", "CardError", "CheckpointError", "DeviceError", "Embeddings", "Hit", "Index",
     "IndexStoreError", "InputError", "ItemError", "ModalityError", "WeightsNotFoundError", "add_card_path",
-    "build_model", "convert", "fetch_weights", "list_encoders", "load_card", "load_model", "preprocess", "train",
+    "build_model", "convert", "distill", "fetch_weights", "list_encoders", "load_card", "load_model", "preprocess",
+    "train",
 ]

@@ -48,6 +48,12 @@ class ReadOnlyIndexError(IndexStoreError):
     this process cannot write)."""
 
 
+class StudentModelError(IndexStoreError):
+    """A distilled student (``bindkit distill``) used where only its teacher will do: adding items to the
+    teacher's index (a student's vectors only approximate the teacher's), or a query of a modality the student
+    does not serve. Search the index with the student; add items with the teacher."""
+
+
 class StorageFullError(IndexStoreError):
     """A write to an index ran out of space (ENOSPC, a quota, or a file-size limit); the message names the path
     and about how much space it needed. Nothing is half-written: free space and run the command again."""

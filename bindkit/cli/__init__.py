@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # module name -> subcommands it registers. Import is lazy so `bindkit --help` stays fast.
-_COMMAND_MODULES = ("demo", "convert", "fetch", "embed", "index", "search", "serve", "train", "eval", "datasets",
+_COMMAND_MODULES = ("demo", "convert", "fetch", "embed", "index", "search", "serve", "train", "distill", "eval", "datasets",
                     "bench")
 
 

@@ -102,6 +102,7 @@ def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weigh
 
     from ..errors import IndexStoreError
     from ..index.store import DB_NAME, Store
+    from ..index.student import card_record
 
     recorded: dict[str, Any] = {}
     if index_dir is not None and (require_index or (Path(index_dir) / DB_NAME).is_file()):
@@ -111,8 +112,10 @@ def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weigh
         finally:
             store.close()
     if model is not None and recorded.get("card"):
-        asked = bindkit.load_card(model).name  # CardError for an unknown card
-        if asked != recorded["card"]:
+        asked_card = bindkit.load_card(model)  # CardError for an unknown card
+        asked = asked_card.name
+        student_of = (card_record(asked_card) or {}).get("teacher")  # a distilled student may query (bindkit distill)
+        if asked != recorded["card"] and student_of != recorded["card"]:
             raise IndexStoreError(
                 f"index {index_dir} was built with model {recorded['card']!r}, but --model {model} asks for "
                 f"{asked!r}; vectors of different models never mix: drop --model (the index's model is the "

@@ -36,6 +36,7 @@ from .ingest import AddResult, ingest, item_error
 from .items import Prepared, check_metadata, prepare
 from .query import QUERY_KINDS, compose
 from .store import DB_FILES, DB_NAME, FORMAT_VERSION, ItemRow, Store, crash_point
+from .student import check_student, refuse_add, refuse_other_kinds
 from .where import compile_where
 
 
@@ -87,6 +88,7 @@ class Index:
         self._caches = Caches(path, store, self._dim, mmap, read_only=read_only is not None)
         self._closed = False
         self._mixed_variants: dict[str, tuple[str, str]] = {}  # set by open(): see _check_model
+        self._student: dict[str, Any] | None = None  # set by open(): a distilled student of the index's model
 
     # ---- life cycle -----------------------------------------------------------------------------------------
     @classmethod
@@ -125,6 +127,8 @@ class Index:
     def open(cls, path: str | os.PathLike, model: Any | None = None, mmap: bool = False,
              read_only: bool | None = None) -> "Index":
         """Open an index. Without ``model`` it can search by ``vector=`` only (and remove, compact, stats).
+        A student distilled from the index's model (``bindkit distill``) may be given: it searches with queries of
+        the modality it was distilled for, and adding items with it raises StudentModelError.
 
         Args:
             mmap: memory-map the FAISS files read-only (large indexes); such an index cannot be changed.
@@ -155,19 +159,23 @@ class Index:
             raise IndexStoreError(f"{path} was written by a newer bindkit (format {version}, this one reads "
                                   f"{FORMAT_VERSION}); upgrade bindkit to open it")
         mixed: dict[str, tuple[str, str]] = {}
+        student = None
         if model is not None:
-            try:
-                mixed = cls._check_model(path, stored, model)
+            try:  # a student of the index's model (bindkit distill) may query it: see bindkit.index.student
+                student = check_student(path, stored, model)
+                mixed = cls._check_model(path, stored, model) if student is None else {}
             except IndexStoreError:
                 store.close()
                 raise
             extra = {e for e in model.modalities if e not in stored["fingerprints"]}
-            if extra and why is None:  # an encoder the index had not seen: its vectors belong to this model now
+            # an encoder the index had not seen: its vectors belong to this model now (never to a student)
+            if extra and why is None and student is None:
                 with store.transaction():
                     stored["fingerprints"].update({e: model.fingerprint(e) for e in extra})
                     store.set_info("model", stored)
         index = cls(path, store, model, mmap=mmap, read_only=why)
         index._mixed_variants = mixed
+        index._student = student
         with index._lock:
             index._caches.load()
         return index
@@ -222,7 +230,10 @@ class Index:
 
     def _refuse_mixed_variants(self, kinds: Iterable[str]) -> None:
         """IndexStoreError before embedding items of ``kinds`` with a model whose variant (fp32/int8) differs
-        from the one the index's vectors of that encoder came from: one index keeps one kind of vectors."""
+        from the one the index's vectors of that encoder came from: one index keeps one kind of vectors.
+        StudentModelError for a distilled student of the index's model (it may search, never add)."""
+        if self._student is not None:
+            raise refuse_add(self.path, self.model, self._student)
         for kind in kinds:
             enc = encoder_of(kind)
             if enc in self._mixed_variants:
@@ -351,6 +362,8 @@ class Index:
         with self._lock:
             if self.model is None:
                 raise IndexStoreError(f"{self.path} was opened without a model; pass model= to Index.open to add items")
+            if self._student is not None:
+                raise refuse_add(self.path, self.model, self._student)
             self._require_writable()
             if not isinstance(items, list):  # one item (a tuple may be one item: (waveform, sample_rate))
                 items = [items]
@@ -439,6 +452,8 @@ class Index:
         if inputs and self.model is None:
             raise IndexStoreError(f"{self.path} was opened without a model, so it can search by vector= only; "
                                   "open it with Index.open(path, model=bindkit.load_model(...)) to search by content")
+        if inputs and self._student is not None:
+            refuse_other_kinds(self.path, self.model, self._student, inputs)
         queries, batched = compose(self.model, inputs, vector, weights, self._dim)
         with self._lock:
             self._caches.catch_up()
