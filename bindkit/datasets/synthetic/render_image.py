@@ -6,9 +6,9 @@ What the picture shows (so the other modalities can be bound to it):
 * **shape, colour, size, position** — the object itself;
 * **material** — metal: a shaded highlight and a specular spot, greyed colour; wood: grain stripes; glass:
   half transparent with a bright rim; rubber: matte, darker, with a dark outline;
-* **motion** — still: a contact shadow; bouncing: ghost copies above and a detached shadow below;
-  sliding: ghost copies and speed lines behind it; spinning: rotated ghosts and two arcs around it;
-  shaking: faint copies on both sides and tick marks;
+* **motion** (a slow shutter) — still: a contact shadow; bouncing: a blurred smear of copies above and a
+  detached shadow below; sliding: a smear and speed lines behind it; spinning: a blurred ring, rotated ghosts
+  and two arcs around it; shaking: blurred copies on both sides and tick marks;
 * **temperature** — hot: an orange glow; cold: a pale blue halo and frost specks; warm: neither.
 """
 
@@ -92,36 +92,44 @@ def _object_colour(scene: Scene, mask_inner: np.ndarray, size: int) -> tuple[np.
 
 
 def _motion(scene: Scene, canvas: np.ndarray, size: int, mark: np.ndarray) -> None:
-    """Ghost copies, shadows and marks of the motion (drawn under the object)."""
+    """What a photo with a slow shutter shows of the motion, drawn under the object: a blurred smear along the
+    path (up and down for bouncing, behind a sliding object, around a spinning one, side to side for shaking)
+    with ghost copies, plus cartoon marks; still objects get a crisp contact shadow. The smears are broad on
+    purpose: thin marks alone were lost among the clutter for a small model trained on a few thousand scenes."""
     s, r, d = scene, scene.radius, scene.direction
     ghost = np.asarray(s.rgb, dtype=np.float32)
     shadow = np.array([20, 20, 20], dtype=np.float32)
+    smear_px = max(1.0, r * size * 0.12)
     if s.motion in ("still", "sliding"):
-        _blend(canvas, shadow, 0.4 * ellipse_mask(s.cx, s.cy + 0.9 * r, 0.95 * r, 0.2 * r, size))
+        _blend(canvas, shadow, 0.45 * ellipse_mask(s.cx, s.cy + 0.9 * r, 0.95 * r, 0.2 * r, size))
     if s.motion == "bouncing":
-        for k, a in ((1, 0.3), (2, 0.17), (3, 0.09)):
-            _blend(canvas, ghost, a * shape_mask(s.shape, s.cx, s.cy - 0.5 * r * k, r, s.angle, size))
+        trail = sum(shape_mask(s.shape, s.cx, s.cy - 0.5 * r * k, r, s.angle, size) * a
+                    for k, a in ((1, 0.55), (2, 0.4), (3, 0.28), (4, 0.16)))
+        _blend(canvas, ghost, np.clip(blur(np.clip(trail, 0, 1), smear_px), 0, 1))
         _blend(canvas, shadow, 0.35 * ellipse_mask(s.cx, s.cy + 1.55 * r, 0.6 * r, 0.13 * r, size))
         segs = [(s.cx + o * r, s.cy - 1.3 * r, s.cx + o * r, s.cy - 2.0 * r) for o in (-0.5, 0.0, 0.5)]
-        _blend(canvas, mark, 0.7 * lines_mask(size, segs))
+        _blend(canvas, mark, 0.8 * lines_mask(size, segs, width=1.5))
     elif s.motion == "sliding":
-        for k, a in ((1, 0.3), (2, 0.17), (3, 0.09)):
-            _blend(canvas, ghost, a * shape_mask(s.shape, s.cx - d * 0.5 * r * k, s.cy, r, s.angle, size))
+        trail = sum(shape_mask(s.shape, s.cx - d * 0.5 * r * k, s.cy, r, s.angle, size) * a
+                    for k, a in ((1, 0.55), (2, 0.4), (3, 0.28), (4, 0.16)))
+        _blend(canvas, ghost, np.clip(blur(np.clip(trail, 0, 1), smear_px), 0, 1))
         segs = [(s.cx - d * 1.2 * r, s.cy + o * r, s.cx - d * 2.4 * r, s.cy + o * r) for o in (-0.5, 0.0, 0.5)]
-        _blend(canvas, mark, 0.7 * lines_mask(size, segs))
+        _blend(canvas, mark, 0.8 * lines_mask(size, segs, width=1.5))
     elif s.motion == "spinning":
-        for k, a in ((1, 0.35), (2, 0.18)):
+        halo = ellipse_mask(s.cx, s.cy, 1.25 * r, 1.25 * r, size) - 0.8 * ellipse_mask(s.cx, s.cy, 0.9 * r, 0.9 * r, size)
+        _blend(canvas, ghost, 0.45 * np.clip(blur(np.clip(halo, 0, 1), smear_px), 0, 1))
+        for k, a in ((1, 0.45), (2, 0.25)):
             _blend(canvas, ghost, a * shape_mask(s.shape, s.cx, s.cy, r, s.angle + d * 22 * k, size))
         arcs = [(s.cx, s.cy, 1.3 * r, 200, 290), (s.cx, s.cy, 1.3 * r, 20, 110)]
-        _blend(canvas, mark, 0.75 * lines_mask(size, [], arcs=arcs))
+        _blend(canvas, mark, 0.8 * lines_mask(size, [], width=1.5, arcs=arcs))
     elif s.motion == "shaking":
-        for o in (-1, 1):
-            _blend(canvas, ghost, 0.3 * shape_mask(s.shape, s.cx + o * 0.22 * r, s.cy, r, s.angle, size))
+        trail = sum(shape_mask(s.shape, s.cx + o * 0.25 * r, s.cy, r, s.angle, size) * 0.5 for o in (-1, 1))
+        _blend(canvas, ghost, np.clip(blur(np.clip(trail, 0, 1), 0.5 * smear_px), 0, 1))
         segs = []
         for o in (-1, 1):
             for k in (1.35, 1.6):
                 segs.append((s.cx + o * k * r, s.cy - 0.35 * r, s.cx + o * k * r, s.cy + 0.35 * r))
-        _blend(canvas, mark, 0.7 * lines_mask(size, segs))
+        _blend(canvas, mark, 0.8 * lines_mask(size, segs, width=1.5))
 
 
 def render_image(scene: Scene, rng: np.random.Generator, size: int = 64) -> np.ndarray:
