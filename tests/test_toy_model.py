@@ -46,7 +46,7 @@ def test_committed_model_is_small_documented_and_loads_by_name(toy):
 
 
 def test_colour_zero_shot_on_held_out_images(toy, gallery):
-    """Image -> colour names: measured 0.92 on 400 held-out scenes (chance 0.17); asserted >= 0.6."""
+    """Image -> colour names: measured 0.96 on 400 held-out scenes (chance 0.17); asserted >= 0.6."""
     names = synthetic.classes("colour")
     cls = evaluate.class_embeddings(toy, names, synthetic.templates("colour"))
     emb = toy.embed(image=[s["image"] for s in gallery], show_progress_bar=False)["image"]
@@ -54,17 +54,18 @@ def test_colour_zero_shot_on_held_out_images(toy, gallery):
     assert s["accuracy"] >= 0.6, s["per_class"]
 
 
-@pytest.mark.parametrize("kind,attr", [("audio", "material"), ("audio", "size"), ("thermal", "temperature")])
+@pytest.mark.parametrize("kind,attr", [("audio", "material"), ("audio", "size"), ("thermal", "temperature"),
+                                       ("imu", "motion")])
 def test_emergent_zero_shot_without_any_x_text_pairs(toy, gallery, kind, attr):
-    """Audio and thermal were bound to frozen images only; naming their attributes with text prompts works anyway.
-    Measured on 400 held-out scenes: audio -> material 0.76 (chance 0.25), audio -> size 0.83 (0.33), thermal ->
-    temperature 0.73 (0.33); asserted: at least 1.6x chance on this gallery."""
+    """Audio, thermal and IMU were bound to frozen images only; naming their attributes with text prompts works
+    anyway. Measured on 400 held-out scenes: audio -> material 0.92 (chance 0.25), audio -> size 0.92 (0.33),
+    thermal -> temperature 0.94 (0.33), IMU -> motion 0.89 (0.20); asserted: at least 2x chance on this gallery."""
     names = synthetic.classes(attr)
     cls = evaluate.class_embeddings(toy, names, synthetic.templates(attr))
     items = [(g["audio"], g["audio_rate"]) if kind == "audio" else g[kind] for g in gallery]
     emb = toy.embed(**{kind: items}, show_progress_bar=False)[kind]
     s = evaluate.zero_shot_scores(emb, cls, [names.index(g["labels"][attr]) for g in gallery], names)
-    assert s["accuracy"] >= 1.6 * s["chance"], s["per_class"]
+    assert s["accuracy"] >= 2 * s["chance"], s["per_class"]
 
 
 def test_index_finds_the_asked_colour_and_the_paired_caption(toy, gallery, tmp_path):
