@@ -103,6 +103,7 @@ def speeds(student, teacher, texts: list[str], rounds: int) -> dict[str, dict[st
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that the pipeline runs")
+    ap.add_argument("--student-card", default=STUDENT_CARD, help=f"the student's card (default {STUDENT_CARD})")
     ap.add_argument("--train", type=int, help="training captions (default 160000; quick 2000)")
     ap.add_argument("--held-out", type=int, help="held-out captions and indexed images (default 1000; quick 200)")
     ap.add_argument("--epochs", type=int, help="distillation epochs (default 6; quick 2)")
@@ -135,7 +136,7 @@ def main() -> int:
 
     out = root / "student"
     t1 = time.perf_counter()
-    res = bindkit.distill(TEACHER, train_txt, out, student_card=STUDENT_CARD, epochs=epochs, batch_size=256,
+    res = bindkit.distill(TEACHER, train_txt, out, student_card=a.student_card, epochs=epochs, batch_size=256,
                           lr=a.lr, contrastive=a.contrastive, progress=False, log=lambda m: print("  " + m))
     wall = time.perf_counter() - t1
     student = bindkit.load_model(out)

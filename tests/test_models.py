@@ -280,3 +280,14 @@ def test_conv_stem_card_builds():
     from bindkit.models import reference_layout as rl
 
     assert all(rl.to_ours(rl.to_reference(k)) == k for k in keys)  # checkpoints name every parameter
+
+
+def test_mlp_ratio_is_a_card_key():
+    """Small students may narrow the MLP (ImageBind's ratio is 4): the card's ``mlp_ratio`` sizes fc1/fc2."""
+    card = json.loads((bindkit.cards._BUILTIN_DIR / "bindkit_small.json").read_text())
+    card["modalities"]["text"]["mlp_ratio"] = 1
+    model = bindkit.build_model(card, modalities=["text"])
+    block = model.encoders["text"].trunk.blocks[0]
+    assert block.mlp.fc1.weight.shape == (64, 64) and block.mlp.fc2.weight.shape == (64, 64)
+    default = bindkit.build_model("bindkit_small", modalities=["text"]).encoders["text"].trunk.blocks[0]
+    assert default.mlp.fc1.weight.shape == (256, 64)

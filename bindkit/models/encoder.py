@@ -64,6 +64,7 @@ class Encoder(nn.Module):
             add_bias_kv=bool(cfg.get("add_bias_kv", name not in ("vision", "text"))),
             drop_path=float(cfg.get("drop_path", 0.0)),
             causal=name == "text",
+            mlp_ratio=int(cfg.get("mlp_ratio", 4)),  # ImageBind: 4; small students may use less
         )
         self.head = Head(dim, out_dim, float(cfg.get("head_dropout", 0.0)))
         scale = cfg.get("logit_scale")

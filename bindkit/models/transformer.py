@@ -107,11 +107,12 @@ class Trunk(nn.Module):
         add_bias_kv: bool = False,
         drop_path: float = 0.0,
         causal: bool = False,
+        mlp_ratio: int = 4,
     ):
         super().__init__()
         self.pre_norm = nn.LayerNorm(dim, eps=LN_EPS) if pre_norm else None
         rates = torch.linspace(0, drop_path, num_blocks, device="cpu").tolist() if num_blocks else []
-        self.blocks = nn.ModuleList(Block(dim, num_heads, add_bias_kv, r) for r in rates)
+        self.blocks = nn.ModuleList(Block(dim, num_heads, add_bias_kv, r, mlp_ratio) for r in rates)
         self.causal = causal
 
     def forward(self, x: torch.Tensor, packing: "Packing | None" = None) -> torch.Tensor:
