@@ -6,8 +6,9 @@ A batch of real captions (6-20 tokens with start and end of text, tokenized by b
 * ``trimmed``   — the batch cut to its last end-of-text position (one call of 32 x max length);
 * ``buckets``   — the rows sorted by length and cut into the two length buckets that minimise rows x length
   (two calls), to compare with packing;
-* ``packed``    — bindkit's default: each row keeps only its own positions, packed into one call (attention alone
-  runs padded apart);
+* ``packed``    — each row keeps only its own positions, packed into one call (attention alone runs padded apart);
+* ``packed+last`` — bindkit's default: packed, and the last block runs for the pooled end-of-text tokens alone (keys
+  and values for every position, the query, output projection and MLP for one token per text);
 * ``int8 ...``  — the same on the dynamic-int8 encoder (``load_model(quantize="int8")``).
 
 Variants take turns within each round (interleaved, the order reversed every other round), so the ratios are
@@ -112,9 +113,9 @@ def variants(models: dict[str, Any], ids: torch.Tensor) -> dict[str, Callable[[]
     cut = two_buckets((eot[order] + 1).tolist())
     out: dict[str, Callable[[], torch.Tensor]] = {}
 
-    def encode(model: Any, x: torch.Tensor, trim: bool, pack: bool) -> torch.Tensor:
+    def encode(model: Any, x: torch.Tensor, trim: bool, pack: bool, pool: bool = False) -> torch.Tensor:
         enc = model.encoders["text"]
-        enc.trim_text, enc.pack_text = trim, pack
+        enc.trim_text, enc.pack_text, enc.pool_last_block = trim, pack, pool
         return model.encode("text", x)
 
     def buckets(model: Any) -> torch.Tensor:
@@ -130,6 +131,7 @@ def variants(models: dict[str, Any], ids: torch.Tensor) -> dict[str, Callable[[]
             out["trimmed"] = lambda m=model: encode(m, ids, True, False)
             out["buckets"] = lambda m=model: buckets(m)
         out[prefix + "packed"] = lambda m=model: encode(m, ids, True, True)
+        out[prefix + "packed+last"] = lambda m=model: encode(m, ids, True, True, True)
     return out
 
 
@@ -195,7 +197,7 @@ def main() -> None:
         vs = "int8 full 77" if name.startswith("int8") else "full 77"
         diff = (outs[name] - outs[vs]).abs().max().item()
         ratios = [b / t for b, t in zip(base, ts)]
-        print(f"[trim] {name:13}: {len(ids) / statistics.median(ts):7.2f} texts/s  "
+        print(f"[trim] {name:17}: {len(ids) / statistics.median(ts):7.2f} texts/s  "
               f"{statistics.median(ratios):5.2f}x ({min(ratios):.2f}..{max(ratios):.2f})   "
               f"max |diff| to {vs} {diff:.1e}")
     if int8:

@@ -214,6 +214,8 @@ def _validate(d: Mapping[str, Any], where: str) -> Card:
             raise CardError(
                 f"{where}: {m}.embed_dim={cfg['embed_dim']} is not divisible by num_heads={cfg['num_heads']}"
             )
+        if "mlp_ratio" in cfg:
+            _validate_mlp_ratio(cfg["mlp_ratio"], int(cfg["num_blocks"]), f"{where}: {m}.mlp_ratio")
     pre = d.get("preprocess", {})
     for kind in pre:
         if kind not in INPUT_KINDS:
@@ -229,6 +231,19 @@ def _validate(d: Mapping[str, Any], where: str) -> Card:
         source=where,
         open_clip=copy.deepcopy(dict(d["open_clip"])) if d.get("open_clip") is not None else None,
     )
+
+
+def _validate_mlp_ratio(value: Any, blocks: int, where: str) -> None:
+    """``mlp_ratio``: a positive integer for every block, or a list of one per block (e.g. ``[1, 8]``)."""
+    def ok(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if ok(value):
+        return
+    if isinstance(value, list) and len(value) == blocks and all(ok(v) for v in value):
+        return
+    raise CardError(f"{where} must be a positive integer (every block) or a list of {blocks} (one per block), got "
+                    f"{value!r}")
 
 
 def _validate_open_clip_entry(d: Mapping[str, Any], m: str, cfg: Mapping[str, Any], where: str) -> None:

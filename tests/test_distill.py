@@ -37,7 +37,7 @@ def text_student_card(dim: int = 128, context: int = 32) -> dict:
     card = bindkit.load_card("bindkit_toy_text_student").to_dict()
     card["name"] = "tiny_text_student"
     card["out_embed_dim"] = dim
-    card["modalities"]["text"].update(embed_dim=16, num_blocks=1, num_heads=2, context_length=context)
+    card["modalities"]["text"].update(embed_dim=16, num_blocks=1, num_heads=2, context_length=context, mlp_ratio=4)
     card["preprocess"]["text"]["context_length"] = context
     return card
 
@@ -279,6 +279,13 @@ def test_cli_distill_and_help(tmp_path, capsys):
     assert main(["distill", "--teacher", "bindkit_toy", "--student-card", str(card), "--data",
                  str(tmp_path / "missing.txt"), "--out", str(tmp_path / "s2"), "-q"]) == 1
     assert "does not exist" in capsys.readouterr().err
+    assert main(["distill", "--teacher", "bindkit_toy", "--student-card", str(card), "--data",
+                 str(tmp_path / "t.txt"), "--out", str(tmp_path / "s3"), "--teacher-blocks", "0,3", "-q"]) == 1
+    assert "one teacher block per student block" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["distill", "--teacher", "t", "--student-card", "c", "--data", "d", "--out", "o", "--teacher-blocks",
+              "first"])
+    assert "like 0,3" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["distill", "--help"])
     assert "--student-card" in capsys.readouterr().out
@@ -322,7 +329,9 @@ def test_student_starts_from_the_teacher_whole_or_sliced():
 
     teacher = bindkit.load_model("bindkit_toy", modalities=["text"]).encoders["text"]
     t = teacher.state_dict()
-    same_width = bindkit.build_model("bindkit_toy_text_student").encoders["text"]  # 1 block of the teacher's 4
+    one_block = bindkit.load_card("bindkit_toy_text_student").to_dict()
+    one_block["modalities"]["text"].update(embed_dim=64, num_blocks=1, mlp_ratio=4)
+    same_width = bindkit.build_model(one_block).encoders["text"]  # 1 block of the teacher's 4, its width
     whole, sliced = copy_teacher_tensors(same_width, teacher)
     assert not sliced and "trunk.blocks.0.attn.qkv.weight" in whole and "stem.token_embedding.weight" in whole
     assert all(torch.equal(same_width.state_dict()[k], t[k]) for k in whole)
@@ -335,3 +344,47 @@ def test_student_starts_from_the_teacher_whole_or_sliced():
     assert torch.equal(s["trunk.blocks.0.attn.qkv.weight"], torch.cat([qkv[0:16, :16], qkv[64:80, :16],
                                                                        qkv[128:144, :16]]))
     assert torch.equal(s["head.proj.weight"], t["head.proj.weight"][:, :16])
+
+
+
+def test_student_blocks_from_chosen_teacher_blocks_and_a_grown_mlp():
+    from bindkit.distill.student import copy_teacher_tensors
+    from bindkit.inputs.text import tokenize
+    from bindkit.inputs.batch import resolve_params
+
+    teacher_model = bindkit.load_model("bindkit_toy", modalities=["text"])
+    teacher = teacher_model.encoders["text"]
+    t = teacher.state_dict()
+    card = bindkit.load_card("bindkit_toy_text_student").to_dict()
+    card["modalities"]["text"].update(embed_dim=64, num_blocks=2, mlp_ratio=4)
+    two = bindkit.build_model(card).encoders["text"]
+    copy_teacher_tensors(two, teacher, teacher_blocks=[0, 3])  # the first and the last of four
+    s = two.state_dict()
+    for part in ("attn.qkv.weight", "mlp.fc2.weight", "norm1.weight"):
+        assert torch.equal(s[f"trunk.blocks.0.{part}"], t[f"trunk.blocks.0.{part}"])
+        assert torch.equal(s[f"trunk.blocks.1.{part}"], t[f"trunk.blocks.3.{part}"])
+        assert not torch.equal(s[f"trunk.blocks.1.{part}"], t[f"trunk.blocks.1.{part}"])
+    with pytest.raises(DistillError, match="not 7"):
+        copy_teacher_tensors(two, teacher, teacher_blocks=[0, 7])
+    # a wider MLP (mlp_ratio 8 > the teacher's 4) starts as the teacher's: its extra units feed nothing yet
+    card["modalities"]["text"].update(num_blocks=4, mlp_ratio=8)
+    wide = bindkit.build_model(card)
+    whole, grown = copy_teacher_tensors(wide.encoders["text"], teacher)
+    assert "trunk.blocks.0.mlp.fc1.weight" in grown and "trunk.blocks.0.attn.qkv.weight" in whole
+    fc1 = wide.encoders["text"].state_dict()["trunk.blocks.0.mlp.fc1.weight"]
+    assert fc1.shape == (512, 64) and fc1[256:].abs().sum() > 0  # new units are initialised, not zero
+    ids = tokenize(captions(6), resolve_params("text", teacher_model))
+    with torch.no_grad():
+        assert (wide.encode("text", ids) - teacher_model.encode("text", ids)).abs().max() < 1e-5
+
+
+def test_teacher_blocks_must_match_the_student_before_any_work(tmp_path):
+    (tmp_path / "t.txt").write_text("\n".join(captions(20)) + "\n")
+    with pytest.raises(DistillError, match="one teacher block per student block.*has 1"):
+        bindkit.distill("bindkit_toy", tmp_path / "t.txt", tmp_path / "out", student_card=text_student_card(),
+                        teacher_blocks=[0, 3], **FAST)
+    assert not (tmp_path / "out").exists()
+    res = bindkit.distill("bindkit_toy", tmp_path / "t.txt", tmp_path / "ok", student_card=text_student_card(),
+                          teacher_blocks=[3], max_steps=1, **FAST)
+    rec = json.loads((tmp_path / "ok" / "distill_record.json").read_text())
+    assert res.finished and rec["arguments"]["teacher_blocks"] == [3]

@@ -52,9 +52,10 @@ def _tiny_text_model(card="imagebind_tiny", seed=0):
 
 
 def _full(model, ids, **flags):
-    """The encoder's output with ``flags`` set on it (default: no trimming, the full context)."""
+    """The encoder's output with ``flags`` set on it (default: no trimming, the full context, every position
+    through every block)."""
     enc = model.encoders["text"]
-    flags = flags or {"trim_text": False}
+    flags = flags or {"trim_text": False, "pool_last_block": False}
     for k, v in flags.items():
         setattr(enc, k, v)
     try:
@@ -83,6 +84,9 @@ def test_trimmed_equals_full_on_every_length(card):
     # one big batch (packed), the same trimmed but unpacked, small batches, and every row alone
     assert (model.encode("text", ids) - full).abs().max().item() <= 1e-6
     assert (_full(model, ids, pack_text=False) - full).abs().max().item() <= 1e-6
+    # the last block for the pooled token alone: trimmed and packed, trimmed, and on the full context
+    assert (_full(model, ids, pool_last_block=False) - full).abs().max().item() <= 1e-6
+    assert (_full(model, ids, trim_text=False) - full).abs().max().item() <= 1e-6
     for start in range(0, len(ids), 5):
         got = model.encode("text", ids[start:start + 5])
         assert (got - full[start:start + 5]).abs().max().item() <= 1e-6
@@ -172,14 +176,17 @@ def test_training_gradients_flow_through_packing(drop_path):
     assert grad[:71].abs().sum(dim=-1).min() > 0 and grad[71:].abs().max() == 0
 
 
-def test_packed_gradients_equal_padded_ones():
+@pytest.mark.parametrize("flag", ["pack_text", "pool_last_block"])
+def test_gradients_equal_those_of_the_plain_computation(flag):
+    """Packing rows, and running the last block for the pooled token alone, leave training gradients as they are."""
     ids = _texts_of_every_length(77, 49408)[[3, 40, 12, 7]]
     grads = []
-    for pack in (True, False):
+    for on in (True, False):
         model = _tiny_text_model(seed=6).train()
-        model.encoders["text"].pack_text = pack
+        setattr(model.encoders["text"], flag, on)
         model.encoders["text"](ids).pow(3).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert grads[0].shape == grads[1].shape
     assert (grads[0] - grads[1]).abs().max().item() <= 1e-5 * grads[1].abs().max().item()
 
 
@@ -188,3 +195,25 @@ def test_packing_is_refused_without_causal_attention():
     with pytest.raises(ValueError, match="causal"):
         vision.trunk(torch.zeros(1, 4, vision.trunk.blocks[0].norm1.normalized_shape[0]),
                      packing=Packing(torch.tensor([1, 3])))
+
+
+@pytest.mark.parametrize("causal,bias_kv", [(True, False), (False, True), (False, False)])
+def test_pooled_trunk_equals_the_full_trunk_at_the_pooled_tokens(causal, bias_kv):
+    from bindkit.models.transformer import Trunk
+
+    torch.manual_seed(0)
+    trunk = Trunk(24, 3, 4, add_bias_kv=bias_kv, causal=causal, pre_norm=not causal).eval()
+    _randomise(trunk, 7)
+    x = torch.randn(5, 9, 24)
+    pool = torch.tensor([0, 8, 3, 5, 0]) if causal else torch.zeros(5, dtype=torch.long)
+    with torch.no_grad():
+        full = trunk(x)[torch.arange(5), pool]
+        got = trunk.pooled(x, pool)
+    assert (got - full).abs().max().item() <= 1e-5 * full.abs().max().item()
+    assert (full[0] - full[1]).abs().max().item() > 1e-3
+    if causal:  # packed: each row keeps its first pool+1 tokens
+        packing = Packing(pool + 1)
+        with torch.no_grad():
+            packed = trunk.pooled(packing.pack(x)[None], pool, packing=packing)
+        assert (packed - full).abs().max().item() <= 1e-5 * full.abs().max().item()
+

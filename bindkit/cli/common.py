@@ -69,6 +69,27 @@ def add_quantize_arg(p: argparse.ArgumentParser) -> None:
                    "queries on an fp32 index warn, adding int8 vectors to it is refused (and vice versa)")
 
 
+def add_optimiser_args(p: argparse.ArgumentParser, *, epochs_help: str, batch_size: int, batch_help: str,
+                       lr: float, weight_decay: float) -> argparse._ArgumentGroup:
+    """The "optimisation" group shared by ``bindkit train`` and ``bindkit distill`` (AdamW, warm-up + cosine):
+    --epochs, --batch-size, --lr, --weight-decay, --warmup, --grad-clip, --max-steps, --seed. The defaults that
+    differ between the two are arguments; returns the group so a command can add its own options to it."""
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=positive_int, default=10, help=f"{epochs_help} (default 10)")
+    opt.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N",
+                     help=f"{batch_help} (default {batch_size})")
+    opt.add_argument("--lr", type=non_negative_float, default=lr, help=f"peak learning rate (default {lr:g})")
+    opt.add_argument("--weight-decay", type=non_negative_float, default=weight_decay, metavar="WD",
+                     help=f"AdamW weight decay on weight matrices (default {weight_decay:g})")
+    opt.add_argument("--warmup", type=non_negative_float, default=0.05, metavar="W",
+                     help="linear warm-up: a fraction of all steps (< 1) or a number of steps (default 0.05)")
+    opt.add_argument("--grad-clip", type=non_negative_float, default=1.0, metavar="NORM",
+                     help="clip the gradient norm (0: off; default 1.0)")
+    opt.add_argument("--max-steps", type=positive_int, metavar="N",
+                     help="train exactly N steps (the schedule spans them) instead of --epochs")
+    return opt
+
+
 def add_model_args(p: argparse.ArgumentParser, *, for_index: bool = True) -> None:
     """``--model``, ``--weights``, ``--device``, ``--quantize``. ``for_index``: the defaults come from the index the command
     works on (the card and weights it was built with) and the device is chosen automatically."""

@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from .common import non_negative_float, positive_int
+from .common import add_optimiser_args, non_negative_float, positive_int
 
 _EPILOG = """\
 examples:
@@ -69,17 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "--modality)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (new, or the run to --resume)")
     p.add_argument("--name", metavar="NAME", help="the student's card name (default: the --out folder's name)")
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=positive_int, default=10, help="passes over the data (default 10)")
-    opt.add_argument("--batch-size", type=positive_int, default=256, metavar="N",
-                     help="items per step; also the InfoNCE negatives (default 256)")
-    opt.add_argument("--lr", type=non_negative_float, default=2e-3, help="peak learning rate (default 2e-3)")
-    opt.add_argument("--weight-decay", type=non_negative_float, default=0.01, metavar="WD",
-                     help="AdamW weight decay on weight matrices (default 0.01)")
-    opt.add_argument("--warmup", type=non_negative_float, default=0.05, metavar="W",
-                     help="linear warm-up: a fraction of all steps (< 1) or a number of steps (default 0.05)")
-    opt.add_argument("--grad-clip", type=non_negative_float, default=1.0, metavar="NORM",
-                     help="clip the gradient norm (0: off; default 1.0)")
+    opt = add_optimiser_args(p, epochs_help="passes over the data", batch_size=256,
+                             batch_help="items per step; also the InfoNCE negatives", lr=2e-3, weight_decay=0.01)
     opt.add_argument("--contrastive", type=non_negative_float, default=0.1, metavar="W",
                      help="weight of the InfoNCE term against the teacher's in-batch vectors (0: cosine only; "
                      "default 0.1)")
@@ -88,8 +79,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     opt.add_argument("--one-hot-targets", dest="teacher_targets", action="store_false",
                      help="classic InfoNCE targets (each item's own teacher vector only); default: the teacher's "
                      "own in-batch distribution, so near-duplicate items are not pushed apart")
-    opt.add_argument("--max-steps", type=positive_int, metavar="N", help="train exactly N steps instead of "
-                     "--epochs")
     opt.add_argument("--seed", type=int, default=0, help="seed for initialisation, split and order (default 0)")
     opt.add_argument("--val-split", type=float, default=0.02, metavar="F",
                      help="fraction held out to report the student-teacher cosine per epoch (default 0.02; 0: none)")
@@ -97,6 +86,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="start from random weights (default: from the teacher's tensors of the same names: whole "
                      "where shapes match, their leading part where the student is narrower, e.g. its first blocks, "
                      "heads, MLP units and residual dimensions)")
+    opt.add_argument("--teacher-blocks", type=_blocks, metavar="I,J,...",
+                     help="which teacher block starts each student block, e.g. 0,3 for a 2-block student of a "
+                     "4-block teacher (its first and last); default the first ones")
     run = p.add_argument_group("run")
     run.add_argument("--cache", metavar="DIR", help="teacher-vector cache folder (default OUT/teacher_cache); runs "
                      "on the same data and teacher share it")
@@ -114,6 +106,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_distill)
 
 
+def _blocks(text: str) -> list[int]:
+    try:
+        blocks = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        blocks = []
+    if not blocks or min(blocks) < 0:
+        raise argparse.ArgumentTypeError(f"expected block numbers separated by commas, like 0,3; got {text!r}")
+    return blocks
+
+
 def run_distill(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -125,7 +127,8 @@ def run_distill(args: argparse.Namespace) -> int:
         lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,
         contrastive=args.contrastive, temperature=args.temperature, teacher_targets=args.teacher_targets,
         seed=args.seed, val_split=args.val_split,
-        init_from_teacher=args.init_from_teacher, max_steps=args.max_steps, save_every=args.save_every,
+        init_from_teacher=args.init_from_teacher, teacher_blocks=args.teacher_blocks, max_steps=args.max_steps,
+        save_every=args.save_every,
         stop_after=args.stop_after, resume=args.resume, cache=args.cache,
         teacher_batch_size=args.teacher_batch_size, device=args.device, workers=args.workers, name=args.name,
         progress=False if args.quiet else None,

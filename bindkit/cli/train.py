@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from .common import non_negative_float, positive_int
+from .common import add_optimiser_args, non_negative_float, positive_int
 
 _EPILOG = """\
 examples:
@@ -111,20 +111,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="train LoRA adapters on the training encoders instead of their weights (needs --init): "
                      "r=RANK,alpha=A,targets=qkv,out,fc1,fc2[,head] (default r=8,alpha=16, all four projections, "
                      "no head); see below. --init a LoRA output continues its adapters")
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=positive_int, default=10, help="passes over the largest manifest (default 10)")
-    opt.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
-                     help="global pairs per batch and manifest; more negatives help contrastive training "
-                     "(default 64)")
-    opt.add_argument("--lr", type=non_negative_float, default=5e-4, help="peak learning rate (default 5e-4)")
-    opt.add_argument("--weight-decay", type=non_negative_float, default=0.05, metavar="WD",
-                     help="AdamW weight decay on weight matrices (default 0.05)")
-    opt.add_argument("--warmup", type=non_negative_float, default=0.05, metavar="W",
-                     help="linear warm-up: a fraction of all steps (< 1) or a number of steps (default 0.05)")
-    opt.add_argument("--grad-clip", type=non_negative_float, default=1.0, metavar="NORM",
-                     help="clip the gradient norm (0: off; default 1.0)")
-    opt.add_argument("--max-steps", type=positive_int, metavar="N",
-                     help="train exactly N steps (the schedule spans them) instead of --epochs")
+    opt = add_optimiser_args(p, epochs_help="passes over the largest manifest", batch_size=64,
+                             batch_help="global pairs per batch and manifest; more negatives help contrastive "
+                             "training", lr=5e-4, weight_decay=0.05)
     opt.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order, split and "
                      "augmentation (default 0)")
     data = p.add_argument_group("data")

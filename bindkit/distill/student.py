@@ -73,16 +73,27 @@ def make_student_card(card: Any, teacher: Any, kind: str, name: str, record: dic
     return d
 
 
-def copy_teacher_tensors(student: torch.nn.Module, teacher: torch.nn.Module) -> tuple[list[str], list[str]]:
+def copy_teacher_tensors(student: torch.nn.Module, teacher: torch.nn.Module,
+                         teacher_blocks: Sequence[int] | None = None) -> tuple[list[str], list[str]]:
     """Start ``student`` (an encoder) from ``teacher``'s encoder wherever their parameters share a name: copied
     whole when the shapes are equal, and *sliced* (the leading part of every axis) when the student's is smaller
     in some axes — structured pruning: a narrower student keeps the first residual dimensions, the first attention
     heads (the fused q/k/v projection is sliced part by part) and the first MLP units; a shallower one keeps the
     first blocks; a shorter context the first positions. Fine-tuning then recovers what was cut, far faster than
-    from random weights. Returns (names copied whole, names sliced)."""
+    from random weights. A tensor the student has *larger* in some axis (a wider MLP) gets the teacher's in its
+    leading block, the student's initialisation elsewhere and zeros in the extra input columns of weight matrices,
+    so it starts computing what the teacher's did. ``teacher_blocks`` chooses which teacher block starts each
+    student block (``[0, 3]``: the first and the last of four, as DistilBERT keeps every other layer; default
+    the first ones). Returns (names copied whole, names sliced or grown).
+
+    Raises:
+        DistillError: ``teacher_blocks`` names a block the teacher lacks, or not one per student block.
+    """
     theirs = teacher.state_dict()
+    if teacher_blocks is not None:
+        theirs = _renumber_blocks(theirs, teacher_blocks)
     mine = student.state_dict()
-    whole, sliced, new = [], [], {}
+    whole, sliced, grown, new = [], [], [], {}
     for name, p in student.named_parameters():
         t = theirs.get(name)
         if t is None or p.ndim == 0 or t.ndim != p.ndim:  # the temperature stays the card's
@@ -93,10 +104,41 @@ def copy_teacher_tensors(student: torch.nn.Module, teacher: torch.nn.Module) -> 
         elif all(a <= b for a, b in zip(p.shape, t.shape)):
             new[name] = _leading(name, t, tuple(p.shape))
             sliced.append(name)
+        elif not name.endswith("attn.qkv.weight") and not name.endswith("attn.qkv.bias"):
+            new[name] = _grown(t, mine[name])
+            grown.append(name)
     if new:
         with torch.no_grad():
             student.load_state_dict({**mine, **{k: v.to(mine[k].dtype) for k, v in new.items()}}, strict=True)
-    return sorted(whole), sorted(sliced)
+    return sorted(whole), sorted(sliced + grown)
+
+
+def _renumber_blocks(state: dict[str, torch.Tensor], blocks: Sequence[int]) -> dict[str, torch.Tensor]:
+    """``state`` with ``trunk.blocks.{i}.*`` taken from teacher block ``blocks[i]`` (other tensors as they are)."""
+    from .data import DistillError
+
+    have = sorted({int(k.split(".")[2]) for k in state if k.startswith("trunk.blocks.")})
+    bad = [b for b in blocks if int(b) not in have]
+    if bad:
+        raise DistillError(f"teacher_blocks {list(blocks)}: the teacher has blocks {have[0]}..{have[-1]}, not "
+                           f"{', '.join(map(str, bad))}")
+    out = {k: v for k, v in state.items() if not k.startswith("trunk.blocks.")}
+    for i, b in enumerate(blocks):
+        prefix = f"trunk.blocks.{int(b)}."
+        out.update({f"trunk.blocks.{i}.{k[len(prefix):]}": v for k, v in state.items() if k.startswith(prefix)})
+    return out
+
+
+def _grown(t: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+    """A larger tensor holding ``t`` in its leading block: the student's own initialisation elsewhere, except
+    the extra *input* columns of a weight matrix (axis 1), which are zero — so a wider MLP starts as the
+    teacher's (its extra hidden units feed nothing until trained; Net2Net-style growth)."""
+    out = init.detach().clone()
+    if out.ndim >= 2:
+        out[:, t.shape[1]:] = 0
+    region = tuple(slice(0, min(a, b)) for a, b in zip(t.shape, out.shape))
+    out[region] = t[region]
+    return out
 
 
 def _leading(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

@@ -64,7 +64,9 @@ class Encoder(nn.Module):
             add_bias_kv=bool(cfg.get("add_bias_kv", name not in ("vision", "text"))),
             drop_path=float(cfg.get("drop_path", 0.0)),
             causal=name == "text",
-            mlp_ratio=int(cfg.get("mlp_ratio", 4)),  # ImageBind: 4; small students may use less
+            # ImageBind: 4. Students may use less, or one ratio per block: text pools one token, so a last block's
+            # MLP runs on one row per text and can be wide at little cost (Trunk.pooled)
+            mlp_ratio=cfg.get("mlp_ratio", 4),
         )
         self.head = Head(dim, out_dim, float(cfg.get("head_dropout", 0.0)))
         scale = cfg.get("logit_scale")
@@ -88,6 +90,8 @@ class Encoder(nn.Module):
     trim_text: bool = True
     #: Text only: with trimming, also pack rows of unequal lengths so each runs only its own positions.
     pack_text: bool = True
+    #: Text only: run the last block for the pooled (end-of-text) token alone (exact; see ``Trunk.pooled``).
+    pool_last_block: bool = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.name == "text":
@@ -100,11 +104,17 @@ class Encoder(nn.Module):
     def _text_forward(self, x: torch.Tensor, eot: torch.Tensor, packing: Packing | None = None) -> torch.Tensor:
         # Pool the end-of-text token: it has the highest id in the vocabulary; causal attention means later
         # (padding) tokens never influence it.
-        if packing is not None:
-            pooled = self.trunk(self.stem.packed(x, packing), packing=packing)[0, packing.last]
+        # Only the pooled token's output is used, so the last block runs for it alone (Trunk.pooled).
+        if not self.pool_last_block:
+            if packing is not None:
+                pooled = self.trunk(self.stem.packed(x, packing), packing=packing)[0, packing.last]
+            else:
+                tokens = self.trunk(self.stem(x))
+                pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
+        elif packing is not None:
+            pooled = self.trunk.pooled(self.stem.packed(x, packing), eot, packing=packing)
         else:
-            tokens = self.trunk(self.stem(x))
-            pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
+            pooled = self.trunk.pooled(self.stem(x), eot)
         return F.normalize(self.head(pooled), dim=-1)
 
 

@@ -6,7 +6,7 @@ the sequences' kept tokens back to back, padded apart for attention only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,42 @@ class Attention(nn.Module):
         return self.proj(out if packing is None else packing.unpad(out))
 
 
+    def forward_pooled(self, x: torch.Tensor, x_sel: torch.Tensor, pool: torch.Tensor, causal: bool,
+                       packing: "Packing | None" = None) -> torch.Tensor:
+        """Attention output for one query token per sequence only: ``x`` the normed tokens (B, L, D), or packed
+        (1, T, D); ``x_sel`` (B, D) the normed tokens to query with, at positions ``pool`` (B,) of their
+        sequences. Keys and values come from every token (causal: those at positions ``<= pool``), exactly as
+        the full computation gives those rows. Returns (B, D), after the output projection."""
+        D = x.shape[-1]
+        if isinstance(self.qkv, nn.Linear):  # the key/value rows of the fused projection for all tokens
+            w, b = self.qkv.weight, self.qkv.bias
+            kv = F.linear(x, w[D:], None if b is None else b[D:])
+            q = F.linear(x_sel, w[:D], None if b is None else b[:D])
+        else:  # a quantised (int8) projection: its weight is packed, so run it whole
+            kv = self.qkv(x)[..., D:]
+            q = self.qkv(x_sel)[..., :D]
+        if packing is not None:
+            kv = packing.pad(kv)
+        B, L = kv.shape[0], kv.shape[1]
+        k, v = kv.chunk(2, dim=-1)
+        mask = None
+        if causal:
+            mask = torch.arange(L, device=x.device)[None, :] <= pool[:, None]  # (B, L)
+        if self.bias_k is not None:
+            k = torch.cat([k, self.bias_k.expand(B, 1, D)], dim=1)
+            v = torch.cat([v, self.bias_v.expand(B, 1, D)], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
+        H = self.num_heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, H, L, D/H)
+            return t.view(B, t.shape[1], H, D // H).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(q[:, None]), heads(k), heads(v),
+                                             attn_mask=None if mask is None else mask[:, None, None, :])
+        return self.proj(out.reshape(B, D))
+
+
 class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -90,6 +126,22 @@ class Block(nn.Module):
         x = x + drop_path(self.attn(self.norm1(x), causal=causal, packing=packing), self.drop_path, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
+    def forward_pooled(self, x: torch.Tensor, pool: torch.Tensor, causal: bool = False,
+                       packing: "Packing | None" = None) -> torch.Tensor:
+        """The block's output at one token per sequence only — (B, D), the rows ``forward`` gives at positions
+        ``pool`` (B,) (packed: the packed indices ``packing.last``, for text's end-of-text tokens). Only keys and
+        values are computed for the other tokens: the query, output projection, residual and MLP run on B rows
+        instead of all tokens (exact: no other output depends on them in the last block)."""
+        h = self.norm1(x)
+        if packing is not None:
+            sel_x, sel_h = x[0, packing.last], h[0, packing.last]
+        else:
+            rows = torch.arange(x.shape[0], device=x.device)
+            sel_x, sel_h = x[rows, pool], h[rows, pool]
+        y = sel_x + drop_path(self.attn.forward_pooled(h, sel_h, pool, causal, packing), self.drop_path,
+                              self.training)
+        return y + drop_path(self.mlp(self.norm2(y)), self.drop_path, self.training)
+
 
 class Trunk(nn.Module):
     """Optional LayerNorm on the input tokens (vision only), then ``num_blocks`` blocks.
@@ -107,12 +159,16 @@ class Trunk(nn.Module):
         add_bias_kv: bool = False,
         drop_path: float = 0.0,
         causal: bool = False,
-        mlp_ratio: int = 4,
+        mlp_ratio: "int | Sequence[int]" = 4,
     ):
         super().__init__()
         self.pre_norm = nn.LayerNorm(dim, eps=LN_EPS) if pre_norm else None
         rates = torch.linspace(0, drop_path, num_blocks, device="cpu").tolist() if num_blocks else []
-        self.blocks = nn.ModuleList(Block(dim, num_heads, add_bias_kv, r, mlp_ratio) for r in rates)
+        ratios = [int(mlp_ratio)] * num_blocks if isinstance(mlp_ratio, (int, float)) else [int(r) for r in mlp_ratio]
+        if len(ratios) != num_blocks or min(ratios, default=1) < 1:
+            raise ValueError(f"mlp_ratio: one positive ratio for all blocks or one per block ({num_blocks}), got "
+                             f"{mlp_ratio!r}")
+        self.blocks = nn.ModuleList(Block(dim, num_heads, add_bias_kv, r, m) for r, m in zip(rates, ratios))
         self.causal = causal
 
     def forward(self, x: torch.Tensor, packing: "Packing | None" = None) -> torch.Tensor:
@@ -124,6 +180,22 @@ class Trunk(nn.Module):
         for block in self.blocks:
             x = block(x, causal=self.causal, packing=packing)
         return x
+
+    def pooled(self, x: torch.Tensor, pool: torch.Tensor, packing: "Packing | None" = None) -> torch.Tensor:
+        """``forward(x)`` at one token per sequence, (B, D): the token at position ``pool[b]`` of sequence ``b``
+        (packed: ``packing.last``, each sequence's last token). The last block computes only what that token's
+        output needs (its query, and keys/values of the tokens it attends to): exact, and for short texts
+        most of a block's work saved."""
+        if packing is not None and not self.causal:
+            raise ValueError("packed sequences need causal attention (zero padding would be attended to)")
+        if not len(self.blocks):
+            y = self.pre_norm(x) if self.pre_norm is not None else x
+            return y[0, packing.last] if packing is not None else y[torch.arange(y.shape[0], device=y.device), pool]
+        if self.pre_norm is not None:
+            x = self.pre_norm(x)
+        for block in self.blocks[:-1]:
+            x = block(x, causal=self.causal, packing=packing)
+        return self.blocks[-1].forward_pooled(x, pool, causal=self.causal, packing=packing)
 
     @property
     def drops_paths(self) -> bool:
