@@ -173,6 +173,23 @@ def test_adding_with_the_student_is_refused(toy_run):
             idx.add(["another caption"], modality="text")
 
 
+
+def test_index_build_with_the_student_is_refused_before_any_work(toy_run, tmp_path, capsys):
+    root, _, _, _ = toy_run
+    import shutil
+
+    shutil.copytree(root / "index", tmp_path / "index")
+    (tmp_path / "m.csv").write_text("text\na blue cube\na red star moving\n")
+    with bindkit.Index.open(tmp_path / "index") as idx:
+        n = len(idx)
+    assert main(["index", "build", str(tmp_path / "m.csv"), "--out", str(tmp_path / "index"), "--model",
+                 str(root / "student"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "student distilled from 'bindkit_toy'" in err and "retrying" not in err and "failed" not in err
+    with bindkit.Index.open(tmp_path / "index") as idx:
+        assert len(idx) == n
+
+
 def test_other_modality_queries_with_the_student_are_refused(toy_run):
     root, _, _, _ = toy_run
     student = bindkit.load_model(root / "student")

@@ -255,6 +255,7 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
         candidates = [c for c in candidates if id_for(c.key) % shard[1] == shard[0]]
     index = Index.create(target, model, exist_ok=True)
     try:
+        index._refuse_mixed_variants([])  # a distilled student of the index's model: refused before any work
         if weights:
             index._record_model_hint(weights)
         removed = 0
