@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ArgumentError, CheckpointError, ModalityError
+from ..models.extensions import register_extension
 from .spec import DEFAULT_TARGETS, HEAD, TARGETS
 from .spec import parse_targets as _parse_targets
 
@@ -440,3 +441,23 @@ def load_adapter(model: Any, path: str | os.PathLike, *, name: str | None = None
         setattr(encoder, _HEAD_OWNER, final)
         encoder.head.requires_grad_(trainable)
     return final
+
+
+class _LoRAExtension:
+    """LoRA as a model extension (:mod:`bindkit.models.extensions`): the core asks it for fingerprints and merges."""
+
+    def owns_key(self, key: str) -> bool:
+        return ".lora_adapters." in key
+
+    def fingerprint_suffix(self, encoder: nn.Module) -> str | None:
+        digest = adapter_digest(encoder)
+        return None if digest is None else f"{SEP}{digest}"
+
+    def merge(self, model: Any) -> None:
+        merge_adapters(model)
+
+    def unmerge(self, model: Any) -> None:
+        unmerge_adapters(model)
+
+
+register_extension("lora", _LoRAExtension())

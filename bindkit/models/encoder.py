@@ -259,29 +259,32 @@ class BindModel(nn.Module):
         """A digest identifying this encoder's weights, used by indexes to refuse vectors from another model.
         Computed on the weights' source values as float32: recorded by ``bindkit convert`` for converted
         directories, taken before any dtype cast by ``load_model``, else hashed from the parameters (cached)."""
+        from .extensions import extensions  # e.g. LoRA (bindkit.adapt): an adapted encoder has its own fingerprint
+
         enc = self._encoder(modality).name
+        exts = extensions()
         if enc not in self._fingerprints:
             state = self.encoders[enc].state_dict()
-            self._fingerprints[enc] = tensor_fingerprint({k: t for k, t in state.items() if ".lora_adapters." not in k})
-        base = self._fingerprints[enc]
-        if not any(type(m).__name__ == "LoRALinear" for m in self.encoders[enc].modules()):
-            return base
-        from ..adapt.lora import SEP, adapter_digest  # an adapted encoder: its own fingerprint
-
-        digest = adapter_digest(self.encoders[enc])
-        return base if digest is None else f"{base}{SEP}{digest}"
+            self._fingerprints[enc] = tensor_fingerprint(
+                {k: t for k, t in state.items() if not any(e.owns_key(k) for e in exts)})
+        suffixes = [s for e in exts if (s := e.fingerprint_suffix(self.encoders[enc]))]
+        return self._fingerprints[enc] + "".join(suffixes)
 
     def merge_adapters(self) -> "BindModel":
-        """Fold LoRA adapters into the weights (see :func:`bindkit.adapt.merge_adapters`)."""
-        from ..adapt.lora import merge_adapters
+        """Fold adapters (LoRA: :func:`bindkit.adapt.merge_adapters`) into the weights. Returns the model."""
+        from .extensions import extensions
 
-        return merge_adapters(self)
+        for ext in extensions():
+            ext.merge(self)
+        return self
 
     def unmerge_adapters(self) -> "BindModel":
-        """Restore the weights :meth:`merge_adapters` changed, exactly."""
-        from ..adapt.lora import unmerge_adapters
+        """Restore the weights :meth:`merge_adapters` changed, exactly. Returns the model."""
+        from .extensions import extensions
 
-        return unmerge_adapters(self)
+        for ext in extensions():
+            ext.unmerge(self)
+        return self
 
 
 def encoder_fingerprint(state: dict[str, torch.Tensor], encoder: str) -> str:
