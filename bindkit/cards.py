@@ -234,16 +234,17 @@ def _validate(d: Mapping[str, Any], where: str) -> Card:
 
 
 def _validate_mlp_ratio(value: Any, blocks: int, where: str) -> None:
-    """``mlp_ratio``: a positive integer for every block, or a list of one per block (e.g. ``[1, 8]``)."""
-    def ok(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    """``mlp_ratio``: a positive integer for every block, or a list of one per block (e.g. ``[1, 8]``), where 0
+    makes an attention-only block."""
+    def ok(v: Any, low: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
-    if ok(value):
+    if ok(value, 1):
         return
-    if isinstance(value, list) and len(value) == blocks and all(ok(v) for v in value):
+    if isinstance(value, list) and len(value) == blocks and all(ok(v, 0) for v in value):
         return
-    raise CardError(f"{where} must be a positive integer (every block) or a list of {blocks} (one per block), got "
-                    f"{value!r}")
+    raise CardError(f"{where} must be a positive integer (every block) or a list of {blocks} integers >= 0 (one per "
+                    f"block; 0: no MLP), got {value!r}")
 
 
 def _validate_open_clip_entry(d: Mapping[str, Any], m: str, cfg: Mapping[str, Any], where: str) -> None:

@@ -217,3 +217,17 @@ def test_pooled_trunk_equals_the_full_trunk_at_the_pooled_tokens(causal, bias_kv
             packed = trunk.pooled(packing.pack(x)[None], pool, packing=packing)
         assert (packed - full).abs().max().item() <= 1e-5 * full.abs().max().item()
 
+
+
+def test_per_block_mlp_ratios_with_an_attention_only_block():
+    d = _other_card()
+    d["modalities"]["text"]["mlp_ratio"] = [0, 1, 8]  # attention only, narrow, wide (the pooled last block)
+    model = _tiny_text_model(d, seed=3)
+    blocks = model.encoders["text"].trunk.blocks
+    assert blocks[0].mlp is None and blocks[0].norm2 is None
+    assert blocks[1].mlp.fc1.out_features == 40 and blocks[2].mlp.fc1.out_features == 320
+    assert not any(k.startswith("trunk.blocks.0.mlp") for k in model.encoders["text"].state_dict())
+    ids = _texts_of_every_length(24, 1000)
+    full = _full(model, ids)
+    assert (model.encode("text", ids) - full).abs().max().item() <= 1e-6
+    assert (full[0] - full[1]).abs().max().item() > 1e-3

@@ -53,8 +53,9 @@ class Attention(nn.Module):
             return t.view(B, t.shape[1], H, D // H).transpose(1, 2)
 
         out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=causal)
-        out = out.transpose(1, 2).reshape(B, L, D)
-        return self.proj(out if packing is None else packing.unpad(out))
+        if packing is not None:
+            return self.proj(packing.unpad_heads(out))
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
 
     def forward_pooled(self, x: torch.Tensor, x_sel: torch.Tensor, pool: torch.Tensor, causal: bool,
@@ -118,12 +119,15 @@ class Block(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
         self.attn = Attention(dim, num_heads, add_bias_kv)
-        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mlp = MLP(dim, mlp_ratio * dim)
+        # mlp_ratio 0: an attention-only block (students: a cheap early block before a wide pooled one)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS) if mlp_ratio else None
+        self.mlp = MLP(dim, mlp_ratio * dim) if mlp_ratio else None
         self.drop_path = drop_path
 
     def forward(self, x: torch.Tensor, causal: bool = False, packing: "Packing | None" = None) -> torch.Tensor:
         x = x + drop_path(self.attn(self.norm1(x), causal=causal, packing=packing), self.drop_path, self.training)
+        if self.mlp is None:
+            return x
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
     def forward_pooled(self, x: torch.Tensor, pool: torch.Tensor, causal: bool = False,
@@ -140,6 +144,8 @@ class Block(nn.Module):
             sel_x, sel_h = x[rows, pool], h[rows, pool]
         y = sel_x + drop_path(self.attn.forward_pooled(h, sel_h, pool, causal, packing), self.drop_path,
                               self.training)
+        if self.mlp is None:
+            return y
         return y + drop_path(self.mlp(self.norm2(y)), self.drop_path, self.training)
 
 
@@ -165,9 +171,9 @@ class Trunk(nn.Module):
         self.pre_norm = nn.LayerNorm(dim, eps=LN_EPS) if pre_norm else None
         rates = torch.linspace(0, drop_path, num_blocks, device="cpu").tolist() if num_blocks else []
         ratios = [int(mlp_ratio)] * num_blocks if isinstance(mlp_ratio, (int, float)) else [int(r) for r in mlp_ratio]
-        if len(ratios) != num_blocks or min(ratios, default=1) < 1:
-            raise ValueError(f"mlp_ratio: one positive ratio for all blocks or one per block ({num_blocks}), got "
-                             f"{mlp_ratio!r}")
+        if len(ratios) != num_blocks or min(ratios, default=1) < 0:
+            raise ValueError(f"mlp_ratio: one ratio for all blocks or one per block ({num_blocks}), each >= 0 "
+                             f"(0: no MLP), got {mlp_ratio!r}")
         self.blocks = nn.ModuleList(Block(dim, num_heads, add_bias_kv, r, m) for r, m in zip(rates, ratios))
         self.causal = causal
 

@@ -55,6 +55,8 @@ class Packing:
         self.positions = pos.expand(self.batch, -1)[keep]
         #: Packed index of each row's last kept token (its end of text).
         self.last = torch.cumsum(lengths, 0) - 1
+        #: Row and position of each packed token in the padded layout.
+        self.rows, self.cols = self.slots // self.length, self.positions
 
     @property
     def tokens(self) -> int:
@@ -67,12 +69,17 @@ class Packing:
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """Packed (1, T, C) -> padded (B, L, C)."""
-        out = x.new_zeros(self.batch * self.length, x.shape[-1]).index_copy(0, self.slots, x[0])
+        out = x.new_zeros(self.batch * self.length, x.shape[-1])
+        out.index_copy_(0, self.slots, x[0])  # in place: the out-of-place form copies the zeros once more
         return out.view(self.batch, self.length, -1)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """Padded (B, L, C) -> packed (1, T, C)."""
         return self.pack(x)[None]
+
+    def unpad_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention output per head (B, H, L, d) -> packed (1, T, H * d), gathered in one copy."""
+        return x.transpose(1, 2)[self.rows, self.cols].reshape(1, self.tokens, -1)
 
 
 def run_trimmed(
