@@ -4,8 +4,8 @@
    (seed 0); held-out captions and images from the ``test`` split under another seed (seed 1);
 2. an index of the held-out images built with the teacher (bindkit_toy);
 3. ``bindkit.distill`` into the ``bindkit_toy_text_student`` card (2 blocks against the teacher's 4, width 64,
-   MLP ratios 1 and 8; started from the teacher's token table, first two blocks and head), timed from the first teacher forward pass (filling the teacher-vector cache) to the published
-   student;
+   MLP ratios 1 and 8; started from the teacher's token table, first two blocks and head), timed from the
+   first teacher forward pass (filling the teacher-vector cache) to the published student;
 4. speed, student vs teacher, alternating rounds in this process: the text encoder alone on tokenised batches
    (what the student makes smaller), and end to end (``model.embed``: CLIP BPE tokenisation, the same for
    both, plus the encoder);

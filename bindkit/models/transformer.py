@@ -57,7 +57,6 @@ class Attention(nn.Module):
             return self.proj(packing.unpad_heads(out))
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
-
     def forward_pooled(self, x: torch.Tensor, x_sel: torch.Tensor, pool: torch.Tensor, causal: bool,
                        packing: "Packing | None" = None) -> torch.Tensor:
         """Attention output for one query token per sequence only: ``x`` the normed tokens (B, L, D), or packed
