@@ -48,7 +48,13 @@ class ReadOnlyIndexError(IndexStoreError):
     this process cannot write)."""
 
 
-class StudentModelError(IndexStoreError):
+class ModelRefusedError(IndexStoreError):
+    """The model given may not add vectors to this index, whatever the items: it computes another variant (int8 vs
+    fp32) of the index's vectors, or it is a distilled student of the index's model. Raised before anything is
+    embedded; the message says which model to add with."""
+
+
+class StudentModelError(ModelRefusedError):
     """A distilled student (``bindkit distill``) used where only its teacher will do: adding items to the
     teacher's index (a student's vectors only approximate the teacher's), or a query of a modality the student
     does not serve. Search the index with the student; add items with the teacher."""

@@ -174,7 +174,7 @@ def test_adding_with_the_student_is_refused(toy_run):
 
 
 
-def test_index_build_with_the_student_is_refused_before_any_work(toy_run, tmp_path, capsys):
+def test_index_build_with_the_student_stops_at_once(toy_run, tmp_path, capsys):
     root, _, _, _ = toy_run
     import shutil
 

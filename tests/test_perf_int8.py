@@ -121,3 +121,22 @@ def test_index_built_int8_records_the_variant(fp32_and_int8, tmp_path):
         index = bindkit.Index.open(tmp_path / "idx8", model=fp32)
     with index, pytest.raises(IndexStoreError, match="--quantize int8"):
         index.add(["another caption"], modality="text")
+
+
+def test_index_build_with_the_other_variant_stops_at_once(fp32_and_int8, tmp_path):
+    """A refusal of the model (not of an item) ends `index build` with its message: no item-by-item retry that
+    would record every item as failed."""
+    from bindkit.errors import ModelRefusedError
+    from bindkit.index.build import build
+
+    fp32, int8 = fp32_and_int8
+    with bindkit.Index.create(tmp_path / "idx", model=fp32) as index:
+        index.add(TEXTS[:2], modality="text")
+    (tmp_path / "m.csv").write_text("text\n" + "\n".join(TEXTS[2:]) + "\n")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*holds fp32 vectors", category=RuntimeWarning)
+        warnings.filterwarnings("error", message=".*retrying its items one by one")
+        with pytest.raises(ModelRefusedError, match="never mixes"):
+            build([tmp_path / "m.csv"], tmp_path / "idx", int8, progress=False)
+    with bindkit.Index.open(tmp_path / "idx") as index:
+        assert len(index) == 2

@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from ..errors import ArgumentError, IndexClosedError, IndexStoreError, InputError, ReadOnlyIndexError
+from ..errors import (ArgumentError, IndexClosedError, IndexStoreError, InputError, ModelRefusedError,
+                      ReadOnlyIndexError)
 from ..fileio import disk_usage
 from ..modality import encoder_of, input_kind
 from ..models.quantize import split_fingerprint
@@ -229,7 +230,7 @@ class Index:
         return mixed
 
     def _refuse_mixed_variants(self, kinds: Iterable[str]) -> None:
-        """IndexStoreError before embedding items of ``kinds`` with a model whose variant (fp32/int8) differs
+        """ModelRefusedError before embedding items of ``kinds`` with a model whose variant (fp32/int8) differs
         from the one the index's vectors of that encoder came from: one index keeps one kind of vectors.
         StudentModelError for a distilled student of the index's model (it may search, never add)."""
         if self._student is not None:
@@ -238,7 +239,7 @@ class Index:
             enc = encoder_of(kind)
             if enc in self._mixed_variants:
                 stored, given = self._mixed_variants[enc]
-                raise IndexStoreError(
+                raise ModelRefusedError(
                     f"index {self.path} holds {stored} vectors of the {enc} encoder; the model given computes "
                     f"{given}, and one index never mixes the two: add with the {stored} model "
                     f"({'--quantize int8' if stored == 'int8' else 'no --quantize'}), or build a new index "

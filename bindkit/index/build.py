@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..errors import InputError, ModalityError, StorageFullError, describe_exc
+from ..errors import InputError, ModalityError, ModelRefusedError, StorageFullError, describe_exc
 from ..fileio import atomic_write_bytes
 from ..modality import INPUT_KINDS, input_kind
 from ..progress import progress_bar
@@ -255,7 +255,6 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
         candidates = [c for c in candidates if id_for(c.key) % shard[1] == shard[0]]
     index = Index.create(target, model, exist_ok=True)
     try:
-        index._refuse_mixed_variants([])  # a distilled student of the index's model: refused before any work
         if weights:
             index._record_model_hint(weights)
         removed = 0
@@ -288,7 +287,7 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
             try:
                 result = ingest(index, prepared, strict=False, batch_size=batch_size, save=False, workers=workers,
                                 failed=bad)
-            except StorageFullError:  # retrying item by item cannot help: stop with the message
+            except (StorageFullError, ModelRefusedError):  # retrying item by item cannot help: stop with the message
                 raise
             except Exception as exc:  # a loader bug must not end a long build: retry item by item
                 result = _one_by_one(index, prepared, bad, batch_size, workers, exc)
