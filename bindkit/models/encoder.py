@@ -14,7 +14,7 @@ from ..cards import Card
 from ..errors import ModalityError
 from ..modality import ENCODERS, encoder_of, input_kind
 from .stems import ConvStem, IMUStem, TextStem, VisionStem
-from .transformer import LN_EPS, Trunk
+from .transformer import LN_EPS, Trunk, pooled_rows
 from .trim import Packing, run_trimmed
 
 
@@ -105,16 +105,11 @@ class Encoder(nn.Module):
         # Pool the end-of-text token: it has the highest id in the vocabulary; causal attention means later
         # (padding) tokens never influence it.
         # Only the pooled token's output is used, so the last block runs for it alone (Trunk.pooled).
-        if not self.pool_last_block:
-            if packing is not None:
-                pooled = self.trunk(self.stem.packed(x, packing), packing=packing)[0, packing.last]
-            else:
-                tokens = self.trunk(self.stem(x))
-                pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
-        elif packing is not None:
-            pooled = self.trunk.pooled(self.stem.packed(x, packing), eot, packing=packing)
+        tokens = self.stem.packed(x, packing) if packing is not None else self.stem(x)
+        if self.pool_last_block:
+            pooled = self.trunk.pooled(tokens, eot, packing=packing)
         else:
-            pooled = self.trunk.pooled(self.stem(x), eot)
+            pooled = pooled_rows(self.trunk(tokens, packing=packing), eot, packing)
         return F.normalize(self.head(pooled), dim=-1)
 
 

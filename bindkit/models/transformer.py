@@ -6,6 +6,7 @@ the sequences' kept tokens back to back, padded apart for attention only.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -44,17 +45,10 @@ class Attention(nn.Module):
             qkv = packing.pad(qkv)
         B, L, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
         q, k, v = qkv.chunk(3, dim=-1)
-        if self.bias_k is not None:
-            k = torch.cat([k, self.bias_k.expand(B, 1, D)], dim=1)
-            v = torch.cat([v, self.bias_v.expand(B, 1, D)], dim=1)
-        H = self.num_heads
-
-        def heads(t: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, H, L, D/H)
-            return t.view(B, t.shape[1], H, D // H).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=causal)
+        k, v = self._add_bias_kv(k, v)
+        out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v), is_causal=causal)
         if packing is not None:
-            return self.proj(packing.unpad_heads(out))
+            return self.proj(packing.unpad(out.transpose(1, 2)).flatten(2))
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
     def forward_pooled(self, x: torch.Tensor, x_sel: torch.Tensor, pool: torch.Tensor, causal: bool,
@@ -73,24 +67,37 @@ class Attention(nn.Module):
             q = self.qkv(x_sel)[..., :D]
         if packing is not None:
             kv = packing.pad(kv)
-        B, L = kv.shape[0], kv.shape[1]
+        B = kv.shape[0]
         k, v = kv.chunk(2, dim=-1)
+        k, v = self._add_bias_kv(k, v)
         mask = None
-        if causal:
-            mask = torch.arange(L, device=x.device)[None, :] <= pool[:, None]  # (B, L)
-        if self.bias_k is not None:
-            k = torch.cat([k, self.bias_k.expand(B, 1, D)], dim=1)
-            v = torch.cat([v, self.bias_v.expand(B, 1, D)], dim=1)
-            if mask is not None:
-                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
-        H = self.num_heads
-
-        def heads(t: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, H, L, D/H)
-            return t.view(B, t.shape[1], H, D // H).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(heads(q[:, None]), heads(k), heads(v),
+        if causal:  # the pooled token sees the positions up to its own (and the bias key, which every query sees)
+            mask = torch.arange(k.shape[1], device=x.device)[None, :] <= pool[:, None]  # (B, keys)
+            if self.bias_k is not None:
+                mask[:, -1] = True
+        out = F.scaled_dot_product_attention(self._heads(q[:, None]), self._heads(k), self._heads(v),
                                              attn_mask=None if mask is None else mask[:, None, None, :])
         return self.proj(out.reshape(B, D))
+
+    def _add_bias_kv(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, L, D) with the learned bias key/value appended, when the layer has them."""
+        if self.bias_k is None:
+            return k, v
+        B, D = k.shape[0], k.shape[2]
+        return torch.cat([k, self.bias_k.expand(B, 1, D)], dim=1), torch.cat([v, self.bias_v.expand(B, 1, D)], dim=1)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, H, L, D/H), a view."""
+        B, L, D = t.shape
+        return t.view(B, L, self.num_heads, D // self.num_heads).transpose(1, 2)
+
+
+def pooled_rows(x: torch.Tensor, pool: torch.Tensor, packing: "Packing | None" = None) -> torch.Tensor:
+    """The pooled token of each sequence, (B, D): ``x[b, pool[b]]`` of tokens (B, L, D), or, packed (1, T, D),
+    each sequence's last token (``packing.last``)."""
+    if packing is not None:
+        return x[0, packing.last]
+    return x[torch.arange(x.shape[0], device=x.device), pool]
 
 
 class MLP(nn.Module):
@@ -136,11 +143,7 @@ class Block(nn.Module):
         values are computed for the other tokens: the query, output projection, residual and MLP run on B rows
         instead of all tokens (exact: no other output depends on them in the last block)."""
         h = self.norm1(x)
-        if packing is not None:
-            sel_x, sel_h = x[0, packing.last], h[0, packing.last]
-        else:
-            rows = torch.arange(x.shape[0], device=x.device)
-            sel_x, sel_h = x[rows, pool], h[rows, pool]
+        sel_x, sel_h = pooled_rows(x, pool, packing), pooled_rows(h, pool, packing)
         y = sel_x + drop_path(self.attn.forward_pooled(h, sel_h, pool, causal, packing), self.drop_path,
                               self.training)
         if self.mlp is None:
@@ -176,13 +179,14 @@ class Trunk(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, num_heads, add_bias_kv, r, m) for r, m in zip(rates, ratios))
         self.causal = causal
 
-    def forward(self, x: torch.Tensor, packing: "Packing | None" = None) -> torch.Tensor:
-        """Tokens (B, L, D) -> (B, L, D); with ``packing`` (text only), packed tokens (1, T, D) -> (1, T, D)."""
+    def forward(self, x: torch.Tensor, packing: "Packing | None" = None, blocks: int | None = None) -> torch.Tensor:
+        """Tokens (B, L, D) -> (B, L, D); with ``packing`` (text only), packed tokens (1, T, D) -> (1, T, D).
+        ``blocks``: run only the first ones (default all)."""
         if packing is not None and not self.causal:
             raise ValueError("packed sequences need causal attention (zero padding would be attended to)")
         if self.pre_norm is not None:
             x = self.pre_norm(x)
-        for block in self.blocks:
+        for block in islice(self.blocks, blocks):  # (islice: slicing a ModuleList builds a new one per call)
             x = block(x, causal=self.causal, packing=packing)
         return x
 
@@ -191,15 +195,9 @@ class Trunk(nn.Module):
         (packed: ``packing.last``, each sequence's last token). The last block computes only what that token's
         output needs (its query, and keys/values of the tokens it attends to): exact, and for short texts
         most of a block's work saved."""
-        if packing is not None and not self.causal:
-            raise ValueError("packed sequences need causal attention (zero padding would be attended to)")
         if not len(self.blocks):
-            y = self.pre_norm(x) if self.pre_norm is not None else x
-            return y[0, packing.last] if packing is not None else y[torch.arange(y.shape[0], device=y.device), pool]
-        if self.pre_norm is not None:
-            x = self.pre_norm(x)
-        for block in self.blocks[:-1]:
-            x = block(x, causal=self.causal, packing=packing)
+            return pooled_rows(self(x, packing=packing), pool, packing)
+        x = self(x, packing=packing, blocks=len(self.blocks) - 1)
         return self.blocks[-1].forward_pooled(x, pool, causal=self.causal, packing=packing)
 
     @property

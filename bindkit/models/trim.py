@@ -55,8 +55,8 @@ class Packing:
         self.positions = pos.expand(self.batch, -1)[keep]
         #: Packed index of each row's last kept token (its end of text).
         self.last = torch.cumsum(lengths, 0) - 1
-        #: Row and position of each packed token in the padded layout.
-        self.rows, self.cols = self.slots // self.length, self.positions
+        #: Row of each packed token in the padded layout (its column is ``positions``).
+        self.rows = self.slots // self.length
 
     @property
     def tokens(self) -> int:
@@ -74,12 +74,9 @@ class Packing:
         return out.view(self.batch, self.length, -1)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        """Padded (B, L, C) -> packed (1, T, C)."""
-        return self.pack(x)[None]
-
-    def unpad_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention output per head (B, H, L, d) -> packed (1, T, H * d), gathered in one copy."""
-        return x.transpose(1, 2)[self.rows, self.cols].reshape(1, self.tokens, -1)
+        """Padded (B, L, ...) -> packed (1, T, ...): one gather, also from a strided view such as attention's
+        per-head output transposed to (B, L, H, d)."""
+        return x[self.rows, self.positions][None]
 
 
 def run_trimmed(
