@@ -90,6 +90,16 @@ def add_optimiser_args(p: argparse.ArgumentParser, *, epochs_help: str, batch_si
     return opt
 
 
+def add_checkpoint_args(run: argparse._ArgumentGroup) -> None:
+    """--save-every and --stop-after, as ``bindkit train`` and ``bindkit distill`` checkpoint (both continue with
+    --resume)."""
+    run.add_argument("--save-every", type=positive_int, metavar="N",
+                     help="checkpoint every N steps too (default: at the end of every epoch)")
+    run.add_argument("--stop-after", type=positive_int, metavar="N",
+                     help="checkpoint and exit after N steps of this invocation (time-limited jobs); continue "
+                     "with --resume")
+
+
 def add_model_args(p: argparse.ArgumentParser, *, for_index: bool = True) -> None:
     """``--model``, ``--weights``, ``--device``, ``--quantize``. ``for_index``: the defaults come from the index the command
     works on (the card and weights it was built with) and the device is chosen automatically."""

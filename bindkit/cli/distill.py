@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from .common import add_optimiser_args, non_negative_float, positive_int
+from .common import add_checkpoint_args, add_optimiser_args, non_negative_float, positive_int
 
 _EPILOG = """\
 examples:
@@ -94,9 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      "on the same data and teacher share it")
     run.add_argument("--resume", action="store_true", help="continue the run in --out (its cache fill or its "
                      "training)")
-    run.add_argument("--save-every", type=positive_int, metavar="N", help="checkpoint every N steps too")
-    run.add_argument("--stop-after", type=positive_int, metavar="N",
-                     help="checkpoint and exit after N steps of this invocation; continue with --resume")
+    add_checkpoint_args(run)
     run.add_argument("--teacher-batch-size", type=positive_int, default=256, metavar="N",
                      help="items per teacher forward pass while filling the cache (default 256)")
     run.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")

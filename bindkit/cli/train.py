@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from .common import add_optimiser_args, non_negative_float, positive_int
+from .common import add_checkpoint_args, add_optimiser_args, non_negative_float
 
 _EPILOG = """\
 examples:
@@ -128,11 +128,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       "more is an error before training (default 0.05)")
     run = p.add_argument_group("run")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    run.add_argument("--save-every", type=positive_int, metavar="N",
-                     help="checkpoint every N steps too (default: at the end of every epoch)")
-    run.add_argument("--stop-after", type=positive_int, metavar="N",
-                     help="checkpoint and exit after N steps of this invocation (time-limited jobs); continue "
-                     "with --resume")
+    add_checkpoint_args(run)
     run.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N (default: cuda:LOCAL_RANK if available, "
                      "else cpu)")
     run.add_argument("--workers", type=int, default=0, metavar="N",
