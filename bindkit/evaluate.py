@@ -536,11 +536,12 @@ def _index_agreement(path: Any, student: Any, teacher: Any, kind: str, queries: 
     counts: dict[str, int] = {}
     for who, model in (("teacher", teacher), ("student", student)):
         with Index.open(path, model=model, read_only=True) as idx:
-            counts = {k: v for k, v in idx.stats()["modalities"].items()}
+            if who == "teacher":
+                counts = {rk: int(v["count"]) for rk, v in idx.stats()["modalities"].items()}
             hits[who] = [idx.search(**{kind: queries[i:i + 256]}, k=max(ks)) for i in range(0, len(queries), 256)]
     out = {}
     for rk in sorted(counts):
         ref = [[h.id for h in q[rk]] for part in hits["teacher"] for q in part]
         got = [[h.id for h in q[rk]] for part in hits["student"] for q in part]
-        out[rk] = (int(counts[rk]["count"]), {f"R@{k}": topk_agreement(ref, got, k) for k in ks})
+        out[rk] = (counts[rk], {f"R@{k}": topk_agreement(ref, got, k) for k in ks})
     return out

@@ -14,6 +14,7 @@ from ..cards import load_card, model_dir
 from ..errors import CardError, InputError
 from ..index.student import RECORD_KEY
 from ..modality import encoder_of
+from .data import DistillError
 
 
 def teacher_source(teacher: Any, weights: Any = None) -> str | None:
@@ -115,8 +116,6 @@ def copy_teacher_tensors(student: torch.nn.Module, teacher: torch.nn.Module,
 
 def _renumber_blocks(state: dict[str, torch.Tensor], blocks: Sequence[int]) -> dict[str, torch.Tensor]:
     """``state`` with ``trunk.blocks.{i}.*`` taken from teacher block ``blocks[i]`` (other tensors as they are)."""
-    from .data import DistillError
-
     have = sorted({int(k.split(".")[2]) for k in state if k.startswith("trunk.blocks.")})
     bad = [b for b in blocks if int(b) not in have]
     if bad:
