@@ -6,8 +6,9 @@
 3. ``bindkit.distill`` into the ``bindkit_toy_text_student`` card (2 blocks against the teacher's 4, width 64,
    MLP ratios 1 and 8; started from the teacher's token table, first two blocks and head), timed from the
    first teacher forward pass (filling the teacher-vector cache) to the published student;
-4. speed, student vs teacher, alternating rounds in this process: the text encoder alone on tokenised batches
-   (what the student makes smaller), and end to end (``model.embed``: CLIP BPE tokenisation, the same for
+4. speed, student vs teacher, alternating rounds in this process (the order reversed every other round; the
+   speed-up is taken round by round and its median and range over 9 rounds quoted): the text encoder alone on
+   tokenised batches (what the student makes smaller), and end to end (``model.embed``: CLIP BPE tokenisation, the same for
    both, plus the encoder);
 5. ``bindkit.evaluate.distillation``: student-teacher cosine on the held-out captions, and R@k vs teacher: the
    share of the teacher's own top-k that the student's top-k finds, searching the teacher's image index with
@@ -15,7 +16,7 @@
    for the teacher quantised to int8 (``--quantize int8``) against its fp32 self;
 6. adding an item to the teacher's index with the student: refused.
 
-Usage: python benchmarks/bench_distill.py [--quick] [--train N] [--held-out N] [--epochs N] [--threads N]
+Usage: python benchmarks/bench_distill.py [--quick] [--train N] [--held-out N] [--epochs N] [--rounds N] [--threads N]
 (full: ~8 min on 2 CPU cores shared with other jobs, up to ~10 when they are busy; --quick: ~10 s, a smoke
 test whose figures are not the point).
 """
@@ -76,13 +77,18 @@ def rate(fn, n_items: int) -> float:
 
 
 def speeds(student, teacher, texts: list[str], rounds: int) -> dict[str, dict[str, float]]:
-    """Median items/s over alternating rounds: the encoder on tokenised batches of 256, and model.embed."""
+    """Items/s over alternating rounds: the encoder on tokenised batches of 256, and model.embed.
+
+    Returns, per measure, each model's median items/s, and ``ratio`` / ``ratio_min`` / ``ratio_max``: the
+    student's speed-up taken round by round (against the teacher's time in the same round, the order of the two
+    reversed every other round, so a slow stretch of a shared machine hits both), its median and range.
+    """
     from bindkit.inputs.text import tokenize
 
     tok = {who: tokenize(texts, resolve_params("text", m)) for who, m in
            (("student", student), ("teacher", teacher))}
-    out: dict[str, dict[str, list[float]]] = {"encoder": {"student": [], "teacher": []},
-                                             "end to end": {"student": [], "teacher": []}}
+    measures = ("encoder", "end to end")
+    out: dict[str, dict[str, list[float]]] = {k: {"student": [], "teacher": []} for k in measures}
     models = {"student": student, "teacher": teacher}
 
     def encode(who: str) -> None:
@@ -90,14 +96,21 @@ def speeds(student, teacher, texts: list[str], rounds: int) -> dict[str, dict[st
             for i in range(0, len(texts), 256):
                 models[who].encode("text", tok[who][i:i + 256])
 
+    def embed(who: str) -> None:
+        models[who].embed(text=texts, batch_size=256, show_progress_bar=False)
+
     for who in models:  # warm-up
         encode(who)
-    for _ in range(rounds):
-        for who in models:
-            out["encoder"][who].append(rate(lambda: encode(who), len(texts)))
-            out["end to end"][who].append(rate(lambda: models[who].embed(text=texts, batch_size=256,
-                                                                         show_progress_bar=False), len(texts)))
-    return {k: {who: statistics.median(v) for who, v in d.items()} for k, d in out.items()}
+    for r in range(rounds):
+        for what, fn in zip(measures, (encode, embed)):
+            for who in (("student", "teacher") if r % 2 == 0 else ("teacher", "student")):
+                out[what][who].append(rate(lambda: fn(who), len(texts)))
+    res: dict[str, dict[str, float]] = {}
+    for what, d in out.items():
+        ratios = [s / t for s, t in zip(d["student"], d["teacher"])]
+        res[what] = {who: statistics.median(v) for who, v in d.items()}
+        res[what].update(ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios))
+    return res
 
 
 def main() -> int:
@@ -113,6 +126,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on a machine shared with other jobs, 2 OpenMP threads waiting "
                     "on each other ran 5-25x slower than 1)")
+    ap.add_argument("--rounds", type=int, default=9, help="speed rounds, student and teacher alternating "
+                    "(default 9; quick 3)")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
     a = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, also through a pipe
@@ -146,10 +161,11 @@ def main() -> int:
           f"{res.cache['computed']} captions, then {res.step} steps); student {n_s / 1e6:.2f}M parameters, "
           f"teacher text encoder {n_t / 1e6:.2f}M")
 
-    sp = speeds(student, teacher, held, rounds=3 if a.quick else 5)
+    rounds = 3 if a.quick else a.rounds
+    sp = speeds(student, teacher, held, rounds=rounds)
     for what, d in sp.items():
         print(f"speed, {what:<10} student {d['student']:8.0f} items/s   teacher {d['teacher']:8.0f} items/s   "
-              f"speed-up {d['student'] / d['teacher']:.2f}x")
+              f"speed-up {d['ratio']:.2f}x (median of {rounds} rounds, {d['ratio_min']:.2f}..{d['ratio_max']:.2f})")
 
     rep = distillation(student, teacher, held, "text", index=root / "teacher_index",
                                         ks=(1, 5, 10), batch_size=256, show_progress=False)
@@ -179,7 +195,7 @@ def main() -> int:
         except StudentModelError as exc:
             print(f"adding with the student: refused ({type(exc).__name__})")
     r10 = rep["recall_vs_teacher"]["index image"].get("R@10", float("nan"))
-    enc_speedup = sp["encoder"]["student"] / sp["encoder"]["teacher"]
+    enc_speedup = sp["encoder"]["ratio"]
     print(f"summary: cosine {rep['mean_cosine']:.3f} (>= 0.9: {rep['mean_cosine'] >= 0.9}), R@10 vs teacher "
           f"{r10:.3f} (>= 0.9: {r10 >= 0.9}), encoder speed-up {enc_speedup:.2f}x (>= 3: {enc_speedup >= 3})")
     if not a.keep:

@@ -22,10 +22,12 @@ def test_flops_of_the_text_encoder_match_the_analytic_count():
         ids[:, 0], ids[:, 1:L - 1], ids[:, L - 1] = 49406, 500, 49407
         flops = perf.count_flops(lambda: model.encode("text", ids))
         # per token: qkv 3D^2 + proj D^2 + mlp 8D^2 multiply-adds = 24 D^2 FLOPs; attention QK^T and AV over
-        # the trimmed L x L. The last block runs for the pooled token alone: keys and values for L tokens
-        # (4 L D^2), the query, output projection and MLP for one (2 + 2 + 16 D^2), attention 1 x L (4 L D).
-        # The head projects one token per text. x3 texts.
-        last = 4 * L * D * D + 20 * D * D + 4 * L * D
+        # the trimmed L x L. The last block runs for the pooled token alone (Attention.forward_pooled): the
+        # query (2 D^2) taken back through the key projection (2 D^2), scores and weighted sums of the L normed
+        # tokens per head (2 x 2 L D H), the value projection of those sums (2 D^2), the output projection
+        # (2 D^2) and MLP (16 D^2) for one token. The head projects one token per text. x3 texts.
+        H = int(cfg["num_heads"])
+        last = 24 * D * D + 4 * L * D * H
         want = 3 * ((blocks - 1) * (L * 24 * D * D + 4 * L * L * D) + last + 2 * D * out)
         assert flops == want, (L, flops, want)
 

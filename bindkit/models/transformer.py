@@ -56,13 +56,46 @@ class Attention(nn.Module):
         """Attention output for one query token per sequence only: ``x`` the normed tokens (B, L, D), or packed
         (1, T, D); ``x_sel`` (B, D) the normed tokens to query with, at positions ``pool`` (B,) of their
         sequences. Keys and values come from every token (causal: those at positions ``<= pool``), exactly as
-        the full computation gives those rows. Returns (B, D), after the output projection."""
+        the full computation gives those rows. Returns (B, D), after the output projection.
+
+        With one query per sequence, the key and value projections need not run on every token. Per head
+        ``h``, the score of token ``t`` is ``q_h . (W_k,h x_t + b_k,h)`` = ``(W_k,h^T q_h) . x_t`` plus a term
+        that is the same for every ``t`` (the key bias), which softmax removes; and the output is
+        ``sum_t a_t (W_v,h x_t + b_v,h)`` = ``W_v,h (sum_t a_t x_t) + b_v,h`` (the weights sum to 1). So the
+        query is taken back through the key projection (B x H rows), the scores and the weighted sums are over
+        the normed tokens themselves, and the value projection runs on B x H rows: the same function,
+        associated differently, for a fraction of the work (no key/value rows for the T tokens, no padded
+        copy of them).
+        """
+        if not isinstance(self.qkv, nn.Linear) or self.bias_k is not None:
+            return self._forward_pooled_kv(x, x_sel, pool, causal, packing)
+        B, D = x_sel.shape
+        H = self.num_heads
+        d = D // H
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(x_sel, w[:D], None if b is None else b[:D]).view(B, H, d) * d ** -0.5
+        qk = torch.einsum("bhe,hec->bhc", q, w[D:2 * D].view(H, d, D))  # (B, H, D)
+        xp = packing.pad(x) if packing is not None else x  # (B, L, D): zeros after each row's end
+        scores = torch.bmm(xp, qk.transpose(1, 2))  # (B, L, H)
+        if causal or packing is not None:  # the pooled token sees the positions up to its own
+            keep = torch.arange(xp.shape[1], device=x.device)[None, :] <= pool[:, None]
+            scores = scores.masked_fill(~keep[:, :, None], float("-inf"))
+        ctx = torch.bmm(scores.softmax(dim=1).transpose(1, 2), xp)  # (B, H, D): sum_t a_t x_t per head
+        out = torch.einsum("bhc,hec->bhe", ctx, w[2 * D:].view(H, d, D)).reshape(B, D)
+        if b is not None:
+            out = out + b[2 * D:]
+        return self.proj(out)
+
+    def _forward_pooled_kv(self, x: torch.Tensor, x_sel: torch.Tensor, pool: torch.Tensor, causal: bool,
+                           packing: "Packing | None" = None) -> torch.Tensor:
+        """``forward_pooled`` with keys and values projected for every token: for a learned bias key/value, and
+        for an int8 projection (its weight is packed, so it runs whole)."""
         D = x.shape[-1]
         if isinstance(self.qkv, nn.Linear):  # the key/value rows of the fused projection for all tokens
             w, b = self.qkv.weight, self.qkv.bias
             kv = F.linear(x, w[D:], None if b is None else b[D:])
             q = F.linear(x_sel, w[:D], None if b is None else b[:D])
-        else:  # a quantised (int8) projection: its weight is packed, so run it whole
+        else:
             kv = self.qkv(x)[..., D:]
             q = self.qkv(x_sel)[..., :D]
         if packing is not None:
