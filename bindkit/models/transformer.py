@@ -76,15 +76,14 @@ class Attention(nn.Module):
         q = F.linear(x_sel, w[:D], None if b is None else b[:D]).view(B, H, d) * d ** -0.5
         qk = torch.einsum("bhe,hec->bhc", q, w[D:2 * D].view(H, d, D))  # (B, H, D)
         xp = packing.pad(x) if packing is not None else x  # (B, L, D): zeros after each row's end
-        scores = torch.bmm(xp, qk.transpose(1, 2))  # (B, L, H)
+        scores = torch.bmm(qk, xp.transpose(1, 2))  # (B, H, L)
         if causal or packing is not None:  # the pooled token sees the positions up to its own
             keep = torch.arange(xp.shape[1], device=x.device)[None, :] <= pool[:, None]
-            scores = scores.masked_fill(~keep[:, :, None], float("-inf"))
-        ctx = torch.bmm(scores.softmax(dim=1).transpose(1, 2), xp)  # (B, H, D): sum_t a_t x_t per head
-        out = torch.einsum("bhc,hec->bhe", ctx, w[2 * D:].view(H, d, D)).reshape(B, D)
-        if b is not None:
-            out = out + b[2 * D:]
-        return self.proj(out)
+            scores = scores.masked_fill(~keep[:, None, :], float("-inf"))
+        ctx = torch.bmm(scores.softmax(dim=-1), xp).transpose(0, 1)  # (H, B, D): sum_t a_t x_t per head
+        w_v = w[2 * D:].view(H, d, D).transpose(1, 2)  # (H, D, d)
+        out = torch.bmm(ctx, w_v) if b is None else torch.baddbmm(b[2 * D:].view(H, 1, d), ctx, w_v)
+        return self.proj(out.transpose(0, 1).reshape(B, D))
 
     def _forward_pooled_kv(self, x: torch.Tensor, x_sel: torch.Tensor, pool: torch.Tensor, causal: bool,
                            packing: "Packing | None" = None) -> torch.Tensor:
