@@ -118,6 +118,42 @@ def test_merge_unmerge():
     assert torch.equal(model.encode("audio", x), unmerged)
 
 
+def test_unmerged_text_adapters_act_in_every_block_also_the_pooled_last_one():
+    """The text encoder's last block runs for the pooled token alone (Attention.forward_pooled, which folds the
+    key/value projections): unmerged adapters on its q/k/v must act there as in every other block."""
+    model = tiny(modalities=("text",))
+    x = text_batch(model, n=4)
+    apply_lora(model, ["text"], r=4, alpha=8)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, LoRALinear):
+                for adapter in mod.lora_adapters.values():
+                    adapter.B.copy_(torch.randn(adapter.B.shape, generator=g) * 0.2)
+    enc = model.encoders["text"]
+    unmerged = model.encode("text", x)
+    enc.pool_last_block = False
+    try:
+        full = model.encode("text", x)
+    finally:
+        del enc.pool_last_block
+    assert (unmerged - full).abs().max() <= 1e-5
+    model.merge_adapters()
+    assert (model.encode("text", x) - unmerged).abs().max() <= 1e-5
+    model.unmerge_adapters()
+    # and they train there: the last block's q/k/v adapter gets a gradient
+    model.train()
+    enc(x).pow(3).sum().backward()
+    last = enc.trunk.blocks[-1].attn.qkv.lora_adapters
+    assert all(a.B.grad is not None and a.B.grad.abs().max() > 0 for a in last.values())
+    model.eval()
+    # the adapters change the output (so the checks above could fail)
+    for mod in model.modules():
+        if isinstance(mod, LoRALinear):
+            mod.lora_adapters.clear()
+    assert (model.encode("text", x) - unmerged).abs().max() > 1e-3
+
+
 def test_save_load_roundtrip_and_stacking(tmp_path):
     model = tiny()
     x = audio_batch(model)

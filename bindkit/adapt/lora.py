@@ -101,6 +101,15 @@ class LoRALinear(nn.Linear):
                 out = out + adapter(x)
         return out
 
+    def dense_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight this layer applies, with its unmerged adapters added (differentiable, for computations that
+        use the weight directly: ``bindkit.models.transformer.dense_weight``), and its bias."""
+        weight = self.weight
+        if not self.merged:
+            for adapter in self.lora_adapters.values():
+                weight = weight + (adapter.B @ adapter.A) * adapter.scaling
+        return weight, self.bias
+
     def merge(self) -> None:
         """Fold every adapter into ``weight`` (the original tensor is kept for an exact :meth:`unmerge`)."""
         if self.merged or not len(self.lora_adapters):

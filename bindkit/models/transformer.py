@@ -67,12 +67,13 @@ class Attention(nn.Module):
         associated differently, for a fraction of the work (no key/value rows for the T tokens, no padded
         copy of them).
         """
-        if not isinstance(self.qkv, nn.Linear) or self.bias_k is not None:
+        dense = dense_weight(self.qkv)
+        if dense is None or self.bias_k is not None:
             return self._forward_pooled_kv(x, x_sel, pool, causal, packing)
         B, D = x_sel.shape
         H = self.num_heads
         d = D // H
-        w, b = self.qkv.weight, self.qkv.bias
+        w, b = dense
         q = F.linear(x_sel, w[:D], None if b is None else b[:D]).view(B, H, d) * d ** -0.5
         qk = torch.einsum("bhe,hec->bhc", q, w[D:2 * D].view(H, d, D))  # (B, H, D)
         xp = packing.pad(x) if packing is not None else x  # (B, L, D): zeros after each row's end
@@ -88,10 +89,11 @@ class Attention(nn.Module):
     def _forward_pooled_kv(self, x: torch.Tensor, x_sel: torch.Tensor, pool: torch.Tensor, causal: bool,
                            packing: "Packing | None" = None) -> torch.Tensor:
         """``forward_pooled`` with keys and values projected for every token: for a learned bias key/value, and
-        for an int8 projection (its weight is packed, so it runs whole)."""
+        for a q/k/v layer that is no dense linear map (int8: its weight is packed), which runs whole."""
         D = x.shape[-1]
-        if isinstance(self.qkv, nn.Linear):  # the key/value rows of the fused projection for all tokens
-            w, b = self.qkv.weight, self.qkv.bias
+        dense = dense_weight(self.qkv)
+        if dense is not None:  # the key/value rows of the fused projection for all tokens
+            w, b = dense
             kv = F.linear(x, w[D:], None if b is None else b[D:])
             q = F.linear(x_sel, w[:D], None if b is None else b[:D])
         else:
@@ -122,6 +124,17 @@ class Attention(nn.Module):
         """(B, L, D) -> (B, H, L, D/H), a view."""
         B, L, D = t.shape
         return t.view(B, L, self.num_heads, D // self.num_heads).transpose(1, 2)
+
+
+def dense_weight(layer: nn.Module) -> "tuple[torch.Tensor, torch.Tensor | None] | None":
+    """The (weight, bias) that a linear layer applies, for computations that use them directly rather than calling
+    the layer: a plain ``nn.Linear``'s own, or what a layer that adds to them reports through a ``dense_weight()``
+    method (LoRA: the weight with its unmerged adapters added, differentiably). None for layers that are no dense
+    map (int8: the weight is packed), which must be called as modules."""
+    if type(layer) is nn.Linear:
+        return layer.weight, layer.bias
+    report = getattr(layer, "dense_weight", None)
+    return report() if callable(report) else None
 
 
 def pooled_rows(x: torch.Tensor, pool: torch.Tensor, packing: "Packing | None" = None) -> torch.Tensor:
