@@ -216,6 +216,9 @@ def _validate(d: Mapping[str, Any], where: str) -> Card:
             )
         if "mlp_ratio" in cfg:
             _validate_mlp_ratio(cfg["mlp_ratio"], int(cfg["num_blocks"]), f"{where}: {m}.mlp_ratio")
+        if m == "text" and cfg.get("add_bias_kv"):
+            raise CardError(f"{where}: text.add_bias_kv is not supported: the text encoder's attention is causal, "
+                            "and a learned bias key/value is defined for the other encoders only; set it to false")
     pre = d.get("preprocess", {})
     for kind in pre:
         if kind not in INPUT_KINDS:

@@ -55,6 +55,7 @@ def test_reference_kwargs_translate_and_unknown_ones_fail():
         (lambda c: c["modalities"]["depth"].update(num_heads=5), "not divisible by num_heads=5"),
         (lambda c: c["modalities"]["text"].update(mlp_ratio=[1, 8, 2]), r"text.mlp_ratio .*list of 2 .*\[1, 8, 2\]"),
         (lambda c: c["modalities"]["text"].update(mlp_ratio=0), r"text.mlp_ratio must be a positive integer"),
+        (lambda c: c["modalities"]["text"].update(add_bias_kv=True), r"text.add_bias_kv is not supported"),
     ],
 )
 def test_invalid_cards_say_what_is_wrong(mutate, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -217,6 +218,34 @@ def test_pooled_trunk_equals_the_full_trunk_at_the_pooled_tokens(causal, bias_kv
             packed = trunk.pooled(packing.pack(x)[None], pool, packing=packing)
         assert (packed - full).abs().max().item() <= 1e-5 * full.abs().max().item()
 
+
+
+def test_causal_trunk_refuses_a_bias_key():
+    from bindkit.models.transformer import Trunk
+
+    with pytest.raises(ValueError, match="bias key"):
+        Trunk(24, 2, 4, add_bias_kv=True, causal=True)
+
+
+def test_pooled_block_calls_a_hooked_qkv_layer_as_a_module():
+    """A q/k/v layer whose weight a forward hook rebuilds (weight_norm) is called, not read: pooled equals full."""
+    from bindkit.models.transformer import Trunk
+
+    torch.manual_seed(0)
+    trunk = Trunk(24, 2, 4, causal=True).eval()
+    _randomise(trunk, 3)
+    last = trunk.blocks[-1].attn
+    with warnings.catch_warnings():  # deprecated for parametrizations.weight_norm, which is no hook
+        warnings.simplefilter("ignore", FutureWarning)
+        last.qkv = torch.nn.utils.weight_norm(last.qkv)
+    with torch.no_grad():
+        last.qkv.weight_g.mul_(1.5)  # the stored .weight is stale until the hook runs
+    x, pool = torch.randn(4, 7, 24), torch.tensor([6, 2, 4, 0])
+    with torch.no_grad():
+        got = trunk.pooled(x, pool)  # first: the full forward's hook call would refresh .weight
+        full = trunk(x)[torch.arange(4), pool]
+    assert (got - full).abs().max().item() <= 1e-5 * full.abs().max().item()
+    assert (full[0] - full[1]).abs().max().item() > 1e-3
 
 
 def test_per_block_mlp_ratios_with_an_attention_only_block():

@@ -69,7 +69,7 @@ class Attention(nn.Module):
         """
         dense = dense_weight(self.qkv)
         if dense is None or self.bias_k is not None:
-            return self._forward_pooled_kv(x, x_sel, pool, causal, packing)
+            return self._forward_pooled_kv(x, x_sel, pool, causal, packing, dense)
         B, D = x_sel.shape
         H = self.num_heads
         d = D // H
@@ -87,11 +87,12 @@ class Attention(nn.Module):
         return self.proj(out.transpose(0, 1).reshape(B, D))
 
     def _forward_pooled_kv(self, x: torch.Tensor, x_sel: torch.Tensor, pool: torch.Tensor, causal: bool,
-                           packing: "Packing | None" = None) -> torch.Tensor:
+                           packing: "Packing | None", dense: "tuple[torch.Tensor, torch.Tensor | None] | None",
+                           ) -> torch.Tensor:
         """``forward_pooled`` with keys and values projected for every token: for a learned bias key/value, and
-        for a q/k/v layer that is no dense linear map (int8: its weight is packed), which runs whole."""
+        for a q/k/v layer that is no dense linear map (``dense`` None: int8, whose weight is packed), which runs
+        whole."""
         D = x.shape[-1]
-        dense = dense_weight(self.qkv)
         if dense is not None:  # the key/value rows of the fused projection for all tokens
             w, b = dense
             kv = F.linear(x, w[D:], None if b is None else b[D:])
@@ -105,10 +106,8 @@ class Attention(nn.Module):
         k, v = kv.chunk(2, dim=-1)
         k, v = self._add_bias_kv(k, v)
         mask = None
-        if causal:  # the pooled token sees the positions up to its own (and the bias key, which every query sees)
+        if causal:  # the pooled token sees the positions up to its own (causal layers have no bias key: Trunk)
             mask = torch.arange(k.shape[1], device=x.device)[None, :] <= pool[:, None]  # (B, keys)
-            if self.bias_k is not None:
-                mask[:, -1] = True
         out = F.scaled_dot_product_attention(self._heads(q[:, None]), self._heads(k), self._heads(v),
                                              attn_mask=None if mask is None else mask[:, None, None, :])
         return self.proj(out.reshape(B, D))
@@ -130,7 +129,10 @@ def dense_weight(layer: nn.Module) -> "tuple[torch.Tensor, torch.Tensor | None] 
     """The (weight, bias) that a linear layer applies, for computations that use them directly rather than calling
     the layer: a plain ``nn.Linear``'s own, or what a layer that adds to them reports through a ``dense_weight()``
     method (LoRA: the weight with its unmerged adapters added, differentiably). None for layers that are no dense
-    map (int8: the weight is packed), which must be called as modules."""
+    map (int8: the weight is packed), or with forward hooks (which may change the weight or the output), which
+    must be called as modules."""
+    if layer._forward_pre_hooks or layer._forward_hooks:  # e.g. weight_norm rebuilds the weight in a hook
+        return None
     if type(layer) is nn.Linear:
         return layer.weight, layer.bias
     report = getattr(layer, "dense_weight", None)
@@ -215,6 +217,10 @@ class Trunk(nn.Module):
         mlp_ratio: "int | Sequence[int]" = 4,
     ):
         super().__init__()
+        if causal and add_bias_kv:
+            # the reference's layers show a bias key to every query; nothing needs it with causal attention (text
+            # has none), so it is refused rather than defined here
+            raise ValueError("causal attention with a learned bias key/value (add_bias_kv) is not supported")
         self.pre_norm = nn.LayerNorm(dim, eps=LN_EPS) if pre_norm else None
         rates = torch.linspace(0, drop_path, num_blocks, device="cpu").tolist() if num_blocks else []
         ratios = [int(mlp_ratio)] * num_blocks if isinstance(mlp_ratio, (int, float)) else [int(r) for r in mlp_ratio]
