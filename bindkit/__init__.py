@@ -27,7 +27,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__ below
-    from .factory import build_model, load_model
+    from .factory import auto_device, build_model, load_model
     from .index import Hit, Index
     from .inputs.batch import Embeddings, ItemError, preprocess
     from .models import BindModel
@@ -38,6 +38,7 @@ __version__ = "0.1.0"
 # Lazily imported parts (they pull in heavier dependencies: torch, FAISS, PyAV, the tokenizer), so that
 # `import bindkit` and `bindkit --help` stay fast; `bindkit.load_model` etc. import them on first use.
 _LAZY = {
+    "auto_device": ("bindkit.factory", "auto_device"),
     "build_model": ("bindkit.factory", "build_model"),
     "load_model": ("bindkit.factory", "load_model"),
     "BindModel": ("bindkit.models", "BindModel"),
@@ -72,6 +73,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BindModel", "BindkitError", "Card", "CardError", "CheckpointError", "DeviceError", "Embeddings", "Hit", "Index",
     "IndexStoreError", "InputError", "ItemError", "ModalityError", "WeightsNotFoundError", "add_card_path",
-    "build_model", "convert", "distill", "fetch_weights", "list_encoders", "load_card", "load_model", "preprocess",
+    "auto_device", "build_model", "convert", "distill", "fetch_weights", "list_encoders", "load_card", "load_model", "preprocess",
     "train",
 ]

@@ -273,9 +273,7 @@ def build_app(index: Any, model: Any | None, *, note: str | None = None, title: 
 
 # ---- loading --------------------------------------------------------------------------------------------------
 def _device(args: argparse.Namespace) -> str:
-    import torch
-
-    return getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    return getattr(args, "device", None) or str(bindkit.auto_device())
 
 
 def _toy_card() -> str | None:

@@ -206,6 +206,24 @@ def test_bad_devices_are_clear_errors(tiny_state_dict):
         bindkit.build_model("imagebind_tiny", modalities=["imu"], device=missing)
 
 
+def test_default_device_follows_bindkit_device(monkeypatch, tiny_state_dict):
+    """Commands, training and distillation given no device use $BINDKIT_DEVICE, else CUDA when available, else
+    the CPU; a bad value is a DeviceError naming the variable (the test session itself pins it to cpu)."""
+    from bindkit.cli.common import default_device, load_model_for
+    from bindkit.factory import auto_device
+
+    monkeypatch.setenv("BINDKIT_DEVICE", "cpu")
+    assert auto_device() == torch.device("cpu") and default_device() == "cpu"
+    monkeypatch.delenv("BINDKIT_DEVICE")
+    assert auto_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad, words in (("gpu0", "unknown device"), ("cuda:99", "CUDA")):
+        monkeypatch.setenv("BINDKIT_DEVICE", bad)
+        with pytest.raises(bindkit.DeviceError, match=f"BINDKIT_DEVICE='{bad}'.*{words}"):
+            auto_device()
+    with pytest.raises(bindkit.DeviceError, match="BINDKIT_DEVICE='cuda:99'"):
+        load_model_for(None, "imagebind_tiny", None, None, modalities=["imu"])
+
+
 def test_missing_weights_name_the_fetch_command(monkeypatch, tmp_path):
     monkeypatch.setenv("BINDKIT_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -53,12 +53,11 @@ def parse_bytes(text: str) -> int:
 
 
 def default_device() -> str:
-    """``cuda:<LOCAL_RANK>`` when CUDA is available (one GPU per torchrun process), else ``cpu``."""
-    import torch
+    """The device of a command given no ``--device``: ``$BINDKIT_DEVICE``, else ``cuda:<LOCAL_RANK>`` when CUDA is
+    available, else ``cpu`` (:func:`bindkit.factory.auto_device`)."""
+    from ..factory import auto_device
 
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
-    return "cpu"
+    return str(auto_device())
 
 
 def add_quantize_arg(p: argparse.ArgumentParser) -> None:
@@ -108,8 +107,8 @@ def add_model_args(p: argparse.ArgumentParser, *, for_index: bool = True) -> Non
                        "else imagebind_huge)")
         p.add_argument("--weights", metavar="PATH", help="checkpoint or converted weights folder (default: as "
                        "recorded in the index, else the card's local/cached weights)")
-        p.add_argument("--device", metavar="DEV", help="torch device (default: cuda:LOCAL_RANK if available, "
-                       "else cpu)")
+        p.add_argument("--device", metavar="DEV", help="torch device (default: $BINDKIT_DEVICE, else "
+                       "cuda:LOCAL_RANK if available, else cpu)")
     else:
         p.add_argument("--model", default="imagebind_huge", metavar="CARD",
                        help="encoder card name or path (default: imagebind_huge)")

@@ -159,7 +159,7 @@ def distill(
         CheckpointError: ``out`` not empty without ``resume``; ``resume`` with other arguments or data; a cache
             of other vectors.
     """
-    from ..factory import resolve_device
+    from ..factory import auto_device, resolve_device
 
     started = time.time()
     say = log or _log_to_stderr
@@ -174,7 +174,7 @@ def distill(
         raise DistillError(f"temperature must be > 0 and contrastive >= 0 (got {temperature}, {contrastive})")
     out = Path(out).expanduser().resolve()
     name = name or out.name
-    dev = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device) if device else auto_device()
     if not resume and out.exists() and any(out.iterdir()):
         raise CheckpointError(f"output directory {out} is not empty; continue that run with --resume "
                               "(resume=True), or choose another --out")

@@ -59,17 +59,15 @@ class Dist:
 def setup(device: "str | torch.device | None") -> Dist:
     """Join the process group ``torchrun`` describes (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``), or stay single.
 
-    ``device`` None picks ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU. The backend is nccl for
-    CUDA devices and gloo otherwise.
+    ``device`` None picks ``$BINDKIT_DEVICE``, else ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU
+    (``factory.auto_device``). The backend is nccl for CUDA devices and gloo otherwise.
     """
-    from ..factory import resolve_device
+    from ..factory import auto_device, resolve_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
-    dev = resolve_device(device)
+    dev = resolve_device(device) if device is not None else auto_device()
     if dev.type == "cuda" and world > 1 and dev.index is None:
         dev = torch.device("cuda", local % torch.cuda.device_count())
     if dev.type == "cuda":
