@@ -52,14 +52,17 @@ def resolve_device(device: "str | torch.device") -> torch.device:
 
 def auto_device() -> torch.device:
     """The device that commands, training and distillation use when none is given: ``$BINDKIT_DEVICE`` when set
-    (e.g. ``cpu`` to keep a GPU machine's jobs, or a test run, on the CPU), else ``cuda:<LOCAL_RANK>`` when CUDA is
-    available (one GPU per torchrun process), else the CPU. DeviceError naming the variable for a bad value."""
+    (e.g. ``cpu`` to keep a GPU machine's jobs, or a test run, on the CPU; a bare ``cuda`` means the process's
+    GPU, as below), else ``cuda:<LOCAL_RANK>`` when CUDA is available (one GPU per torchrun process), else the CPU.
+    DeviceError naming the variable for a bad value."""
     env = os.environ.get("BINDKIT_DEVICE", "").strip()
     if env:
         try:
-            return resolve_device(env)
+            dev = resolve_device(env)
         except DeviceError as exc:
             raise DeviceError(f"BINDKIT_DEVICE={env!r}: {exc}") from None
+        if dev.type != "cuda" or dev.index is not None:
+            return dev
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     return torch.device("cpu")

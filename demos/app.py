@@ -349,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", metavar="PATH", help="weights (default: as recorded in the index, else local cache)")
     p.add_argument("--gallery-size", type=int, default=60, metavar="N",
                    help="scenes in the generated gallery when no --index is given (default 60)")
-    p.add_argument("--device", metavar="DEV", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", metavar="DEV", help="torch device (default: $BINDKIT_DEVICE, else cuda if "
+                   "available, else cpu)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     args = p.parse_args(argv)

@@ -16,8 +16,9 @@ import pytest
 
 # Commands, training and distillation run on CUDA when it is available unless told otherwise. Tests compare against
 # CPU computations at fp32 tolerances (which a GPU's TF32 convolutions do not meet) and must pass on any machine, so
-# the session's default device is the CPU; `BINDKIT_DEVICE=cuda make test` runs the commands on a GPU on purpose.
-os.environ.setdefault("BINDKIT_DEVICE", "cpu")
+# the session's default device is the CPU, whatever BINDKIT_DEVICE the shell exports;
+# `BINDKIT_TEST_DEVICE=cuda make test` runs the commands on a GPU on purpose.
+os.environ["BINDKIT_DEVICE"] = os.environ.get("BINDKIT_TEST_DEVICE", "cpu")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("BINDKIT_SHARED", REPO.parent / "shared"))

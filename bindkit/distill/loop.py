@@ -146,7 +146,8 @@ def distill(
         cache: folder of the teacher-vector cache (default ``out/teacher_cache``); another run on the same data
             and teacher reuses it. ``cache_chunk``: items per cache file.
         teacher_batch_size: items per teacher forward pass while filling the cache.
-        device: ``cpu``, ``cuda``... (default: cuda when available).
+        device: ``cpu``, ``cuda``... (default: :func:`bindkit.auto_device`: ``$BINDKIT_DEVICE``, else cuda when
+            available, else cpu).
         workers: threads loading media items (default: up to 8).
         name: the student's card name (default: the output folder's name).
         progress: progress bars (None: when stderr is a terminal). ``log``: where messages go (stderr).

@@ -68,7 +68,7 @@ def setup(device: "str | torch.device | None") -> Dist:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device) if device is not None else auto_device()
-    if dev.type == "cuda" and world > 1 and dev.index is None:
+    if dev.type == "cuda" and dev.index is None:  # one GPU per torchrun process (set_device needs an index)
         dev = torch.device("cuda", local % torch.cuda.device_count())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)

@@ -226,7 +226,8 @@ def train(
         augment: ``"trainable"`` (default: augment the sides whose encoder trains), ``"all"``, or ``"none"``.
             A frozen side without augmentation is embedded once and served from a cache.
         resume: continue the run in ``out`` from its last checkpoint (same arguments required).
-        device: ``cpu``, ``cuda``, ``cuda:N``... (default: ``cuda:LOCAL_RANK`` when available, else cpu).
+        device: ``cpu``, ``cuda``, ``cuda:N``... (default: :func:`bindkit.auto_device`: ``$BINDKIT_DEVICE``, else
+            ``cuda:LOCAL_RANK`` when available, else cpu).
         workers: DataLoader worker processes per rank (0: load in the training process).
         max_steps: stop after this many steps in total (the schedule spans them).
         save_every: also checkpoint every N steps (default: end of every epoch only).
