@@ -213,8 +213,9 @@ def load_model(
         modalities: encoders to load; only their tensors are read (a converted directory opens only their files).
         device: target device; ``"meta"`` validates the layout without allocating (meta tensors accepted).
         dtype: compute dtype for floating tensors (default float32, whatever the checkpoint stores).
-        quantize: ``"int8"``: dynamic int8 Linear layers in every trunk and head (CPU, float32 only; about 1.8x
-            faster, cosine to fp32 ~0.998+; see :mod:`bindkit.models.quantize`). Default None: fp32.
+        quantize: ``"int8"``: dynamic int8 Linear layers in every trunk and head (CPU, float32 only; about 1.8-4x
+            faster, cosine to fp32 ~0.998+); ``"bf16"``: bfloat16 autocast (CPU with AVX512-BF16/AMX, or GPU;
+            about 1.7x on such a CPU, cosine ~0.9999); see :mod:`bindkit.models.quantize`. Default None: fp32.
         adapters: LoRA adapter files (:func:`bindkit.adapt.save_adapter`) applied in order, stacking; each is
             refused unless it was made for these base weights. Not combinable with ``quantize``.
 

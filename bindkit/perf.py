@@ -45,6 +45,14 @@ def matmul_peak_fp32(n: int = 2048, seconds: float = 1.0) -> float:
     return 2 * n ** 3 / timed(lambda: torch.matmul(a, b), seconds, min_runs=3, best=True) / 1e9
 
 
+def matmul_peak_bf16(n: int = 2048, seconds: float = 1.0) -> float:
+    """Measured bfloat16 GFLOPS of one big ``torch.matmul`` on the CPU (fastest of >= 3): the peak the ``bf16``
+    engine (autocast) can reach; far below fp32's where the CPU has no bfloat16 arithmetic."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).bfloat16() for _ in range(2))
+    return 2 * n ** 3 / timed(lambda: torch.matmul(a, b), seconds, min_runs=3, best=True) / 1e9
+
+
 def matmul_peak_int8(n: int = 2048, seconds: float = 1.0) -> tuple[float, str]:
     """Measured int8 GOPS (multiply-adds x 2) on the CPU, and how: ``torch._int_mm`` (int8 x int8 -> int32)
     when this build has it, else a dynamic int8 Linear (which also quantises its input)."""

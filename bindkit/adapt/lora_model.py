@@ -171,8 +171,8 @@ def load_lora_model(directory: str | os.PathLike, *, weights: Any = None, modali
     """``bindkit.load_model(DIR)`` for a LoRA model directory (see the module docstring).
 
     ``weights``: where the base is now, when it moved (a model directory, or weights for the base's card).
-    ``quantize="int8"``: the adapters are folded into the weights first (the fingerprints stay the adapted ones,
-    with ``+int8``). ``adapters``: more adapter files stacked on top.
+    ``quantize="int8"`` (or ``"bf16"``): the adapters are folded into the weights first (the fingerprints stay the
+    adapted ones, with ``+int8`` / ``+bf16``). ``adapters``: more adapter files stacked on top.
 
     Raises:
         CheckpointError: the base is missing, or one of its encoders has another fingerprint than the one the

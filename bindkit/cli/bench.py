@@ -1,5 +1,6 @@
-"""``bindkit bench``: what this machine does — matmul peak, items/s per encoder in fp32 and int8, the share of the
-peak each encoder reaches — and ``bindkit bench --fidelity FILES...``: int8-vs-fp32 cosine on your own files."""
+"""``bindkit bench``: what this machine does — matmul peak, items/s per encoder in fp32, int8 (and bf16), the share
+of the peak each encoder reaches — and ``bindkit bench --fidelity FILES...``: int8 (or bf16) vs fp32 cosine on your
+own files."""
 
 from __future__ import annotations
 
@@ -7,25 +8,28 @@ import argparse
 import copy
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from .common import positive_int, shown
 
-_ENGINES = ("fp32", "int8")
+_ENGINES = ("fp32", "int8", "bf16")
 _EPILOG = """\
 examples:
   bindkit bench --random-weights                      # imagebind_huge shapes, no weights needed
   bindkit bench --modalities text,image --batch-sizes 1,8,32 --seconds 3
   bindkit bench --model imagebind_tiny --random-weights --json
   bindkit bench --fidelity photos/*.jpg clips/*.wav --text "a dog" --text "rain on a roof"
+  bindkit bench --engines fp32,int8,bf16 --modalities image   # bf16 autocast too (AVX512-BF16/AMX CPUs)
 
 reading the table:
-  items/s     items embedded per second, best call (fp32 and int8 take turns; audio: one file = the
+  items/s     items embedded per second, best call (the engines take turns; audio: one file = the
               card's clips, 3; text: 12-token captions)
   GFLOP/item  FLOPs of one item (2 per multiply-add; matmuls, convolutions, attention), counted on the fp32 model
   % peak      achieved GFLOPS / this run's measured matmul peak for that engine (fp32 torch.matmul; int8
-              torch._int_mm): near 100 % leaves little to gain but fewer FLOPs (trimming) or cheaper ones (int8)
+              torch._int_mm; bf16 torch.matmul on bfloat16): near 100 % leaves little to gain but fewer FLOPs
+              (trimming) or cheaper ones (int8, bf16)
   best batch  the batch size with the most items/s, per encoder and engine: use it as --batch-size
 
 Speed does not depend on weight values, so --random-weights measures any card without downloading it; fidelity
@@ -35,11 +39,11 @@ compare ratios within one run."""
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "bench", help="measure items/s per modality (fp32 and int8), the matmul peak, and int8 fidelity",
-        description="Measure this machine: its fp32 and int8 matmul peak, then items/s of every encoder of the "
-        "model in fp32 and int8 at a few batch sizes, with the GFLOPS achieved as a share of the peak. With "
-        "--fidelity FILES, embed your files in fp32 and int8 and report their cosine per modality instead. "
-        "Runs on the CPU (int8 is a CPU path; for GPUs see benchmarks/bench_gpu.py).",
+        "bench", help="measure items/s per modality (fp32, int8, bf16), the matmul peak, and int8/bf16 fidelity",
+        description="Measure this machine: its fp32 and int8 (and bf16) matmul peak, then items/s of every "
+        "encoder of the model per engine at a few batch sizes, with the GFLOPS achieved as a share of the peak. "
+        "With --fidelity FILES, embed your files in fp32 and int8 (or the --engines given) and report their "
+        "cosine per modality instead. Runs on the CPU (for GPUs see benchmarks/bench_gpu.py).",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="imagebind_huge", metavar="CARD",
                    help="encoder card name or path (default: imagebind_huge)")
@@ -50,14 +54,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--modalities", metavar="LIST", help="encoders to measure, comma-separated, e.g. text,image "
                    "(default: all the card has)")
     p.add_argument("--batch-sizes", default="1,8", metavar="LIST", help="batch sizes to time (default 1,8)")
-    p.add_argument("--engines", default="fp32,int8", metavar="LIST", help="fp32, int8 or both (default both)")
+    p.add_argument("--engines", default="fp32,int8", metavar="LIST", help="any of fp32, int8, bf16 (bfloat16 "
+                   "autocast: fast on CPUs with AVX512-BF16/AMX), comma-separated (default fp32,int8)")
     p.add_argument("--seconds", type=float, default=1.0, metavar="S",
                    help="time each batch size for at least S seconds per engine after a warm-up call; the "
                    "engines take turns and the best call counts (default 1)")
     p.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads (default: torch's)")
     p.add_argument("--fidelity", nargs="+", metavar="FILE", type=Path,
                    help="instead of timing: embed these files (modality from extension or folder) in fp32 and "
-                   "int8 and print the cosine per modality (min, mean, worst file)")
+                   "each other engine of --engines (int8 by default) and print the cosine to fp32 per modality "
+                   "(min, mean, worst file)")
     p.add_argument("--text", action="append", metavar="TEXT", help="with --fidelity: a text to compare too "
                    "(repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     engines = _list(args.engines, "engines")
     bad = [e for e in engines if e not in _ENGINES]
     if bad:
-        raise SystemExit(f"error: unknown engine {bad[0]!r}; use fp32, int8 or fp32,int8")
+        raise SystemExit(f"error: unknown engine {bad[0]!r}; use fp32, int8 and/or bf16 (e.g. fp32,int8,bf16)")
     card = bindkit.load_card(args.model)
     if args.fidelity or args.text:
         return _fidelity(args, card)
@@ -118,10 +124,13 @@ def _throughput(args: argparse.Namespace, card: Any, mods: list[str], sizes: lis
     if "int8" in engines:
         peaks["int8"], int8_how = perf.matmul_peak_int8(seconds=seconds)
         how += f"; int8: {int8_how} 2048^3, engine {torch.backends.quantized.engine}"
+    if "bf16" in engines:
+        peaks["bf16"] = perf.matmul_peak_bf16(seconds=seconds)
+        how += "; bf16: torch.matmul on bfloat16"
     if not args.json:
         print(f"bindkit bench: {card.name}{' (random weights)' if args.random_weights else ''}, torch "
               f"{torch.__version__}, {torch.get_num_threads()} threads")
-        print("matmul peak: " + ", ".join(f"{e} {g:,.1f} G{'FLOPS' if e == 'fp32' else 'OPS'}"
+        print("matmul peak: " + ", ".join(f"{e} {g:,.1f} G{'OPS' if e == 'int8' else 'FLOPS'}"
                                           for e, g in peaks.items()) + f" ({how})")
         print(f"{'encoder':8} {'engine':6} {'batch':>5} {'items/s':>10} {'GFLOP/item':>10} {'GFLOPS':>8} "
               f"{'% peak':>7}", flush=True)
@@ -132,8 +141,12 @@ def _throughput(args: argparse.Namespace, card: Any, mods: list[str], sizes: lis
         models = {}
         if "fp32" in engines:
             models["fp32"] = model
-        if "int8" in engines:  # a quantised copy: fp32 and int8 take turns (fair ratios on a busy machine)
-            models["int8"] = quantize_model(copy.deepcopy(model) if "fp32" in engines else model)
+        others = [e for e in engines if e != "fp32"]
+        for i, e in enumerate(others):  # quantised copies: the engines take turns (fair ratios on a busy machine)
+            last_use = "fp32" not in engines and i == len(others) - 1
+            with warnings.catch_warnings():  # bf16 without hardware support: measured here, not warned about
+                warnings.simplefilter("ignore", RuntimeWarning)
+                models[e] = quantize_model(model if last_use else copy.deepcopy(model), e)
         for r in perf.measure_encoder(models, enc, sizes, seconds, flops):
             rows.append(r)
             if not args.json:
@@ -156,8 +169,8 @@ def _throughput(args: argparse.Namespace, card: Any, mods: list[str], sizes: lis
     print("best batch:", "; ".join(
         f"{enc} " + ", ".join(f"{g} {best[enc, g].batch} ({best[enc, g].items_per_s:.2f}/s)" for g in engines
                               if (enc, g) in best)
-        + (f", int8 {best[enc, 'int8'].items_per_s / best[enc, 'fp32'].items_per_s:.2f}x fp32"
-           if (enc, "int8") in best and (enc, "fp32") in best else "")
+        + "".join(f", {g} {best[enc, g].items_per_s / best[enc, 'fp32'].items_per_s:.2f}x fp32"
+                  for g in engines if g != "fp32" and (enc, g) in best and (enc, "fp32") in best)
         for enc in mods))
     return 0
 
@@ -179,26 +192,32 @@ def _fidelity(args: argparse.Namespace, card: Any) -> int:
         items["text"] = list(args.text)
     if not items:
         raise SystemExit("error: --fidelity found no file of a known modality (and no --text)")
+    others = [e for e in _list(args.engines, "engines") if e != "fp32"] or ["int8"]
     model = _load(args, sorted({encoder_of(k) for k in items}))
     fp32 = model.embed(**items, show_progress_bar=False, strict=False)
-    quantize_model(model)
-    int8 = model.embed(**items, show_progress_bar=False, strict=False)
-    report = {}
-    for kind, names in items.items():
-        lo, mean, worst = perf.cosine_stats(fp32[kind], int8[kind])
-        failed = sorted({e.index for e in fp32.errors if e.kind == kind} | {e.index for e in int8.errors
-                                                                           if e.kind == kind})
-        report[kind] = {"items": len(names), "failed": len(failed), "min": lo, "mean": mean,
-                        "worst": names[worst] if worst >= 0 else None}
+    reports: dict[str, dict[str, Any]] = {}
+    for i, engine in enumerate(others):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            variant = quantize_model(model if i == len(others) - 1 else copy.deepcopy(model), engine)
+        got = variant.embed(**items, show_progress_bar=False, strict=False)
+        report = reports[engine] = {}
+        for kind, names in items.items():
+            lo, mean, worst = perf.cosine_stats(fp32[kind], got[kind])
+            failed = sorted({e.index for e in fp32.errors if e.kind == kind} | {e.index for e in got.errors
+                                                                               if e.kind == kind})
+            report[kind] = {"items": len(names), "failed": len(failed), "min": lo, "mean": mean,
+                            "worst": names[worst] if worst >= 0 else None}
     for err in fp32.errors:
         print(f"could not embed {shown(err.item)} ({err.kind}): {err.reason}", file=sys.stderr)
-    if args.json:
-        print(json.dumps({"card": card.name, "random_weights": bool(args.random_weights), "cosine": report},
-                         indent=2))
+    if args.json:  # "cosine": the first engine's (int8 by default), as before; every engine's under "engines"
+        print(json.dumps({"card": card.name, "random_weights": bool(args.random_weights),
+                          "cosine": reports[others[0]], "engines": reports}, indent=2))
         return 0
-    print(f"int8 vs fp32 cosine, {card.name}{' (random weights)' if args.random_weights else ''}:")
-    for kind, r in report.items():
-        fails = f", {r['failed']} failed" if r["failed"] else ""
-        print(f"  {kind:8} {r['items']:>5} items{fails}  min {r['min']:.5f}  mean {r['mean']:.5f}  "
-              f"worst: {shown(r['worst'])}")
+    for engine, report in reports.items():
+        print(f"{engine} vs fp32 cosine, {card.name}{' (random weights)' if args.random_weights else ''}:")
+        for kind, r in report.items():
+            fails = f", {r['failed']} failed" if r["failed"] else ""
+            print(f"  {kind:8} {r['items']:>5} items{fails}  min {r['min']:.5f}  mean {r['mean']:.5f}  "
+                  f"worst: {shown(r['worst'])}")
     return 0

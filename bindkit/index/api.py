@@ -225,12 +225,13 @@ class Index:
                 encs = [e for e, v in mixed.items() if v == (stored_var, given)]
                 warnings.warn(
                     f"index {path} holds {stored_var} vectors of the {', '.join(encs)} encoder(s) and the model "
-                    f"given computes {given} (same weights): searching works (int8 vs fp32 cosine is typically "
-                    f">= 0.998), but adding such items with this model is refused", RuntimeWarning, stacklevel=3)
+                    f"given computes {given} (same weights): searching works (cosine to fp32 is typically >= 0.998 "
+                    f"for int8, >= 0.9999 for bf16), but adding such items with this model is refused",
+                    RuntimeWarning, stacklevel=3)
         return mixed
 
     def _refuse_mixed_variants(self, kinds: Iterable[str]) -> None:
-        """ModelRefusedError before embedding items of ``kinds`` with a model whose variant (fp32/int8) differs
+        """ModelRefusedError before embedding items of ``kinds`` with a model whose variant (fp32/int8/bf16) differs
         from the one the index's vectors of that encoder came from: one index keeps one kind of vectors.
         StudentModelError for a distilled student of the index's model (it may search, never add)."""
         if self._student is not None:
@@ -242,7 +243,7 @@ class Index:
                 raise ModelRefusedError(
                     f"index {self.path} holds {stored} vectors of the {enc} encoder; the model given computes "
                     f"{given}, and one index never mixes the two: add with the {stored} model "
-                    f"({'--quantize int8' if stored == 'int8' else 'no --quantize'}), or build a new index "
+                    f"({'no --quantize' if stored == 'fp32' else '--quantize ' + stored}), or build a new index "
                     f"(searching this one with the {given} model is fine)")
 
     @_open_only

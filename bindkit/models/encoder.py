@@ -92,8 +92,18 @@ class Encoder(nn.Module):
     pack_text: bool = True
     #: Text only: run the last block for the pooled (end-of-text) token alone (exact; see ``Trunk.pooled``).
     pool_last_block: bool = True
+    #: Set by ``quantize_model(model, "bf16")``: run under ``torch.autocast`` to this dtype (matmuls, convolutions
+    #: and attention in bfloat16; weights, LayerNorms and softmax in float32). None: full precision.
+    autocast_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.autocast_dtype is not None:
+            with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+                out = self._forward(x)
+            return F.normalize(out.float(), dim=-1)  # unit norm in float32
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.name == "text":
             if self.trim_text:
                 # stochastic depth drops whole rows, so training with it keeps the rows apart
@@ -168,7 +178,8 @@ class BindModel(nn.Module):
     Build it with :func:`bindkit.build_model` or :func:`bindkit.load_model`.
     """
 
-    #: ``"int8"`` once :func:`bindkit.models.quantize.quantize_model` ran (``load_model(quantize="int8")``).
+    #: ``"int8"`` or ``"bf16"`` once :func:`bindkit.models.quantize.quantize_model` ran
+    #: (``load_model(quantize=...)``).
     quantized: str | None = None
 
     def __init__(self, card: Card, modalities: list[str] | None = None):

@@ -1,10 +1,18 @@
-"""Dynamic int8 for CPU inference: the Linear layers of every encoder's trunk and head run in int8.
+"""Cheaper arithmetic for inference: dynamic int8 (CPU) and bfloat16 autocast (CPU or GPU).
+
+**int8**: the Linear layers of every encoder's trunk and head run in int8.
 
 ``torch.ao.quantization.quantize_dynamic`` stores the Linear weights as per-tensor int8 and quantises each
 activation batch on the fly (fbgemm on x86, qnnpack on ARM); stems (patch convolutions, embeddings), LayerNorms
 and attention's softmax stay float32. Measured on imagebind_huge shapes: ~1.7-1.9x the fp32 throughput, cosine to
 fp32 >= 0.998 with random weights — real checkpoints can have outlier activations that cost int8 more, so fp32
 stays the default and ``bindkit bench --fidelity FILES...`` measures the cosine on your own files and weights.
+
+**bf16**: every bindkit encoder runs under ``torch.autocast(dtype=torch.bfloat16)``: matmuls, convolutions and
+attention in bfloat16, weights, LayerNorms and softmax in float32, outputs renormalised in float32. Fast where
+the hardware has bfloat16 arithmetic (x86 CPUs with AVX512-BF16 or AMX, recent GPUs); elsewhere it is emulated
+and may be slower than fp32 (a warning says so). On a 2-core AVX512-BF16 CPU without AMX, imagebind_huge shapes:
+1.7-1.8x fp32 (int8: 2.8-4.0x) at cosine to fp32 >= 0.99997 (int8: >= 0.9988) with random weights.
 
 A quantised encoder's fingerprint is its weights' fingerprint plus a variant suffix (``"<digest>+int8"``):
 indexes see that the vectors come from the same weights computed another way (see :func:`split_fingerprint`).
@@ -20,13 +28,14 @@ from typing import Any
 from ..errors import ArgumentError, DeviceError
 
 #: The quantisation modes ``load_model(quantize=...)`` and ``--quantize`` accept (None / "none" = fp32).
-QUANTIZE_MODES: tuple[str, ...] = ("int8",)
+QUANTIZE_MODES: tuple[str, ...] = ("int8", "bf16")
 
 _X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 
 
 def normalize_mode(mode: str | None) -> str | None:
-    """``"int8"`` for int8 spellings, None for fp32 (``None``, ``"none"``, ``"fp32"``); ArgumentError otherwise."""
+    """``"int8"`` / ``"bf16"`` for their spellings, None for fp32 (``None``, ``"none"``, ``"fp32"``);
+    ArgumentError otherwise."""
     if mode is None:
         return None
     key = str(mode).strip().lower()
@@ -34,7 +43,25 @@ def normalize_mode(mode: str | None) -> str | None:
         return None
     if key in ("int8", "qint8", "dynamic-int8"):
         return "int8"
-    raise ArgumentError(f"quantize={mode!r} is not a quantisation bindkit knows; use 'int8' or None (fp32)")
+    if key in ("bf16", "bfloat16"):
+        return "bf16"
+    raise ArgumentError(f"quantize={mode!r} is not a quantisation bindkit knows; use 'int8', 'bf16' or None (fp32)")
+
+
+def bf16_native(device: Any) -> bool:
+    """True when ``device`` computes bfloat16 in hardware (CPU: AVX512-BF16 or AMX via oneDNN; CUDA: Ampere or
+    newer); elsewhere PyTorch emulates it, usually slower than float32."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        try:
+            return bool(check()) if check is not None else False
+        except RuntimeError:
+            return False
+    return True
 
 
 def int8_engine() -> str:
@@ -66,15 +93,16 @@ def split_fingerprint(fingerprint: str) -> tuple[str, str | None]:
 
 
 def quantize_model(model: Any, mode: str | None = "int8") -> Any:
-    """Quantise ``model`` (a float32 CPU :class:`~bindkit.BindModel`) in place; returns it.
+    """Quantise ``model`` (a float32 :class:`~bindkit.BindModel`, on the CPU for int8) in place; returns it.
 
-    Every ``nn.Linear`` of each encoder's trunk and head becomes a dynamic int8 Linear. The encoders' fingerprints
-    are taken first (of the float32 weights) and get the ``+int8`` suffix. Encoders taken from open_clip
-    (:mod:`bindkit.models.open_clip_tower`) stay float32 with their own fingerprint.
+    ``"int8"``: every ``nn.Linear`` of each encoder's trunk and head becomes a dynamic int8 Linear. ``"bf16"``:
+    every encoder runs under bfloat16 autocast (``Encoder.autocast_dtype``; the weights stay float32). The
+    encoders' fingerprints are taken first (of the float32 weights) and get the ``+int8`` / ``+bf16`` suffix.
+    Encoders taken from open_clip (:mod:`bindkit.models.open_clip_tower`) stay float32 with their own fingerprint.
 
     Raises:
         ArgumentError: unknown ``mode``.
-        DeviceError: the model is not on the CPU, or this machine/PyTorch build has no int8 engine.
+        DeviceError: int8 on a model not on the CPU, or this machine/PyTorch build has no int8 engine.
         ArgumentError: a float16/bfloat16 model (quantise float32 weights), one in training mode, or one that
             is already quantised.
     """
@@ -87,6 +115,8 @@ def quantize_model(model: Any, mode: str | None = "int8") -> Any:
     if getattr(model, "quantized", None):
         raise ArgumentError(f"this model is already quantised ({model.quantized}); load a fresh one")
     device = model.device
+    if mode == "bf16":
+        return _autocast_bf16(model)
     if device.type != "cpu":
         raise DeviceError(f"int8 quantisation runs on the CPU only, but the model is on {device}; load it with "
                           "device='cpu', or use fp16/bf16 on a GPU (benchmarks/bench_gpu.py)")
@@ -108,4 +138,28 @@ def quantize_model(model: Any, mode: str | None = "int8") -> Any:
                                                        inplace=True)
         model._fingerprints[enc] = f"{split_fingerprint(base)[0]}+{mode}"
     model.quantized = mode
+    return model
+
+
+def _autocast_bf16(model: Any) -> Any:
+    """``quantize_model(model, "bf16")``: bfloat16 autocast on every bindkit encoder (see the module docstring)."""
+    import torch
+
+    if model.dtype != torch.float32:
+        raise ArgumentError(f"bf16 autocast needs float32 weights, the model holds {model.dtype}; load it without "
+                            "dtype=")
+    if model.training:
+        raise ArgumentError("bf16 autocast is for inference; call model.eval() first (training needs fp32)")
+    if not bf16_native(model.device):
+        warnings.warn(f"{model.device} has no bfloat16 arithmetic (CPU: AVX512-BF16 or AMX; GPU: Ampere or newer): "
+                      "PyTorch emulates it, likely slower than fp32; measure with bindkit bench --engines fp32,bf16",
+                      RuntimeWarning, stacklevel=3)
+    for enc in model.modalities:
+        encoder = model.encoders[enc]
+        if not hasattr(encoder, "trunk"):  # an open_clip tower: kept float32, as for int8
+            continue
+        base = model.fingerprint(enc)
+        encoder.autocast_dtype = torch.bfloat16
+        model._fingerprints[enc] = f"{split_fingerprint(base)[0]}+bf16"
+    model.quantized = "bf16"
     return model
