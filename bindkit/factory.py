@@ -217,7 +217,8 @@ def load_model(
             faster, cosine to fp32 ~0.998+); ``"bf16"``: bfloat16 autocast (CPU with AVX512-BF16/AMX, or GPU;
             about 1.7x on such a CPU, cosine ~0.9999); see :mod:`bindkit.models.quantize`. Default None: fp32.
         adapters: LoRA adapter files (:func:`bindkit.adapt.save_adapter`) applied in order, stacking; each is
-            refused unless it was made for these base weights. Not combinable with ``quantize``.
+            refused unless it was made for these base weights. With ``quantize``, they are folded into the weights
+            for good first (the fingerprints stay the adapted ones, with the variant suffix).
 
     Raises:
         CheckpointError: unreadable file, or missing/unexpected/mis-shaped keys (listed, with counts).
@@ -257,11 +258,12 @@ def load_model(
     if adapters:
         from .adapt.lora import load_adapter
 
-        if quantize:
-            raise ArgumentError("adapters= and quantize= do not combine: load with adapters, merge_adapters(), "
-                                "then quantise")
         for path in [adapters] if isinstance(adapters, (str, os.PathLike)) else adapters:
             load_adapter(model, path)
+        if quantize and dev.type != "meta":  # the adapters are folded into the weights first
+            from .adapt.lora_model import quantize_adapted
+
+            return quantize_adapted(model, quantize)
     if quantize and dev.type != "meta":
         from .models.quantize import quantize_model
 

@@ -154,6 +154,22 @@ def test_unmerged_text_adapters_act_in_every_block_also_the_pooled_last_one():
     assert (model.encode("text", x) - unmerged).abs().max() > 1e-3
 
 
+def test_merging_never_writes_into_the_callers_state_dict(tiny_state_dict):
+    """load_model assigns the checkpoint's tensors without copying; merging adapters must not change them."""
+    state = {k: v.clone() for k, v in tiny_state_dict.items()}
+    before = {k: v.clone() for k, v in state.items()}
+    model = bindkit.load_model("imagebind_tiny", weights=state, modalities=["audio"])
+    apply_lora(model, ["audio"], r=4, alpha=8)
+    train_steps(model)
+    merge_adapters(model)
+    assert not torch.equal(model.encoders["audio"].trunk.blocks[0].attn.qkv.weight,
+                           before["modality_trunks.audio.blocks.0.attn.in_proj_weight"])
+    assert all(torch.equal(state[k], before[k]) for k in before)
+    unmerge_adapters(model)
+    assert torch.equal(model.encoders["audio"].trunk.blocks[0].attn.qkv.weight,
+                       before["modality_trunks.audio.blocks.0.attn.in_proj_weight"])
+
+
 def test_save_load_roundtrip_and_stacking(tmp_path):
     model = tiny()
     x = audio_batch(model)

@@ -58,12 +58,54 @@ def test_bf16_fingerprint_variant_and_serving_path(fp32_and_bf16):
     assert torch.equal(direct, bf16.encode("text", ids))
 
 
-def test_bf16_warns_exactly_where_the_hardware_lacks_it(tiny_state_dict):
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_warns_exactly_where_the_hardware_lacks_it(tiny_state_dict, monkeypatch, native):
+    from bindkit.models import quantize
+
+    monkeypatch.setattr(quantize, "bf16_native", lambda device: native)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         bindkit.load_model("imagebind_tiny", weights=tiny_state_dict, modalities=["imu"], quantize="bf16")
     slow = [w for w in seen if "no bfloat16 arithmetic" in str(w.message)]
-    assert len(slow) == (0 if bf16_native(torch.device("cpu")) else 1)
+    assert len(slow) == (0 if native else 1)
+
+
+def test_bf16_native_reads_the_hardware():
+    from bindkit.models.quantize import _cpu_flags
+
+    flags = _cpu_flags()
+    assert bf16_native(torch.device("cpu")) == bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    assert bf16_native(torch.device("meta"))
+
+
+def test_bf16_linear_weights_are_stored_in_bf16_and_the_rest_stays_fp32(fp32_and_bf16):
+    _, bf16 = fp32_and_bf16
+    enc = bf16.encoders["text"]
+    linears = [m for m in enc.trunk.modules() if isinstance(m, torch.nn.Linear)] + [enc.head.proj]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert enc.stem.token_embedding.weight.dtype == torch.float32 and enc.head.norm.weight.dtype == torch.float32
+    assert bf16.dtype == torch.float32
+
+
+def test_adapters_are_folded_before_quantising(tiny_state_dict, tmp_path):
+    from bindkit.adapt import LoRALinear, apply_lora, save_adapter
+
+    model = bindkit.load_model("imagebind_tiny", weights=tiny_state_dict, modalities=["text"])
+    apply_lora(model, ["text"], r=2, alpha=4)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, LoRALinear):
+                for a in mod.lora_adapters.values():
+                    a.B.copy_(torch.randn(a.B.shape, generator=g) * 0.2)
+    with pytest.raises(ArgumentError, match="adapters"):  # live adapters: quantised layers could not apply them
+        quantize_model(model, "bf16")
+    path = save_adapter(model, "text", tmp_path / "text.safetensors")
+    adapted = model.fingerprint("text")
+    got = _bf16(tiny_state_dict, modalities=["text"], adapters=[path])
+    assert split_fingerprint(got.fingerprint("text")) == (adapted, "bf16")
+    ids = bindkit.preprocess("text", TEXTS, card=got.card)
+    assert F.cosine_similarity(got.encode("text", ids), model.encode("text", ids)).min().item() > 0.999
 
 
 def test_bad_bf16_uses_are_clear(tiny_state_dict):
@@ -106,6 +148,9 @@ def test_bench_measures_and_compares_bf16(capsys):
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["engines"]) == {"int8", "bf16"} and report["cosine"] == report["engines"]["int8"]
+    assert report["engines"]["int8"]["text"]["min"] > 0.99
     assert report["engines"]["bf16"]["text"]["items"] == 2 and report["engines"]["bf16"]["text"]["min"] > 0.999
     with pytest.raises(SystemExit, match="unknown engine 'fp8'.*bf16"):
         main(["bench", "--engines", "fp32,fp8"])
+    with pytest.raises(SystemExit, match="compares fp32 with int8 and/or bf16"):
+        main(["bench", "--model", "imagebind_tiny", "--random-weights", "--text", "a dog", "--engines", "fp32"])

@@ -115,17 +115,18 @@ class LoRALinear(nn.Linear):
         if self.merged or not len(self.lora_adapters):
             return
         with torch.no_grad():
-            self._orig_weight = self.weight.detach().clone()
+            # new storage, not an in-place write: the loaded weight may share memory with the caller's state dict
+            # (load_model assigns the checkpoint's tensors), which a merge must never change
+            self._orig_weight = self.weight.data
             delta = sum(a.delta() for a in self.lora_adapters.values())
-            self.weight.copy_((self.weight.float() + delta).to(self.weight.dtype))
+            self.weight.data = (self.weight.data.float() + delta).to(self.weight.dtype)
         self.merged = True
 
     def unmerge(self) -> None:
         """Restore the weights exactly as they were before :meth:`merge`."""
         if not self.merged:
             return
-        with torch.no_grad():
-            self.weight.copy_(self._orig_weight)
+        self.weight.data = self._orig_weight
         self._orig_weight = None
         self.merged = False
 

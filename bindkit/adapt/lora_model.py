@@ -212,13 +212,20 @@ def load_lora_model(directory: str | os.PathLike, *, weights: Any = None, modali
         load_adapter(model, path)
     model.card = load_card(d).restrict(list(model.modalities))
     if quantize:
-        from ..models.quantize import quantize_model
-
-        fingerprints = {m: model.fingerprint(m) for m in model.modalities}
-        _fold(model)
-        model._fingerprints.update(fingerprints)
-        quantize_model(model.eval(), quantize)
+        quantize_adapted(model, quantize)
     return model.eval()
+
+
+def quantize_adapted(model: Any, mode: str) -> Any:
+    """Quantise a model that carries LoRA adapters (``mode``: ``"int8"`` or ``"bf16"``): fold the adapters into
+    plain Linear layers for good, keeping the adapted fingerprints, then :func:`bindkit.models.quantize.quantize_model`
+    (which refuses live adapters: quantised layers could not apply them). Returns the model, in eval mode."""
+    from ..models.quantize import quantize_model
+
+    fingerprints = {m: model.fingerprint(m) for m in model.modalities}
+    _fold(model)
+    model._fingerprints.update(fingerprints)
+    return quantize_model(model.eval(), mode)
 
 
 def _fold(model: Any) -> None:

@@ -126,7 +126,7 @@ def _throughput(args: argparse.Namespace, card: Any, mods: list[str], sizes: lis
         how += f"; int8: {int8_how} 2048^3, engine {torch.backends.quantized.engine}"
     if "bf16" in engines:
         peaks["bf16"] = perf.matmul_peak_bf16(seconds=seconds)
-        how += "; bf16: torch.matmul on bfloat16"
+        how += "; bf16: torch.matmul on bfloat16 1024^3"
     if not args.json:
         print(f"bindkit bench: {card.name}{' (random weights)' if args.random_weights else ''}, torch "
               f"{torch.__version__}, {torch.get_num_threads()} threads")
@@ -192,7 +192,10 @@ def _fidelity(args: argparse.Namespace, card: Any) -> int:
         items["text"] = list(args.text)
     if not items:
         raise SystemExit("error: --fidelity found no file of a known modality (and no --text)")
-    others = [e for e in _list(args.engines, "engines") if e != "fp32"] or ["int8"]
+    others = [e for e in _list(args.engines, "engines") if e != "fp32"]
+    if not others:
+        raise SystemExit("error: --fidelity compares fp32 with int8 and/or bf16: give --engines fp32,int8 (the "
+                         "default), fp32,bf16 or fp32,int8,bf16")
     model = _load(args, sorted({encoder_of(k) for k in items}))
     fp32 = model.embed(**items, show_progress_bar=False, strict=False)
     reports: dict[str, dict[str, Any]] = {}
@@ -210,9 +213,9 @@ def _fidelity(args: argparse.Namespace, card: Any) -> int:
                             "worst": names[worst] if worst >= 0 else None}
     for err in fp32.errors:
         print(f"could not embed {shown(err.item)} ({err.kind}): {err.reason}", file=sys.stderr)
-    if args.json:  # "cosine": the first engine's (int8 by default), as before; every engine's under "engines"
+    if args.json:  # "cosine": int8's, as before (null when int8 was not asked for); every engine's under "engines"
         print(json.dumps({"card": card.name, "random_weights": bool(args.random_weights),
-                          "cosine": reports[others[0]], "engines": reports}, indent=2))
+                          "cosine": reports.get("int8"), "engines": reports}, indent=2))
         return 0
     for engine, report in reports.items():
         print(f"{engine} vs fp32 cosine, {card.name}{' (random weights)' if args.random_weights else ''}:")

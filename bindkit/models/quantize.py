@@ -9,7 +9,8 @@ fp32 >= 0.998 with random weights — real checkpoints can have outlier activati
 stays the default and ``bindkit bench --fidelity FILES...`` measures the cosine on your own files and weights.
 
 **bf16**: every bindkit encoder runs under ``torch.autocast(dtype=torch.bfloat16)``: matmuls, convolutions and
-attention in bfloat16, weights, LayerNorms and softmax in float32, outputs renormalised in float32. Fast where
+attention in bfloat16 (the trunk's and head's Linear weights stored in bfloat16), stems' weights, LayerNorms and
+softmax in float32, outputs renormalised in float32. Fast where
 the hardware has bfloat16 arithmetic (x86 CPUs with AVX512-BF16 or AMX, recent GPUs); elsewhere it is emulated
 and may be slower than fp32 (a warning says so). On a 2-core AVX512-BF16 CPU without AMX, imagebind_huge shapes:
 1.7-1.8x fp32 (int8: 2.8-4.0x) at cosine to fp32 >= 0.99997 (int8: >= 0.9988) with random weights.
@@ -48,19 +49,30 @@ def normalize_mode(mode: str | None) -> str | None:
     raise ArgumentError(f"quantize={mode!r} is not a quantisation bindkit knows; use 'int8', 'bf16' or None (fp32)")
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags Linux reports (``flags`` on x86, ``Features`` on ARM); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
 def bf16_native(device: Any) -> bool:
-    """True when ``device`` computes bfloat16 in hardware (CPU: AVX512-BF16 or AMX via oneDNN; CUDA: Ampere or
-    newer); elsewhere PyTorch emulates it, usually slower than float32."""
+    """True when ``device`` computes bfloat16 in hardware: x86 CPUs with AVX512-BF16 or AMX-BF16, ARM CPUs with
+    BF16, CUDA devices of compute capability 8.0 (Ampere) or newer. Elsewhere PyTorch emulates bfloat16, usually
+    slower than float32. Where the CPU's flags cannot be read (not Linux), the answer is False."""
     import torch
 
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
-        check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-        try:
-            return bool(check()) if check is not None else False
-        except RuntimeError:
-            return False
+        flags = _cpu_flags()
+        return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
     return True
 
 
@@ -114,6 +126,12 @@ def quantize_model(model: Any, mode: str | None = "int8") -> Any:
         return model
     if getattr(model, "quantized", None):
         raise ArgumentError(f"this model is already quantised ({model.quantized}); load a fresh one")
+    from .extensions import extensions
+
+    if any(e.fingerprint_suffix(enc) for e in extensions() for enc in model.encoders.values()):
+        raise ArgumentError("this model carries adapters (LoRA); quantise it as it loads, which folds them into "
+                            "its weights first: bindkit.load_model(..., adapters=[...], quantize=...) or "
+                            "load_model(LORA_MODEL_DIR, quantize=...)")
     device = model.device
     if mode == "bf16":
         return _autocast_bf16(model)
@@ -142,8 +160,12 @@ def quantize_model(model: Any, mode: str | None = "int8") -> Any:
 
 
 def _autocast_bf16(model: Any) -> Any:
-    """``quantize_model(model, "bf16")``: bfloat16 autocast on every bindkit encoder (see the module docstring)."""
+    """``quantize_model(model, "bf16")``: bfloat16 autocast on every bindkit encoder (see the module docstring).
+
+    The Linear layers of each trunk and head store their weights in bfloat16 from now on (autocast would cast them
+    again on every call, which costs more than it saves on small batches); stems and LayerNorms stay float32."""
     import torch
+    from torch import nn
 
     if model.dtype != torch.float32:
         raise ArgumentError(f"bf16 autocast needs float32 weights, the model holds {model.dtype}; load it without "
@@ -153,12 +175,16 @@ def _autocast_bf16(model: Any) -> Any:
     if not bf16_native(model.device):
         warnings.warn(f"{model.device} has no bfloat16 arithmetic (CPU: AVX512-BF16 or AMX; GPU: Ampere or newer): "
                       "PyTorch emulates it, likely slower than fp32; measure with bindkit bench --engines fp32,bf16",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)  # the caller of load_model or quantize_model
     for enc in model.modalities:
         encoder = model.encoders[enc]
         if not hasattr(encoder, "trunk"):  # an open_clip tower: kept float32, as for int8
             continue
-        base = model.fingerprint(enc)
+        base = model.fingerprint(enc)  # of the float32 weights, before the Linear layers are cast
+        for part in (encoder.trunk, encoder.head):
+            for mod in part.modules():
+                if isinstance(mod, nn.Linear):
+                    mod.to(torch.bfloat16)
         encoder.autocast_dtype = torch.bfloat16
         model._fingerprints[enc] = f"{split_fingerprint(base)[0]}+bf16"
     model.quantized = "bf16"
