@@ -16,6 +16,7 @@ from bindkit.adapt import (
     unmerge_adapters,
 )
 from bindkit.errors import ArgumentError, CheckpointError, IndexStoreError
+from tiny_random import randomise_adapters
 
 
 def tiny(seed: int = 0, modalities=("audio", "text")):
@@ -124,12 +125,7 @@ def test_unmerged_text_adapters_act_in_every_block_also_the_pooled_last_one():
     model = tiny(modalities=("text",))
     x = text_batch(model, n=4)
     apply_lora(model, ["text"], r=4, alpha=8)
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, LoRALinear):
-                for adapter in mod.lora_adapters.values():
-                    adapter.B.copy_(torch.randn(adapter.B.shape, generator=g) * 0.2)
+    randomise_adapters(model, seed=5)
     enc = model.encoders["text"]
     unmerged = model.encode("text", x)
     enc.pool_last_block = False

@@ -88,16 +88,12 @@ def test_bf16_linear_weights_are_stored_in_bf16_and_the_rest_stays_fp32(fp32_and
 
 
 def test_adapters_are_folded_before_quantising(tiny_state_dict, tmp_path):
-    from bindkit.adapt import LoRALinear, apply_lora, save_adapter
+    from bindkit.adapt import apply_lora, save_adapter
+    from tiny_random import randomise_adapters
 
     model = bindkit.load_model("imagebind_tiny", weights=tiny_state_dict, modalities=["text"])
     apply_lora(model, ["text"], r=2, alpha=4)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, LoRALinear):
-                for a in mod.lora_adapters.values():
-                    a.B.copy_(torch.randn(a.B.shape, generator=g) * 0.2)
+    randomise_adapters(model, seed=3)
     with pytest.raises(ArgumentError, match="adapters"):  # live adapters: quantised layers could not apply them
         quantize_model(model, "bf16")
     path = save_adapter(model, "text", tmp_path / "text.safetensors")

@@ -39,3 +39,18 @@ def text_index(path: Path, texts: Sequence[str]) -> Path:
     with Index.create(path, model=text_model()) as ix:
         ix.add(list(texts), modality="text")
     return path
+
+
+def randomise_adapters(model: Any, seed: int, scale: float = 0.2) -> None:
+    """Give every LoRA adapter of ``model`` seeded random B matrices (fresh adapters are a no-op: B is zero), so
+    that they change the outputs."""
+    import torch
+
+    from bindkit.adapt import LoRALinear
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, LoRALinear):
+                for adapter in mod.lora_adapters.values():
+                    adapter.B.copy_(torch.randn(adapter.B.shape, generator=g) * scale)
