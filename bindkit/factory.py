@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .cards import Card, load_card, model_dir
-from .errors import ArgumentError, CheckpointError, DeviceError, ModalityError, WeightsNotFoundError
+from .errors import CheckpointError, DeviceError, ModalityError, WeightsNotFoundError
 from .modality import ENCODERS, canonical_modalities
 from .models import BindModel, Encoder, encoder_fingerprint
 from .models import reference_layout as layout
