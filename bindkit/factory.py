@@ -215,7 +215,7 @@ def load_model(
         dtype: compute dtype for floating tensors (default float32, whatever the checkpoint stores).
         quantize: ``"int8"``: dynamic int8 Linear layers in every trunk and head (CPU, float32 only; about 1.8-4x
             faster, cosine to fp32 ~0.998+); ``"bf16"``: bfloat16 autocast (CPU with AVX512-BF16/AMX, or GPU;
-            about 1.7x on such a CPU, cosine ~0.9999); see :mod:`bindkit.models.quantize`. Default None: fp32.
+            about 1.7-2.6x on such a CPU, cosine ~0.9999); see :mod:`bindkit.models.quantize`. Default None: fp32.
         adapters: LoRA adapter files (:func:`bindkit.adapt.save_adapter`) applied in order, stacking; each is
             refused unless it was made for these base weights. With ``quantize``, they are folded into the weights
             for good first (the fingerprints stay the adapted ones, with the variant suffix).

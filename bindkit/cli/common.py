@@ -64,7 +64,7 @@ def add_quantize_arg(p: argparse.ArgumentParser) -> None:
     """``--quantize int8|bf16``: the opt-in cheaper arithmetic of every command that embeds."""
     p.add_argument("--quantize", choices=["int8", "bf16"], default=None, metavar="{int8,bf16}",
                    help="int8: dynamic int8 Linear layers on the CPU, ~1.8-3.5x faster with cosine to fp32 ~0.998+ "
-                   "(check yours: bindkit bench --fidelity FILES); bf16: bfloat16 autocast, ~1.7-2x faster on CPUs "
+                   "(check yours: bindkit bench --fidelity FILES); bf16: bfloat16 autocast, ~1.7-2.6x faster on CPUs "
                    "with AVX512-BF16/AMX and on recent GPUs, cosine ~0.9999 (emulated, so slower, elsewhere); "
                    "default fp32. An index keeps one kind: int8/bf16 queries on an fp32 index warn, adding their "
                    "vectors to it is refused (and vice versa)")

@@ -13,7 +13,7 @@ attention in bfloat16 (the trunk's and head's Linear weights stored in bfloat16)
 softmax in float32, outputs renormalised in float32. Fast where
 the hardware has bfloat16 arithmetic (x86 CPUs with AVX512-BF16 or AMX, recent GPUs); elsewhere it is emulated
 and may be slower than fp32 (a warning says so). On a 2-core AVX512-BF16 CPU without AMX, imagebind_huge shapes:
-1.7-1.8x fp32 (int8: 2.8-4.0x) at cosine to fp32 >= 0.99997 (int8: >= 0.9988) with random weights.
+1.7-2.6x fp32 (int8: 2.6-4.3x) at cosine to fp32 >= 0.99997 (int8: >= 0.9988) with random weights.
 
 A quantised encoder's fingerprint is its weights' fingerprint plus a variant suffix (``"<digest>+int8"``):
 indexes see that the vectors come from the same weights computed another way (see :func:`split_fingerprint`).
