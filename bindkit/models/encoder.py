@@ -93,7 +93,7 @@ class Encoder(nn.Module):
     #: Text only: run the last block for the pooled (end-of-text) token alone (exact; see ``Trunk.pooled``).
     pool_last_block: bool = True
     #: Set by ``quantize_model(model, "bf16")``: run under ``torch.autocast`` to this dtype (matmuls, convolutions
-    #: and attention in bfloat16; weights, LayerNorms and softmax in float32). None: full precision.
+    #: and attention in bfloat16; LayerNorms and softmax in float32). None: full precision.
     autocast_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

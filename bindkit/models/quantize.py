@@ -108,18 +108,18 @@ def quantize_model(model: Any, mode: str | None = "int8") -> Any:
     """Quantise ``model`` (a float32 :class:`~bindkit.BindModel`, on the CPU for int8) in place; returns it.
 
     ``"int8"``: every ``nn.Linear`` of each encoder's trunk and head becomes a dynamic int8 Linear. ``"bf16"``:
-    every encoder runs under bfloat16 autocast (``Encoder.autocast_dtype``; the weights stay float32). The
-    encoders' fingerprints are taken first (of the float32 weights) and get the ``+int8`` / ``+bf16`` suffix.
-    Encoders taken from open_clip (:mod:`bindkit.models.open_clip_tower`) stay float32 with their own fingerprint.
+    every encoder runs under bfloat16 autocast (``Encoder.autocast_dtype``), its trunk's and head's Linear weights
+    stored in bfloat16. The encoders' fingerprints are taken first (of the float32 weights) and get the ``+int8`` /
+    ``+bf16`` suffix. Encoders taken from open_clip (:mod:`bindkit.models.open_clip_tower`) stay float32 with their
+    own fingerprint.
 
     Raises:
         ArgumentError: unknown ``mode``.
         DeviceError: int8 on a model not on the CPU, or this machine/PyTorch build has no int8 engine.
-        ArgumentError: a float16/bfloat16 model (quantise float32 weights), one in training mode, or one that
-            is already quantised.
+        ArgumentError: a float16/bfloat16 model (quantise float32 weights), one in training mode, one that is
+            already quantised, or one that carries adapters.
     """
     import torch
-    from torch import nn
 
     mode = normalize_mode(mode)
     if mode is None:
@@ -132,60 +132,53 @@ def quantize_model(model: Any, mode: str | None = "int8") -> Any:
         raise ArgumentError("this model carries adapters (LoRA); quantise it as it loads, which folds them into "
                             "its weights first: bindkit.load_model(..., adapters=[...], quantize=...) or "
                             "load_model(LORA_MODEL_DIR, quantize=...)")
-    device = model.device
-    if mode == "bf16":
-        return _autocast_bf16(model)
-    if device.type != "cpu":
-        raise DeviceError(f"int8 quantisation runs on the CPU only, but the model is on {device}; load it with "
-                          "device='cpu', or use fp16/bf16 on a GPU (benchmarks/bench_gpu.py)")
+    what = {"int8": "int8 quantisation", "bf16": "bf16 autocast"}[mode]
     if model.dtype != torch.float32:
-        raise ArgumentError(f"int8 quantisation needs float32 weights, the model holds {model.dtype}; load it "
-                            "without dtype=")
+        raise ArgumentError(f"{what} needs float32 weights, the model holds {model.dtype}; load it without dtype=")
     if model.training:
-        raise ArgumentError("int8 quantisation is for inference; call model.eval() first (training needs fp32)")
-    int8_engine()
+        raise ArgumentError(f"{what} is for inference; call model.eval() first (training needs fp32)")
+    device = model.device
+    if mode == "int8":
+        if device.type != "cpu":
+            raise DeviceError(f"int8 quantisation runs on the CPU only, but the model is on {device}; load it "
+                              "with device='cpu', or use --quantize bf16 on a GPU")
+        int8_engine()
+    elif not bf16_native(device):
+        warnings.warn(f"{device} has no bfloat16 arithmetic (CPU: AVX512-BF16 or AMX; GPU: Ampere or newer): "
+                      "PyTorch emulates it, likely slower than fp32; measure with bindkit bench --engines fp32,bf16",
+                      RuntimeWarning, stacklevel=3)  # the caller of load_model or quantize_model
+    convert = _to_int8 if mode == "int8" else _to_bf16
     for enc in model.modalities:
         encoder = model.encoders[enc]
         if not hasattr(encoder, "trunk"):  # an open_clip tower: its code reads Linear weights' dtype; kept fp32
             continue
-        base = model.fingerprint(enc)  # of the float32 weights, before the Linear layers are replaced
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao's deprecation notice for its eager quantisation API
-            for part in ("trunk", "head"):
-                torch.ao.quantization.quantize_dynamic(getattr(encoder, part), {nn.Linear}, dtype=torch.qint8,
-                                                       inplace=True)
+        base = model.fingerprint(enc)  # of the float32 weights, before the Linear layers are converted
+        convert(encoder)
         model._fingerprints[enc] = f"{split_fingerprint(base)[0]}+{mode}"
     model.quantized = mode
     return model
 
 
-def _autocast_bf16(model: Any) -> Any:
-    """``quantize_model(model, "bf16")``: bfloat16 autocast on every bindkit encoder (see the module docstring).
-
-    The Linear layers of each trunk and head store their weights in bfloat16 from now on (autocast would cast them
-    again on every call, which costs more than it saves on small batches); stems and LayerNorms stay float32."""
+def _to_int8(encoder: Any) -> None:
+    """Every ``nn.Linear`` of the trunk and head becomes a dynamic int8 Linear (fbgemm / qnnpack)."""
     import torch
     from torch import nn
 
-    if model.dtype != torch.float32:
-        raise ArgumentError(f"bf16 autocast needs float32 weights, the model holds {model.dtype}; load it without "
-                            "dtype=")
-    if model.training:
-        raise ArgumentError("bf16 autocast is for inference; call model.eval() first (training needs fp32)")
-    if not bf16_native(model.device):
-        warnings.warn(f"{model.device} has no bfloat16 arithmetic (CPU: AVX512-BF16 or AMX; GPU: Ampere or newer): "
-                      "PyTorch emulates it, likely slower than fp32; measure with bindkit bench --engines fp32,bf16",
-                      RuntimeWarning, stacklevel=4)  # the caller of load_model or quantize_model
-    for enc in model.modalities:
-        encoder = model.encoders[enc]
-        if not hasattr(encoder, "trunk"):  # an open_clip tower: kept float32, as for int8
-            continue
-        base = model.fingerprint(enc)  # of the float32 weights, before the Linear layers are cast
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice for its eager quantisation API
         for part in (encoder.trunk, encoder.head):
-            for mod in part.modules():
-                if isinstance(mod, nn.Linear):
-                    mod.to(torch.bfloat16)
-        encoder.autocast_dtype = torch.bfloat16
-        model._fingerprints[enc] = f"{split_fingerprint(base)[0]}+bf16"
-    model.quantized = "bf16"
-    return model
+            torch.ao.quantization.quantize_dynamic(part, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def _to_bf16(encoder: Any) -> None:
+    """bfloat16 autocast for the encoder; the Linear layers of its trunk and head store their weights in bfloat16
+    from now on (autocast would cast them again on every call, which costs more than it saves on small batches).
+    Stems and LayerNorms stay float32."""
+    import torch
+    from torch import nn
+
+    for part in (encoder.trunk, encoder.head):
+        for mod in part.modules():
+            if isinstance(mod, nn.Linear):
+                mod.to(torch.bfloat16)
+    encoder.autocast_dtype = torch.bfloat16
