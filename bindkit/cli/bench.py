@@ -10,7 +10,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .common import positive_int, shown
 
@@ -114,7 +114,7 @@ def _throughput(args: argparse.Namespace, card: Any, mods: list[str], sizes: lis
     import torch
 
     from .. import perf
-    from ..models.quantize import int8_engine, quantize_model
+    from ..models.quantize import int8_engine
 
     if "int8" in engines:
         int8_engine()  # DeviceError now, before minutes of fp32 timing, when int8 is unsupported
@@ -141,12 +141,8 @@ def _throughput(args: argparse.Namespace, card: Any, mods: list[str], sizes: lis
         models = {}
         if "fp32" in engines:
             models["fp32"] = model
-        others = [e for e in engines if e != "fp32"]
-        for i, e in enumerate(others):  # quantised copies: the engines take turns (fair ratios on a busy machine)
-            last_use = "fp32" not in engines and i == len(others) - 1
-            with warnings.catch_warnings():  # bf16 without hardware support: measured here, not warned about
-                warnings.simplefilter("ignore", RuntimeWarning)
-                models[e] = quantize_model(model if last_use else copy.deepcopy(model), e)
+        # quantised copies: the engines take turns (fair ratios on a busy machine)
+        models.update(_variants(model, [e for e in engines if e != "fp32"], keep="fp32" in engines))
         for r in perf.measure_encoder(models, enc, sizes, seconds, flops):
             rows.append(r)
             if not args.json:
@@ -175,11 +171,24 @@ def _throughput(args: argparse.Namespace, card: Any, mods: list[str], sizes: lis
     return 0
 
 
+def _variants(model: Any, engines: list[str], *, keep: bool) -> Iterator[tuple[str, Any]]:
+    """(engine, ``model`` quantised for it) for each of ``engines``, made as they are asked for: deep copies, but
+    the last one quantises ``model`` itself unless ``keep``. A bf16 engine without hardware support is measured
+    here, so its warning is not shown."""
+    from ..models.quantize import quantize_model
+
+    for i, engine in enumerate(engines):
+        source = model if not keep and i == len(engines) - 1 else copy.deepcopy(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            variant = quantize_model(source, engine)
+        yield engine, variant
+
+
 def _fidelity(args: argparse.Namespace, card: Any) -> int:
     from .. import perf
     from ..inputs import kind_from_path
     from ..modality import encoder_of
-    from ..models.quantize import quantize_model
 
     items: dict[str, list[str]] = {}
     for f in args.fidelity or []:
@@ -199,10 +208,7 @@ def _fidelity(args: argparse.Namespace, card: Any) -> int:
     model = _load(args, sorted({encoder_of(k) for k in items}))
     fp32 = model.embed(**items, show_progress_bar=False, strict=False)
     reports: dict[str, dict[str, Any]] = {}
-    for i, engine in enumerate(others):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            variant = quantize_model(model if i == len(others) - 1 else copy.deepcopy(model), engine)
+    for engine, variant in _variants(model, others, keep=False):  # one at a time: fp32 is embedded already
         got = variant.embed(**items, show_progress_bar=False, strict=False)
         report = reports[engine] = {}
         for kind, names in items.items():
