@@ -60,6 +60,12 @@ def default_device() -> str:
     return str(auto_device())
 
 
+def add_device_arg(p: "argparse.ArgumentParser | argparse._ArgumentGroup") -> None:
+    """``--device`` for commands that choose their device (:func:`default_device` when it is not given)."""
+    p.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N... (default: $BINDKIT_DEVICE, else "
+                   "cuda:LOCAL_RANK if available, else cpu)")
+
+
 def add_quantize_arg(p: argparse.ArgumentParser) -> None:
     """``--quantize int8|bf16``: the opt-in cheaper arithmetic of every command that embeds."""
     p.add_argument("--quantize", choices=["int8", "bf16"], default=None, metavar="{int8,bf16}",
@@ -109,8 +115,7 @@ def add_model_args(p: argparse.ArgumentParser, *, for_index: bool = True) -> Non
                        "else imagebind_huge)")
         p.add_argument("--weights", metavar="PATH", help="checkpoint or converted weights folder (default: as "
                        "recorded in the index, else the card's local/cached weights)")
-        p.add_argument("--device", metavar="DEV", help="torch device (default: $BINDKIT_DEVICE, else "
-                       "cuda:LOCAL_RANK if available, else cpu)")
+        add_device_arg(p)
     else:
         p.add_argument("--model", default="imagebind_huge", metavar="CARD",
                        help="encoder card name or path (default: imagebind_huge)")
@@ -129,8 +134,8 @@ def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weigh
     ``require_index``: ``index_dir`` must already be an index (checked before any weights are read or
     downloaded, so a mistyped folder fails at once). A ``model`` other than the one the index was built with
     is refused the same way (IndexStoreError naming both), before it can start a download. ``quantize``: as
-    ``bindkit.load_model`` (``--quantize``; int8 runs on the CPU, so it implies ``cpu`` when no device is given; bf16 follows the
-    usual default device)."""
+    ``bindkit.load_model`` (``--quantize``; int8 runs on the CPU, so it implies ``cpu`` when no device is given;
+    bf16 follows the usual default device)."""
     import bindkit
 
     from ..errors import IndexStoreError

@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from .common import add_checkpoint_args, add_optimiser_args, non_negative_float, positive_int
+from .common import add_checkpoint_args, add_device_arg, add_optimiser_args, non_negative_float, positive_int
 
 _EPILOG = """\
 examples:
@@ -97,8 +97,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_checkpoint_args(run)
     run.add_argument("--teacher-batch-size", type=positive_int, default=256, metavar="N",
                      help="items per teacher forward pass while filling the cache (default 256)")
-    run.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N (default: $BINDKIT_DEVICE, else "
-                     "cuda:LOCAL_RANK if available, else cpu)")
+    add_device_arg(run)
     run.add_argument("--workers", type=int, default=0, metavar="N",
                      help="threads loading media items (default: up to 8)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_quantize_arg, non_negative_float, parse_bytes, positive_int
+from .common import add_device_arg, add_quantize_arg, non_negative_float, parse_bytes, positive_int
 
 
 def _size(text: str) -> int:
@@ -54,8 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--weights", metavar="PATH", help="checkpoint (.pth, .safetensors) or converted folder "
                    "(default: the --model folder, the index's record, or the card's weights in weights/ or the "
                    "cache, downloaded if absent)")
-    m.add_argument("--device", metavar="DEV", help="torch device (default: $BINDKIT_DEVICE, else "
-                   "cuda:LOCAL_RANK if available, else cpu)")
+    add_device_arg(m)
     add_quantize_arg(m)
     m.add_argument("--modalities", metavar="LIST", help="comma-separated encoders to load, e.g. text,image "
                    "(default: all the card has); the others answer 422")

@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from .common import add_checkpoint_args, add_optimiser_args, non_negative_float
+from .common import add_checkpoint_args, add_device_arg, add_optimiser_args, non_negative_float
 
 _EPILOG = """\
 examples:
@@ -129,8 +129,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run = p.add_argument_group("run")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_checkpoint_args(run)
-    run.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N (default: $BINDKIT_DEVICE, else "
-                     "cuda:LOCAL_RANK if available, else cpu)")
+    add_device_arg(run)
     run.add_argument("--workers", type=int, default=0, metavar="N",
                      help="data-loading worker processes per rank (default 0: load in the training process)")
     run.add_argument("--cache-mb", type=non_negative_float, default=2048, metavar="MB",
