@@ -8,8 +8,8 @@
    first teacher forward pass (filling the teacher-vector cache) to the published student;
 4. speed, student vs teacher, alternating rounds in this process (the order reversed every other round; the
    speed-up is taken round by round and its median and range over 9 rounds quoted): the text encoder alone on
-   tokenised batches (what the student makes smaller), and end to end (``model.embed``: CLIP BPE tokenisation, the same for
-   both, plus the encoder);
+   tokenised batches (what the student makes smaller), and end to end (``model.embed``: CLIP BPE tokenisation,
+   the same for both, plus the encoder);
 5. ``bindkit.evaluate.distillation``: student-teacher cosine on the held-out captions, and R@k vs teacher: the
    share of the teacher's own top-k that the student's top-k finds, searching the teacher's image index with
    ``Index.open(index, model=student)`` (and among the held-out captions themselves); as a yardstick, the same

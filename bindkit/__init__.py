@@ -73,6 +73,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BindModel", "BindkitError", "Card", "CardError", "CheckpointError", "DeviceError", "Embeddings", "Hit", "Index",
     "IndexStoreError", "InputError", "ItemError", "ModalityError", "WeightsNotFoundError", "add_card_path",
-    "auto_device", "build_model", "convert", "distill", "fetch_weights", "list_encoders", "load_card", "load_model", "preprocess",
-    "train",
+    "auto_device", "build_model", "convert", "distill", "fetch_weights", "list_encoders", "load_card", "load_model",
+    "preprocess", "train",
 ]

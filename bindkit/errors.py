@@ -50,8 +50,8 @@ class ReadOnlyIndexError(IndexStoreError):
 
 class ModelRefusedError(IndexStoreError):
     """The model given may not add vectors to this index, whatever the items: it computes another variant (fp32,
-    int8 or bf16) of the index's vectors, or it is a distilled student of the index's model. Raised before anything is
-    embedded; the message says which model to add with."""
+    int8 or bf16) of the index's vectors, or it is a distilled student of the index's model. Raised before
+    anything is embedded; the message says which model to add with."""
 
 
 class StudentModelError(ModelRefusedError):
