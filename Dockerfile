@@ -2,7 +2,7 @@
 # OpenAI-style /v1/embeddings. Build:  docker build -t bindkit-serve .
 # Weights are not baked in (imagebind_huge is ~4.5 GB, CC BY-NC 4.0): mount a folder holding
 # imagebind_huge.pth or a converted imagebind_huge/ at /app/weights, or let the first start download them into
-# the /home/app/.cache volume. See README "Serving over HTTP".
+# the /home/app/.cache volume. See docs/serving.md.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

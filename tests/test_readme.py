@@ -1,4 +1,4 @@
-"""The README's and docs/'s examples work as written.
+"""The examples of the README, docs/ (and weights/ and demos/ READMEs) work as written.
 
 - Python blocks run, in order, as one session per page. They use ``imagebind_huge``, whose 4.5 GB weights a fresh
   clone does not have and tests never download; as the pages say, this test runs them with the ``imagebind_tiny``
@@ -30,7 +30,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 DOCS = REPO / "docs"
-PAGES = [README, *sorted(DOCS.glob("*.md"))]
+PAGES = [README, *sorted(DOCS.glob("*.md")), REPO / "weights" / "README.md", REPO / "demos" / "README.md"]
 README_MAX_LINES = 250
 FENCE = re.compile(r"^```(\w*)\s*$")
 SKIP = "<!-- not run by tests/test_readme.py"  # a comment line right above a block the test leaves out (says why)
