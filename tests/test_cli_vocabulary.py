@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,10 @@ def test_hidden_aliases_stay_hidden_and_share_the_new_option(name):
         if not isinstance(a, DeprecatedAlias):
             continue
         assert a.help is argparse.SUPPRESS
+        if not a.option_strings:  # an old positional output: hidden from the usage line too, its option shown
+            assert a.metavar not in parser.format_usage(), (name, a.metavar)
+            assert a.preferred.split()[0] in _options(parser), (name, a.preferred)
+            continue
         for flag in a.option_strings:
             assert f"{flag} " not in text and f"{flag}," not in text and f"{flag}\n" not in text, (name, flag)
         new = [b for b in _visible(parser) if b.dest == a.dest and a.preferred in b.option_strings]
@@ -221,7 +226,29 @@ def test_an_old_spelling_runs_and_says_what_replaces_it(tmp_path, capsys, monkey
     # the positional output of convert: the note, and the converted folder
     assert main(["convert", str(tmp_path / "e.npy"), str(tmp_path / "conv"), "-q"]) == 1  # not a checkpoint
     err = capsys.readouterr().err
-    assert "positional OUT_DIR of `bindkit convert` is deprecated" in err and "error:" in err
+    assert "the positional OUT_DIR is deprecated" in err and "use --out DIR" in err and "error:" in err
     with pytest.raises(SystemExit) as exc:
         main(["convert", "a.pth"])
     assert exc.value.code == 2 and "required: --out" in capsys.readouterr().err
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+
+
+def test_docs_cli_md_lists_every_exception_and_old_spelling():
+    text = DOC.read_text(encoding="utf-8")
+    for (name, flag) in MODEL_EXCEPTIONS:
+        assert f"`{name} {flag}" in text, f"docs/cli.md does not explain `{name} {flag}`"
+    for name, parser in COMMANDS.items():
+        for a in parser._actions:
+            if isinstance(a, DeprecatedAlias):
+                old = a.option_strings[0] if a.option_strings else a.metavar
+                assert old in text, f"docs/cli.md does not list the old spelling {old} of bindkit {name}"
+
+
+def test_docs_cli_md_examples_use_the_current_spellings(capsys):
+    lines = [line for line in DOC.read_text(encoding="utf-8").splitlines() if line.startswith("bindkit ")]
+    assert lines
+    for line in lines:
+        build_parser().parse_args(shlex.split(line.split("#")[0])[1:])
+        assert "deprecated" not in capsys.readouterr().err, line

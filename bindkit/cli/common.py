@@ -29,7 +29,7 @@ The vocabulary (every subcommand; ``tests/test_cli_vocabulary.py`` walks the par
     ``--quiet``: no progress bars, notes or summary lines; a command whose answer *is* the printout (``search``,
     ``index stats``, ``eval``, ``bench``) still prints it. ``--json``: the result as JSON on stdout.
 
-Old spellings stay for one release as hidden aliases (:func:`add_alias`, :func:`positional_alias`): they are
+Old spellings stay for one release as hidden aliases (:func:`add_alias`, :func:`add_positional_alias`): they are
 not in ``--help``, parse to the same value, and print a one-line deprecation note on stderr.
 """
 
@@ -136,18 +136,37 @@ def usage_error(command: str, message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def positional_alias(args: argparse.Namespace, *, command: str, dest: str, positional: str, flag: str,
-                     metavar: str, deprecated: bool = True) -> Any:
-    """Merge a positional argument into its option (``convert SRC OUT_DIR`` -> ``--out``; ``eval MODEL`` or
-    ``--model``): the value given either way is stored in ``args.<dest>`` and returned. ``deprecated``: the
-    positional is an old spelling and prints :func:`deprecated_note`. Giving both, or neither, is a usage
-    error (status 2)."""
+class _DeprecatedPositional(DeprecatedAlias):
+    """A hidden optional positional that is the old spelling of an option; notes its use when given."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, preferred: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.preferred = preferred
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values is not None:
+            deprecated_note(f"the positional {self.metavar}", self.preferred)
+        setattr(namespace, self.dest, values)
+
+
+def add_positional_alias(p: argparse.ArgumentParser, dest: str, *, metavar: str, of: argparse.Action) -> None:
+    """Register the hidden positional ``dest`` (shown as ``metavar`` in notes) as the old spelling of the option
+    ``of`` (``convert SRC OUT_DIR`` for ``--out``): optional, left out of ``--help`` and the usage line, noted
+    on stderr when given. The command merges the two with :func:`positional_or_option`."""
+    p.add_argument(dest, nargs="?", metavar=metavar, help=argparse.SUPPRESS, action=_DeprecatedPositional,
+                   preferred=f"{max(of.option_strings, key=len)} {of.metavar or metavar}")
+
+
+def positional_or_option(args: argparse.Namespace, *, command: str, dest: str, positional: str, flag: str,
+                         metavar: str) -> Any:
+    """The value given as the positional ``positional`` or as the option ``flag`` (stored in ``args.<dest>``):
+    ``convert SRC OUT_DIR`` (old) or ``--out``; ``eval MODEL`` or ``--model``. Giving both, or neither, is a
+    usage error (status 2)."""
     old, new = getattr(args, positional, None), getattr(args, dest, None)
     if old is not None and new is not None:
         usage_error(command, f"give {metavar} once: as {flag} {metavar} or as the positional {metavar}, not both")
     if old is not None:
-        if deprecated:
-            deprecated_note(f"the positional {metavar} of `bindkit {command}`", f"{flag} {metavar}")
         setattr(args, dest, old)
     value = getattr(args, dest, None)
     if value is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..modality import ENCODERS
-from .common import add_alias, add_result_args, positional_alias
+from .common import add_alias, add_positional_alias, add_result_args, positional_or_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,8 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--card imagebind_huge --dtype fp16",
     )
     p.add_argument("src", metavar="SRC", help="reference .pth/.pt, .safetensors, or a converted directory")
-    p.add_argument("out_dir", nargs="?", help=argparse.SUPPRESS)  # old spelling of --out (positional OUT_DIR)
-    p.add_argument("--out", metavar="DIR", help="destination directory (created; required)")
+    out = p.add_argument("--out", metavar="DIR", help="destination directory (created; required)")
+    add_positional_alias(p, "out_dir", metavar="OUT_DIR", of=out)
     p.add_argument("--card", metavar="CARD", help="card name or path stored with the weights (card.json)")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
                    help="storage dtype of floating-point tensors (default: as in SRC)")
@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from ..weights import convert
     from ..weights.read import MANIFEST
 
-    out_dir = positional_alias(args, command="convert", dest="out", positional="out_dir", flag="--out",
-                               metavar="OUT_DIR")
+    out_dir = positional_or_option(args, command="convert", dest="out", positional="out_dir", flag="--out",
+                                   metavar="DIR")
     mods = None
     if args.modalities:
         mods = [m.strip() for part in args.modalities for m in part.split(",") if m.strip()]

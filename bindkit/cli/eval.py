@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from .common import add_device_arg, positional_alias, positive_int
+from .common import add_device_arg, positional_or_option, positive_int
 
 _EPILOG = """\
 zero-shot (--zero-shot TEST --classes CLASSES.json):
@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import EvalError, load_classes, load_templates, retrieval, zero_shot
     from .common import load_model_for
 
-    positional_alias(args, command="eval", dest="model", positional="model_arg", flag="--model", metavar="MODEL",
-                     deprecated=False)
+    positional_or_option(args, command="eval", dest="model", positional="model_arg", flag="--model",
+                         metavar="MODEL")
     if args.distill:
         return run_distill_eval(args)
     if args.teacher or args.teacher_weights or args.index:
