@@ -26,8 +26,8 @@ The vocabulary (every subcommand; ``tests/test_cli_vocabulary.py`` walks the par
     (``bench --threads`` sets torch's compute threads, not workers.)
 ``-q/--quiet`` and ``--json``
     on every command that prints a result (all but ``serve``, a server, and ``demo``, a guided tour).
-    ``--quiet``: no progress bars, notes or summary lines; a command whose answer *is* the printout (``search``,
-    ``index stats``, ``eval``, ``bench``) still prints it. ``--json``: the result as JSON on stdout.
+    ``--quiet``: no progress bars or chatter; each command's help says what it still prints (``search`` its
+    hits, ``train`` its output folder, ``embed`` nothing). ``--json``: the result as JSON on stdout.
 
 Old spellings stay for one release as hidden aliases (:func:`add_alias`, :func:`add_positional_alias`): they are
 not in ``--help``, parse to the same value, and print a one-line deprecation note on stderr.
