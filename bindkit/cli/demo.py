@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_quantize_arg
+from .common import add_alias, add_quantize_arg
 
 _DEFAULT_TEXTS = ["A dog.", "A car", "A bird"]
 AUTO = "auto"
@@ -47,8 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="download the card's weights if none are found (imagebind_huge: 4.5 GB, CC BY-NC 4.0)")
     p.add_argument("--n", type=int, default=60, help="synthetic gallery size in scenes (default 60)")
     p.add_argument("--seed", type=int, default=0, help="synthetic world seed (default 0)")
-    p.add_argument("--index", type=Path, help="keep the demo's index (and gallery) in this directory (default: a "
-                   "temporary one); a gallery kept there is re-used by a run with the same --n, --seed and model")
+    out = p.add_argument("--out", dest="index", type=Path, metavar="DIR",
+                         help="keep the demo's index (and gallery) in this directory (default: a temporary one); a "
+                         "gallery kept there is re-used by a run with the same --n, --seed and model")
+    add_alias(p, "--index", of=out)
     add_quantize_arg(p)
     p.set_defaults(func=run)
 

@@ -6,7 +6,8 @@ import argparse
 import sys
 import textwrap
 
-from .common import add_checkpoint_args, add_device_arg, add_optimiser_args, non_negative_float, positive_int
+from .common import (add_checkpoint_args, add_device_arg, add_optimiser_args, add_result_args, non_negative_float,
+                     positive_int, run_result_json)
 
 _EPILOG = """\
 examples:
@@ -100,7 +101,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_device_arg(run)
     run.add_argument("--workers", type=int, default=0, metavar="N",
                      help="threads loading media items (default: up to 8)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_result_args(run, quiet="no progress bars (OUT still prints at the end)",
+                    json="print {out, step, total_steps, finished, best, epochs} as JSON at the end instead of OUT")
     p.set_defaults(func=run_distill)
 
 
@@ -133,5 +135,5 @@ def run_distill(args: argparse.Namespace) -> int:
         command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["distill"] else None,
     )
     if result.finished:
-        print(result.out)
+        print(run_result_json(result) if args.json else result.out)
     return 0

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_device_arg, add_quantize_arg, non_negative_float, parse_bytes, positive_int
+from .common import add_alias, add_device_arg, add_quantize_arg, non_negative_float, parse_bytes, positive_int
 
 
 def _size(text: str) -> int:
@@ -83,8 +83,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="most items per forward pass; 1 disables dynamic batching (default 32)")
     b.add_argument("--max-wait-ms", type=non_negative_float, default=5.0, metavar="MS",
                    help="how long a forward pass waits for more requests to join its batch (default 5)")
-    b.add_argument("--decode-workers", type=positive_int, default=None, metavar="N",
-                   help="threads decoding media (default: the CPU count, at most 8)")
+    workers = b.add_argument("--workers", dest="decode_workers", type=positive_int, default=None, metavar="N",
+                             help="threads decoding media (default: the CPU count, at most 8)")
+    add_alias(b, "--decode-workers", of=workers)
     b.add_argument("--max-body-size", type=_size, default=d.max_body_bytes, metavar="SIZE",
                    help=f"largest request body, e.g. 64M (default {d.max_body_bytes // 2**20}M)")
     b.add_argument("--max-items", type=positive_int, default=d.max_items, metavar="N",

@@ -155,6 +155,13 @@ def _walk(top: Path, excluded: str | None, skipped: list[dict[str, str]]) -> Ite
                 yield os.path.join(root_abs, name)
 
 
+def walk_folder(top: str | os.PathLike, skipped: list[dict[str, str]] | None = None) -> Iterator[str]:
+    """Absolute paths of the files under the folder ``top``, walked as :func:`build` walks a source folder
+    (recursively, sorted, hidden names left out, each folder once however many symlinks lead to it). Folders
+    not walked are appended to ``skipped`` as {item, reason}. ``bindkit embed FOLDER`` uses it too."""
+    return _walk(Path(top), None, [] if skipped is None else skipped)
+
+
 def check_modality(modality: str | None) -> str | None:
     """The canonical kind of a ``modality=`` option (None: infer per file). An empty string is an error
     rather than "infer", so that ``--modality "$KIND"`` with an unset variable does not go unnoticed."""

@@ -114,7 +114,7 @@ def fetch_weights(
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CheckpointError(f"cannot create the download folder {dest} ({exc.strerror or exc}); choose "
-                              "another destination (--dest)") from None
+                              "another destination (bindkit fetch --out DIR)") from None
     part = final.with_name(final.name + ".part")
     if force:
         part.unlink(missing_ok=True)
