@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from .common import add_device_arg, positive_int
+from .common import add_device_arg, add_download_arg, positive_int
 
 _EPILOG = """\
 zero-shot (--zero-shot TEST --classes CLASSES.json):
@@ -60,6 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "or its local weights), or anything else bindkit.load_model accepts")
     p.add_argument("--weights", metavar="PATH", help="checkpoint or converted weights folder for MODEL's card")
     add_device_arg(p)
+    add_download_arg(p)
     task = p.add_mutually_exclusive_group(required=True)
     task.add_argument("--zero-shot", metavar="TEST", help="zero-shot test file: one modality column + label")
     task.add_argument("--retrieval", metavar="PAIRS", help="pair manifest: two modality columns")
