@@ -153,8 +153,8 @@ class DownloadConsent:
         from ..errors import WeightsNotFoundError
         from ..weights.fetch import download_size, license_notice
 
-        what = (f"The weights of {card.name} are not on this machine. Downloading them means "
-                f"{download_size(card)} from {card.weights.get('url')} into {_cache()}. {license_notice(card)}")
+        what = (f"The weights of {card.name} are not on this machine: they are a download of {download_size(card)} "
+                f"from {card.weights.get('url')} into {_cache()}. {license_notice(card)}")
         if self.allowed:
             print(what, file=sys.stderr)
             return
