@@ -425,9 +425,9 @@ def test_without_index_or_weights_the_cli_says_how_to_get_them(demo, tmp_path, m
     monkeypatch.setenv("BINDKIT_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("HOME", str(tmp_path))
-    from bindkit.weights import fetch
+    from bindkit import resources
 
-    monkeypatch.setattr(fetch, "_REPO_WEIGHTS", tmp_path / "weights")  # whatever this clone holds
+    monkeypatch.setattr(resources, "clone_weights_dir", lambda: tmp_path / "weights")  # whatever this clone holds
     assert demo.main(["--port", "0"]) == 1
     err = capsys.readouterr().err
     assert "bindkit fetch imagebind_huge" in err and "bindkit train" in err and "Traceback" not in err

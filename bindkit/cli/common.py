@@ -28,6 +28,10 @@ The vocabulary (every subcommand; ``tests/test_cli_vocabulary.py`` walks the par
     on every command that prints a result (all but ``serve``, a server, and ``demo``, a guided tour).
     ``--quiet``: no progress bars or chatter; each command's help says what it still prints (``search`` its
     hits, ``train`` its output folder, ``embed`` nothing). ``--json``: the result as JSON on stdout.
+``--download``
+    consent in advance to downloading a model's weights that are not here (:func:`add_download_arg`; without it
+    :class:`DownloadConsent` asks y/N on a terminal and refuses otherwise). Every command that may download
+    (``bench`` never does).
 
 Old spellings stay for one release as hidden aliases (:func:`add_alias`, :func:`add_positional_alias`): they are
 not in ``--help``, parse to the same value, and print a one-line deprecation note on stderr.
@@ -256,12 +260,61 @@ def add_model_args(p: argparse.ArgumentParser, *, for_index: bool = True) -> Non
                        "recorded in the index, else the card's local/cached weights)")
         add_device_arg(p)
     else:
-        p.add_argument("--model", default="imagebind_huge", metavar="CARD",
-                       help="encoder card name or path (default: imagebind_huge)")
+        p.add_argument("--model", metavar="CARD", help="encoder card name, model directory or path (default: "
+                       "imagebind_huge; `bindkit models` lists them)")
         p.add_argument("--weights", metavar="PATH", help="checkpoint (.pth, .safetensors) or converted directory "
                        "(default: the card's weights in weights/ or the cache, downloaded if absent)")
         p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (default cpu)")
     add_quantize_arg(p)
+    add_download_arg(p)
+
+
+#: The model a command uses when given none (and no index records one), and the one bindkit ships.
+DEFAULT_MODEL = "imagebind_huge"
+SHIPPED_MODEL = "bindkit_toy"
+
+
+def add_download_arg(p: "argparse.ArgumentParser | argparse._ArgumentGroup") -> None:
+    """``--download``: consent in advance to downloading the model's weights when they are not on this machine."""
+    p.add_argument("--download", action="store_true",
+                   help="download the model's weights without asking if they are not on this machine (imagebind_huge: "
+                   "about 4.5 GiB, CC BY-NC 4.0, non-commercial). Without it bindkit asks on a terminal and refuses "
+                   "otherwise; `bindkit fetch MODEL` downloads them ahead")
+
+
+class DownloadConsent:
+    """The command line's download guard (:func:`bindkit.resources.download_guard`): before a download the command
+    was not asked for by name, show the size, source and licence, then go on with ``--download``, ask y/N when
+    stdin is a terminal, and refuse (WeightsNotFoundError naming ``bindkit fetch``) otherwise."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.allowed = bool(getattr(args, "download", False))
+        self.has_flag = hasattr(args, "download")
+
+    def __call__(self, card: Any) -> None:
+        from ..errors import WeightsNotFoundError
+        from ..weights.fetch import download_size, license_notice
+
+        what = (f"The weights of {card.name} are not on this machine: they are a download of {download_size(card)} "
+                f"from {card.weights.get('url')} into {_cache()}. {license_notice(card)}")
+        if self.allowed:
+            print(what, file=sys.stderr)
+            return
+        alternatives = f"`bindkit fetch {card.name}`" + (" or pass --download" if self.has_flag else "")
+        if sys.stdin is not None and sys.stdin.isatty():
+            print(what, file=sys.stderr)
+            print("Download them now? [y/N] ", end="", file=sys.stderr, flush=True)
+            answer = sys.stdin.readline().strip().lower()
+            if answer in ("y", "yes"):
+                return
+            raise WeightsNotFoundError(f"not downloading the {card.name} weights; {alternatives} when you want them")
+        raise WeightsNotFoundError(f"{what} Not downloading without a terminal to ask on: run {alternatives}.")
+
+
+def _cache() -> Path:
+    from ..resources import cache_dir
+
+    return cache_dir()
 
 
 def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weights: str | None,
@@ -297,7 +350,14 @@ def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weigh
                 f"index {index_dir} was built with model {recorded['card']!r}, but --model {model} asks for "
                 f"{asked!r}; vectors of different models never mix: drop --model (the index's model is the "
                 f"default) or build a new index with {asked!r}")
-    card = model or recorded.get("card") or "imagebind_huge"
+    card = model or recorded.get("card") or DEFAULT_MODEL
+    if card == DEFAULT_MODEL and not model and weights is None and not recorded.get("card"):
+        from ..weights.fetch import locate_weights
+
+        if locate_weights(card) is None:
+            print(f"No --model given, so bindkit uses {DEFAULT_MODEL}, whose weights are not on this machine. "
+                  f"`--model {SHIPPED_MODEL}` runs now with the small model bindkit ships (it knows only bindkit's "
+                  "synthetic world, not real photos).", file=sys.stderr)
     if weights is None and card == recorded.get("card"):
         weights = recorded.get("weights")
     if quantize == "int8" and device is None:

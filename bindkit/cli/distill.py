@@ -6,8 +6,8 @@ import argparse
 import sys
 import textwrap
 
-from .common import (add_checkpoint_args, add_device_arg, add_optimiser_args, add_result_args, non_negative_float,
-                     positive_int, run_result_json)
+from .common import (add_checkpoint_args, add_device_arg, add_download_arg, add_optimiser_args, add_result_args,
+                     non_negative_float, positive_int, run_result_json)
 
 _EPILOG = """\
 examples:
@@ -59,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="the model whose space the student serves: a model directory or a card name (with "
                    "--teacher-weights or its local weights)")
     p.add_argument("--teacher-weights", metavar="PATH", help="checkpoint or converted folder for --teacher CARD")
+    add_download_arg(p)
     p.add_argument("--modality", default="text", metavar="KIND",
                    help="the one modality to distil: text (default), image, video, audio, depth, thermal or imu")
     p.add_argument("--student-card", required=True, metavar="CARD",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..fileio import atomic_path, atomic_write_bytes
-from .common import add_alias, add_model_args, add_result_args, load_model_for, positive_int, shown
+from .common import DEFAULT_MODEL, add_alias, add_model_args, add_result_args, load_model_for, positive_int, shown
 
 if TYPE_CHECKING:  # numpy is imported where it is used: `bindkit --help` must not pay for it
     import numpy as np
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         groups.setdefault(k, []).append(i)
         items.setdefault(k, []).append(item)
 
-    card = bindkit.load_card(args.model)
+    card = bindkit.load_card(args.model or DEFAULT_MODEL)
     for kind, opts in options.items():  # bad options fail now, before any weights are read
         try:
             resolve_params(kind, card, opts)

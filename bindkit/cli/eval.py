@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from .common import add_device_arg, positional_or_option, positive_int
+from .common import add_device_arg, add_download_arg, positional_or_option, positive_int
 
 _EPILOG = """\
 zero-shot (--zero-shot TEST --classes CLASSES.json):
@@ -61,6 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="MODEL", help="the same as the positional MODEL (give one of the two)")
     p.add_argument("--weights", metavar="PATH", help="checkpoint or converted weights folder for MODEL's card")
     add_device_arg(p)
+    add_download_arg(p)
     task = p.add_mutually_exclusive_group(required=True)
     task.add_argument("--zero-shot", metavar="TEST", help="zero-shot test file: one modality column + label")
     task.add_argument("--retrieval", metavar="PAIRS", help="pair manifest: two modality columns")

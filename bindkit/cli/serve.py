@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_alias, add_device_arg, add_quantize_arg, non_negative_float, parse_bytes, positive_int
+from .common import (add_alias, add_device_arg, add_download_arg, add_quantize_arg, non_negative_float, parse_bytes,
+                     positive_int)
 
 
 def _size(text: str) -> int:
@@ -56,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "cache, downloaded if absent)")
     add_device_arg(m)
     add_quantize_arg(m)
+    add_download_arg(m)
     m.add_argument("--modalities", metavar="LIST", help="comma-separated encoders to load, e.g. text,image "
                    "(default: all the card has); the others answer 422")
     m.add_argument("--unit-vectors", action="store_true", help="/vectorize returns unit vectors instead of the "

@@ -6,8 +6,8 @@ import argparse
 import sys
 import textwrap
 
-from .common import (add_checkpoint_args, add_device_arg, add_optimiser_args, add_result_args, non_negative_float,
-                     run_result_json)
+from .common import (add_checkpoint_args, add_device_arg, add_download_arg, add_optimiser_args, add_result_args,
+                     non_negative_float, run_result_json)
 
 _EPILOG = """\
 examples:
@@ -104,6 +104,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      "train or bindkit convert --card, or a card name (with --weights). Its encoders are kept; "
                      "encoders the manifests need that it lacks are added from the card, at random")
     src.add_argument("--weights", metavar="PATH", help="weights for --init CARD (checkpoint or converted folder)")
+    add_download_arg(src)
     src.add_argument("--freeze", type=_modalities, default=[], metavar="MODS",
                      help="comma-separated modalities kept bit-for-bit unchanged (no gradients, eval mode, not in "
                      "the optimizer), e.g. image,text to bind a new modality to an existing space")
