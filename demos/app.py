@@ -80,8 +80,12 @@ GALLERY_LABELS = {
     "thermal": "Thermal (colour-mapped, fixed scale: hot = bright)",
     "imu": "IMU (accelerometer and gyroscope; x red, y green, z blue)",
 }
-#: Default zero-shot setup: the synthetic world's shapes (what the built-in gallery shows).
+#: Zero-shot presets: the synthetic world's attributes (what the built-in gallery shows).
 PRESETS = ("shape", "colour", "size", "material", "temperature", "motion")
+#: The preset offered for an input of each kind: an attribute that kind carries and bindkit_toy tells well
+#: (its image -> shape is weak: colour is the default).
+PRESET_FOR = {"text": "colour", "image": "colour", "video": "colour", "audio": "material", "depth": "size",
+              "thermal": "temperature", "imu": "motion"}
 
 
 def weights_hint(card: str) -> str:
@@ -121,14 +125,15 @@ def _preset(attribute: str) -> tuple[str, str]:
 
 
 # ---- the app ------------------------------------------------------------------------------------------------
-#: Client-side: bring the search status (busy indicator, then the hits below it) into view when it is off
-#: screen, e.g. on a narrow screen where the results come after every query input.
-SHOW_RESULTS_JS = """() => {
-  const el = document.getElementById('status');
+def show_js(elem_id: str) -> str:
+    """Client-side code that brings element ``elem_id`` (a status line: Gradio's busy indicator, then the
+    results below it) into view when it is off screen, e.g. on a phone where results come after every input."""
+    return """() => {
+  const el = document.getElementById('%s');
   if (!el) return;
   const r = el.getBoundingClientRect();
   if (r.top < 0 || r.top > window.innerHeight - 120) el.scrollIntoView({block: 'start', behavior: 'smooth'});
-}"""
+}""" % elem_id
 #: What a model card knows, for the banner (the card's own description is the fallback).
 KNOWS = {
     "imagebind_huge": "ImageBind huge (Meta): image and text towers from OpenCLIP trained on web-scale photos and "
@@ -253,16 +258,16 @@ def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> Any:
     # The status box (beside the query on a wide screen, scrolled into view on a narrow one) shows Gradio's
     # busy indicator while the search runs.
     for event in (button.click, text.submit):
-        event(None, js=SHOW_RESULTS_JS)
+        event(None, js=show_js("status"))
         event(run, inputs, outputs, preprocess=False)
     if model is not None:
         with examples_slot:
             media = {"image": image, "audio": audio, "imu": files["imu"]}
             ex = _examples_block(index, model, served, inputs, media)
         if ex is not None:
-            ex.load_input_event.then(None, js=SHOW_RESULTS_JS).then(run, inputs, outputs, preprocess=False)
+            ex.load_input_event.then(None, js=show_js("status")).then(run, inputs, outputs, preprocess=False)
     more = handlers.more_like_fn(index, served)
-    more_button.click(None, js=SHOW_RESULTS_JS)
+    more_button.click(None, js=show_js("status"))
     more_button.click(more, [more_pick, k, result_kinds, where, hits_state], outputs)
     for kind, g in galleries.items():
         g.select(handlers.select_fn(kind), [hits_state], [more_pick])
@@ -270,38 +275,48 @@ def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> Any:
     return result_kinds
 
 
+def _preset_for(kind: Any) -> Any:
+    return gr.Dropdown(value=PRESET_FOR[kind]) if kind in PRESET_FOR else gr.Dropdown()
+
+
 def _zero_shot_tab(index: Any, model: Any, no_model_note: str) -> None:
-    classes0, templates0 = _preset("shape")
+    examples = _examples(index)
+    kind0 = examples[0][1].partition(":")[0] if examples else "image"
+    preset0 = PRESET_FOR.get(kind0, "colour")
+    classes0, templates0 = _preset(preset0)
     gr.Markdown("Zero-shot classification: the input's embedding against each class's prompts (the mean of its "
                 "templates' text embeddings); probabilities are the softmax of cosine × the text logit scale.")
     with gr.Row():
         with gr.Column(min_width=300):
             upload = gr.File(label="Input file (image, audio, video, depth, thermal or IMU)", type="filepath",
                              elem_id="zs-file")
-            kind = gr.Radio(list(QUERY_KINDS), value="image", label="Input kind (set from the uploaded file, as "
+            kind = gr.Radio(list(QUERY_KINDS), value=kind0, label="Input kind (set from the uploaded file, as "
                             "bindkit embed tells it; change it if it is wrong)", elem_id="zs-kind")
             kind_note = gr.Markdown("", elem_id="zs-kind-note")
             text = gr.Textbox(label="Input text (kind: text)", elem_id="zs-text")
-            examples = _examples(index)
             example = gr.Dropdown(examples, value=examples[0][1] if examples else None,
                                   label="…or an item of the index (used when nothing is uploaded)",
                                   elem_id="zs-example")
         with gr.Column(min_width=300):
-            preset = gr.Dropdown(list(PRESETS), value="shape", label="Preset (synthetic world attribute)",
+            preset = gr.Dropdown(list(PRESETS), value=preset0, label="Preset (synthetic world attribute)",
                                  elem_id="zs-preset")
             classes = gr.Textbox(classes0, label="Class names (comma-separated)", elem_id="zs-classes")
             templates = gr.Textbox(templates0, label="Prompt templates, one per line ({} = class name)", lines=3,
                                    elem_id="zs-templates")
             button = gr.Button("Classify", variant="primary", elem_id="zs-run")
-    status = gr.Markdown("", elem_id="zs-status")
-    chart = gr.BarPlot(x="class", y="probability", y_lim=[0, 1], label="Probabilities", elem_id="zs-chart",
-                       height=300, sort="-y")
+            # the answer beside the inputs on a wide screen (scrolled into view on a phone)
+            status = gr.Markdown("Upload a file, type a text or pick an item, then press Classify.",
+                                 elem_id="zs-status", min_height=48)
+            chart = gr.BarPlot(x="class", y="probability", y_lim=[0, 1], label="Probabilities", elem_id="zs-chart",
+                               height=260, sort="-y")
     preset.change(_preset, [preset], [classes, templates])
-    upload.change(handlers.upload_kind_fn, [kind, upload], [kind, kind_note], preprocess=False)
-    # Picking an example shows its kind (the kind an upload would be read as is the user's to change back).
+    # A new upload or example sets the kind (the user may change it back) and a preset that kind carries.
+    upload.change(handlers.upload_kind_fn, [kind, upload], [kind, kind_note], preprocess=False).then(
+        _preset_for, [kind], [preset])
     example.change(lambda ex: gr.Radio(value=ex.partition(":")[0]) if isinstance(ex, str) and ":" in ex
-                   else gr.Radio(), [example], [kind])
+                   else gr.Radio(), [example], [kind]).then(_preset_for, [kind], [preset])
     run = handlers.zero_shot_fn(index, model, no_model_note)
+    button.click(None, js=show_js("zs-status"))
     button.click(run, [kind, text, upload, example, classes, templates], [chart, status], preprocess=False)
 
 
