@@ -590,3 +590,45 @@ def _reference_state(model):
 
     state = model.encoders.state_dict()
     return {to_reference(k): v for k, v in state.items() if to_reference(k) is not None}
+
+
+def test_upload_kind_reads_the_file_as_the_cli_does(demo, media, tmp_path):
+    """The zero-shot tab's kind of an upload: the extension as `bindkit embed` reads it, then the bytes (a
+    16-bit PNG is a depth map; a misnamed or nameless file is sniffed)."""
+    import numpy as np
+
+    kind = demo.handlers.upload_kind
+    for k in ("image", "audio", "video", "imu", "depth"):
+        assert kind(media[k][0])[0] == k, k
+    assert kind(media["thermal"][0])[0] == "image"  # 8-bit grey: an image unless the user says thermal
+    assert "thermal" in kind(media["thermal"][0])[1]
+    noext = tmp_path / "upload"
+    for src, want in ((media["audio"][0], "audio"), (media["image"][0], "image"), (media["video"][0], "video")):
+        noext.write_bytes(Path(src).read_bytes())
+        assert kind(noext)[0] == want, src
+    np.save(tmp_path / "rec.npy", np.zeros((200, 6), np.float32))
+    assert kind(tmp_path / "rec.npy")[0] == "imu"
+    np.save(tmp_path / "cube.npy", np.zeros((2, 3, 4), np.float32))
+    (tmp_path / "blob.bin").write_bytes(b"\0" * 64)
+    for path in (tmp_path / "cube.npy", tmp_path / "blob.bin"):
+        k, why = kind(path)
+        assert k is None and "choose" in why and path.name in why
+    assert kind({"path": str(media["imu"][0])})[0] == "imu"  # Gradio's payload of an upload
+    assert kind(None) == (None, "")
+
+
+def test_examples_work_and_the_banner_says_what_the_model_knows(demo, demo_index, demo_model, tiny_index, tiny_model):
+    texts = demo.handlers.example_texts(demo_index, demo_model)
+    for text in texts:  # each example finds an image with the labels it names
+        top = demo_index.search(text=text, k=1, modalities=["image"])["image"][0]
+        assert all(word in top.metadata.values() for word in text.split()[1:]), (text, top.metadata)
+    banner = demo.model_banner(demo_model, demo_model.card.name)
+    if demo_model.card.name == "bindkit_toy":
+        assert len(texts) >= 3
+        assert "synthetic world only" in banner and "nonsense" in banner and "imagebind_huge" in banner
+    # An index of other media (no synthetic labels): no text examples, stored items only.
+    assert demo.handlers.example_texts(tiny_index, tiny_model) == []
+    served = demo._Served()
+    assert [k for k, _, _ in demo.handlers.example_media(tiny_index, served)] == ["image"]
+    assert "imagebind_tiny" in demo.model_banner(tiny_model, "imagebind_tiny")
+    assert "no weights" in demo.model_banner(None, "imagebind_tiny")
