@@ -11,12 +11,18 @@ message saying how to get weights. Built on bindkit's public API (bindkit.load_m
 bindkit.datasets). Nothing leaves the machine: no share links, no analytics, the server binds to 127.0.0.1
 unless told otherwise.
 
+A banner says what the loaded model knows (bindkit_toy: the synthetic world only; a real photo gets nonsense).
+
 Tabs:
   Search     text, image (upload/webcam), audio (upload/microphone), video, depth, thermal and IMU queries, several
-             at once with a weight each (embedding arithmetic); hits per modality as people look at them (image
-             and video galleries, audio players, depth/thermal colour-mapped, IMU plotted, texts in a table), with
-             scores; click any hit (or pick it in the list) and press "More like this".
-  Zero-shot  any input + class names -> probabilities (bar chart); editable prompt templates.
+             at once with a weight each (embedding arithmetic); examples that work with the model (text phrases
+             checked against the index, stored items as queries: one click fills and searches); hits per
+             modality beside the query (on a phone: scrolled into view), with a busy indicator, as people look at
+             them (image and video galleries, audio players, depth/thermal colour-mapped, IMU plotted, texts in a
+             table), with scores; click any hit (or pick it in the list) and press "More like this".
+  Zero-shot  any input + class names -> probabilities (bar chart); the input kind is read from the uploaded file
+             as `bindkit embed` reads it (plus: a 16-bit PNG is depth), and a preset that kind carries is offered;
+             editable prompt templates.
   Index      counts, model, index types and measured recall; add a folder (with a progress bar).
 """
 
