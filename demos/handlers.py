@@ -403,7 +403,7 @@ def upload_kind_fn(current: Any, upload: Any) -> tuple:
 _PHRASES = (("size", "colour", "shape"), ("temperature", "shape"), ("colour", "shape"), ("material", "shape"))
 
 
-def example_texts(index: Any, model: Any, n: int = 4, scan: int = 24) -> list[str]:
+def example_texts(index: Any, model: Any, n: int = 4, scan: int = 12) -> list[str]:
     """Up to ``n`` text queries that work on this index with this model: phrases made of the labels of stored
     synthetic-world scenes ("a large red circle"), kept only when the top image hit really has those labels.
     Empty for an index without such labels (your own media) or a model without a text encoder."""

@@ -325,6 +325,10 @@ def test_first_screen_on_a_laptop_and_a_phone(browser, server, demo, demo_index,
             expected = demo_index.search(text=first, k=5)
             assert _names(_gallery(page, "image")) == [Path(h.uri).name for h in expected["image"]]
         _shot(page, f"example-search-{size}", full_page=False)
+        examples.last.click()  # a stored IMU recording: it finds itself
+        page.locator("#status").get_by_text("Query: imu").wait_for()
+        expect(page.locator("#query-text textarea")).to_have_value("")  # the example cleared the text
+        assert "+1.000" in _gallery(page, "imu")[0]
         page.get_by_role("tab", name="Zero-shot").click()
         _not_clipped(page, ["zs-file"])
         page.locator("#zs-run").click()  # the first item of the index, by default
