@@ -115,12 +115,10 @@ def _examples(index: Any, per_kind: int = 4) -> list[tuple[str, str]]:
     """A few stored items per modality, offered as zero-shot inputs: (label, "kind:id")."""
     out = []
     for kind in sorted(index.modalities, key=lambda k: (k != "image", k)):
-        ids, _ = index.vectors(kind)
-        for hit in index.get(ids[:per_kind].tolist()):
-            if hit is not None:
-                name = hit.text if hit.text is not None else os.path.basename(hit.uri or f"#{hit.id}")
-                extra = hit.metadata.get("caption") if isinstance(hit.metadata, dict) else None
-                out.append((f"{kind} · {name[:50]}" + (f" — {extra[:50]}" if extra else ""), f"{kind}:{hit.id}"))
+        for hit in handlers.some_items(index, kind, per_kind):
+            name = hit.text if hit.text is not None else os.path.basename(hit.uri or f"#{hit.id}")
+            extra = hit.metadata.get("caption") if isinstance(hit.metadata, dict) else None
+            out.append((f"{kind} · {name[:50]}" + (f" — {extra[:50]}" if extra else ""), f"{kind}:{hit.id}"))
     return out
 
 

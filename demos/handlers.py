@@ -373,8 +373,9 @@ def upload_kind(path: Any) -> tuple[str | None, str]:
         if kind is None:
             with open(path, "rb") as f:
                 head = f.read(16)
-            if sniff(head) and "image" in sniff(head):
-                return "image", f"{name}: {sniff(head)} (by its first bytes)"
+            what = sniff(head) or ""
+            if "image" in what:
+                return "image", f"{name}: {what} (by its first bytes)"
             if head[:4] == b"RIFF" and head[8:12] in (b"WAVE", b"AVI "):
                 kind = "audio" if head[8:12] == b"WAVE" else "video"
                 return kind, f"{name}: a {'WAV' if kind == 'audio' else 'AVI'} file (by its first bytes)"
@@ -399,6 +400,14 @@ def upload_kind_fn(current: Any, upload: Any) -> tuple:
 
 
 # ---- examples that work ------------------------------------------------------------------------------------------
+def some_items(index: Any, kind: str, n: int) -> list[Any]:
+    """Up to ``n`` stored items of ``kind`` (as hits): those nearest a fixed vector, so the same on every start
+    and as cheap on a million items as on ten (no scan of every stored vector)."""
+    if kind not in index.modalities:
+        return []
+    return index.search(vector=np.ones(index.dim, np.float32), k=n, modalities=[kind])[kind]
+
+
 #: Phrases built from a scene's labels (synthetic world), most specific first; each names the labels it uses.
 _PHRASES = (("size", "colour", "shape"), ("temperature", "shape"), ("colour", "shape"), ("material", "shape"))
 
@@ -407,10 +416,9 @@ def example_texts(index: Any, model: Any, n: int = 4, scan: int = 12) -> list[st
     """Up to ``n`` text queries that work on this index with this model: phrases made of the labels of stored
     synthetic-world scenes ("a large red circle"), kept only when the top image hit really has those labels.
     Empty for an index without such labels (your own media) or a model without a text encoder."""
-    if model is None or "text" not in model.modalities or "image" not in index.modalities:
+    if model is None or "text" not in model.modalities:
         return []
-    ids, _ = index.vectors("image")
-    scenes = [h.metadata for h in index.get(ids[:scan].tolist()) if h is not None and isinstance(h.metadata, dict)]
+    scenes = [h.metadata for h in some_items(index, "image", scan) if isinstance(h.metadata, dict)]
     candidates: dict[str, dict[str, str]] = {}
     for attrs in _PHRASES:
         for meta in scenes:
@@ -439,10 +447,7 @@ def example_media(index: Any, served: _Served, kinds: tuple[str, ...] = ("image"
     that item first (cosine 1) and its scene in the other modalities, whatever the model."""
     out = []
     for kind in kinds:
-        if kind not in index.modalities:
-            continue
-        ids, _ = index.vectors(kind)
-        hit = next((h for h in index.get(ids[:8].tolist()) if h is not None and h.uri), None)
+        hit = next((h for h in some_items(index, kind, 8) if h.uri), None)
         path = served(hit) if hit is not None else None
         if path:
             out.append((kind, path, f"{kind} query: {_name(hit)}"))
