@@ -9,7 +9,7 @@ import sys
 
 # module name -> subcommands it registers. Import is lazy so `bindkit --help` stays fast.
 _COMMAND_MODULES = ("demo", "convert", "fetch", "embed", "index", "search", "serve", "train", "distill", "eval", "datasets",
-                    "bench")
+                    "bench", "verify")
 
 
 def build_parser() -> argparse.ArgumentParser:
