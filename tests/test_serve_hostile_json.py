@@ -91,3 +91,29 @@ def test_metadata_nested_deep_is_a_4xx_and_the_server_stays_healthy(client):
     r = client.post("/add", json={"items": [{"modality": "text", "text": "deep", "metadata": meta}]})
     assert r.status_code < 500, r.text
     assert client.post("/search", json={"text": "a red square"}).status_code == 200
+
+
+# ---- tokens that no client could send are refused at start ---------------------------------------------------
+@pytest.mark.parametrize("token", [" s3cret", "s3cret ", "s3 cret", "pässword", "tok\n", ""])
+def test_unusable_tokens_are_refused_by_create_app(token):
+    from bindkit.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="ServeConfig.token"):
+        create_app(ServeConfig(token=token), loader=lambda: None)
+
+
+@pytest.mark.parametrize("how", ["--token", "env"])
+def test_cli_refuses_an_unusable_token_before_loading_anything(how):
+    import subprocess
+    import sys
+
+    from test_serve_cli import _env
+
+    env = _env(BINDKIT_TOKEN="pässword") if how == "env" else _env()
+    args = ["--token", "s3cret "] if how == "--token" else []
+    r = subprocess.run([sys.executable, "-m", "bindkit", "serve", "--model", "imagebind_tiny", *args],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert ("$BINDKIT_TOKEN" if how == "env" else "--token") in r.stderr
+    assert ("non-ASCII" if how == "env" else "whitespace") in r.stderr and "Traceback" not in r.stderr
+    assert "loading" not in r.stderr  # refused before the server starts
