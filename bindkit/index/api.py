@@ -59,13 +59,22 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _open_only(method: _F) -> _F:
     """Make ``method`` raise IndexClosedError ("index is closed") once the index was closed, instead of
-    whatever SQLite or FAISS would say."""
+    whatever SQLite or FAISS would say — also in a thread that was inside the method when another thread
+    called :meth:`Index.close` (SQLite's "Cannot operate on a closed database" becomes IndexClosedError)."""
 
     @functools.wraps(method)
     def wrapper(self: "Index", *args: Any, **kwargs: Any) -> Any:
         if self._closed:
             raise IndexClosedError(f"index {self.path} is closed; open it again with bindkit.Index.open(path)")
-        return method(self, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        except IndexClosedError:
+            raise
+        except Exception:
+            if self._closed:  # closed by another thread while this call ran
+                raise IndexClosedError(f"index {self.path} was closed by another thread during "
+                                       f"{method.__name__}(); open it again with bindkit.Index.open(path)") from None
+            raise
 
     return wrapper  # type: ignore[return-value]
 
