@@ -9,7 +9,7 @@ import sys
 
 # module name -> subcommands it registers. Import is lazy so `bindkit --help` stays fast.
 _COMMAND_MODULES = ("demo", "models", "convert", "fetch", "embed", "index", "search", "serve", "train", "distill", "eval",
-                    "datasets", "bench")
+                    "datasets", "bench", "verify")
 
 
 def version() -> str:

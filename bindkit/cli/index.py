@@ -61,6 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--shard", type=_shard, metavar="I/N", help="embed only shard I of N into OUT/part-I-of-N "
                    "(under torchrun: RANK/WORLD_SIZE)")
     b.add_argument("--sync", action="store_true", help="also remove items whose source files are gone")
+    b.add_argument("--checksum", action="store_true", help="re-read every file and compare its content hash, "
+                   "instead of trusting an unchanged size and modification time (like rsync --checksum): catches "
+                   "a file rewritten with the same size and its mtime put back; slower, reads every byte")
     b.add_argument("--no-optimize", action="store_true", help="keep exact search; skip choosing/tuning an index type")
     _optimize_args(b)
     add_result_args(b, quiet="no progress bar (the summary still prints)", json="print the build report as JSON")
@@ -122,7 +125,8 @@ def run_build(args: argparse.Namespace) -> int:
     target = part_dir(args.out, shard) if shard else Path(args.out)
     model = load_model_for(target, args.model, args.weights, args.device, quantize=args.quantize)
     report = build(args.sources, args.out, model, modality=args.modality, batch_size=args.batch_size,
-                   workers=args.workers, shard=shard, sync=args.sync, optimize=not args.no_optimize,
+                   workers=args.workers, shard=shard, sync=args.sync, checksum=args.checksum,
+                   optimize=not args.no_optimize,
                    index_key=args.index_key, memory_budget_bytes=args.memory_budget,
                    recall_target=args.recall_target, progress=None if not args.quiet else False,
                    weights=args.weights)

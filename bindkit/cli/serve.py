@@ -179,9 +179,14 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..serve import Limits, ServeConfig, create_app
-    from ..serve.auth import is_loopback, token_from_env
+    from ..serve.auth import TOKEN_ENV, is_loopback, token_from_env, token_problem
 
     token = args.token or token_from_env()
+    if token is not None:
+        problem = token_problem(token, "--token" if args.token else f"${TOKEN_ENV}")
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     if not is_loopback(args.host) and token is None and not args.insecure:
         print(f"error: --host {args.host} accepts connections from other machines, and no token is set; set "
               "BINDKIT_TOKEN (or --token) so that requests need 'Authorization: Bearer <token>', or pass "
@@ -232,4 +237,21 @@ def run(args: argparse.Namespace) -> int:
             raise exc
         print(f"error: the model could not be loaded: {exc}", file=sys.stderr)
         return 1
+    _exit_now_if_work_lingers(0)
     return 0
+
+
+def _exit_now_if_work_lingers(code: int) -> None:
+    """After the shutdown: when --graceful-timeout cancelled requests whose decoding or embedding still runs in
+    the server's worker threads (their answer, a 503, is already sent and an unfinished /add is never committed),
+    exit at once instead of letting the interpreter wait for those threads."""
+    import os
+    import threading
+
+    busy = [t for t in threading.enumerate() if t.name.startswith(("bindkit-decode", "bindkit-index"))
+            and t.is_alive() and not t.daemon]
+    if busy:
+        print(f"bindkit serve: not waiting for {len(busy)} worker thread(s) still busy with request(s) cancelled "
+              "at --graceful-timeout", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(code)
