@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "durations, --max-decoded-size: what decoding may produce, counted from the decoded data, not the\n"
         "headers) and per server (--max-inflight-size: request bytes being read or answered at once;\n"
         "--max-connections; --header-timeout and --body-timeout for slow or idle clients; --keep-alive-timeout).\n"
-        "A request whose bytes do not fit in flight waits for room (up to --body-timeout, then 503).",
+        "A request whose bytes do not fit in flight waits for room (up to --queue-timeout, then 503).",
         epilog="examples:\n"
         "  bindkit serve --model imagebind_huge                       # localhost:8000, weights from weights/\n"
         "  BINDKIT_TOKEN=s3cret bindkit serve --host 0.0.0.0 --port 8080\n"
@@ -126,8 +126,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="seconds a connection may take to send a request's headers; then it is closed "
                    f"(default {sb.header_timeout:g})")
     c.add_argument("--body-timeout", type=_seconds, default=sb.body_timeout, metavar="S",
-                   help="seconds a request may take to send its body (408 after) and may wait for room in flight "
-                   f"(503 after) (default {sb.body_timeout:g})")
+                   help=f"seconds a request may take to send its body; 408 after (default {sb.body_timeout:g})")
+    c.add_argument("--queue-timeout", type=_seconds, default=sb.queue_timeout, metavar="S",
+                   help="seconds a request may wait for room among the bytes in flight (--max-inflight-size); 503 "
+                   f"after (default {sb.queue_timeout:g})")
     c.add_argument("--keep-alive-timeout", type=_seconds, default=sb.keep_alive_timeout, metavar="S",
                    help="seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive) "
                    f"(default {sb.keep_alive_timeout:g})")
@@ -201,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
               "process's file-descriptor limit (raise it with `ulimit -n`)", file=sys.stderr)
     bounds = ServerBounds(max_connections=connections, max_inflight_bytes=args.max_inflight_size,
                           header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                          queue_timeout=args.queue_timeout,
                           keep_alive_timeout=args.keep_alive_timeout)
     config = ServeConfig(unit_vectors=args.unit_vectors, token=token, limits=limits, max_batch=args.max_batch,
                          max_wait_ms=args.max_wait_ms, decode_workers=args.decode_workers, index_dir=args.index,

@@ -149,10 +149,11 @@ class Gate:
             return
         # reserve the body's bytes among all requests in flight before reading it (TCP holds the rest back)
         reserved = await self.state.inflight.acquire(limit if declared_n is None else declared_n,
-                                                     bounds.body_timeout)
+                                                     bounds.queue_timeout)
         if reserved is None:
             await error_response(path, 503, f"the server is reading or answering {self.state.inflight.used} bytes "
-                                 f"of requests, its limit (--max-inflight-size); retry later",
+                                 f"of requests, its limit (--max-inflight-size), and no room was made within "
+                                 f"{bounds.queue_timeout:g} s (--queue-timeout); retry later",
                                  headers={"Retry-After": "5"})(scope, receive, send)
             return
         try:
@@ -553,7 +554,7 @@ def _meta(state: ServerState, eng: Engine) -> dict[str, Any]:
         "device": str(model.device),
         "bindkit_version": _version(),
         "limits": cfg.limits.to_dict(),
-        "bounds": cfg.bounds.to_dict(),
+        "bounds": {**cfg.bounds.to_dict(), "inflight_bytes": state.inflight.used},
         "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms, **eng.batcher.stats.to_dict()},
         "index": index,
         "auth": cfg.token is not None,

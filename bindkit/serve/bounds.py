@@ -50,8 +50,8 @@ class ServerBounds:
         max_connections: most open client connections; more are closed as they open.
         max_inflight_bytes: most request-body bytes reserved by requests being read or answered at once.
         header_timeout: seconds a connection may take to send a request's line and headers.
-        body_timeout: seconds a request may take to send its body (after its reservation is granted); also the
-            longest a request waits for a reservation.
+        body_timeout: seconds a request may take to send its body (once its reservation is granted).
+        queue_timeout: seconds a request may wait for its reservation of bytes in flight (then 503).
         keep_alive_timeout: seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``).
         max_header_bytes: largest request line + headers (h11's ``max_incomplete_event_size``).
     """
@@ -60,6 +60,7 @@ class ServerBounds:
     max_inflight_bytes: int = 256 * MiB
     header_timeout: float = 10.0
     body_timeout: float = 60.0
+    queue_timeout: float = 60.0
     keep_alive_timeout: float = 5.0
     max_header_bytes: int = 16 * 1024
 
