@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..serve import Limits, ServeConfig, ServerBounds, create_app, uvicorn_options
-    from ..serve.bounds import fit_fd_limit
+    from ..serve.bounds import fit_fd_limit, return_freed_memory
     from ..serve.auth import is_loopback, token_from_env
 
     token = args.token or token_from_env()
@@ -197,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     limits = Limits(max_body_bytes=args.max_body_size, max_items=args.max_items, max_pixels=args.max_pixels,
                     max_audio_seconds=args.max_audio_seconds, max_video_seconds=args.max_video_seconds,
                     max_decoded_bytes=args.max_decoded_size)
+    return_freed_memory()
     connections = fit_fd_limit(args.max_connections)
     if connections < args.max_connections:
         print(f"bindkit serve: --max-connections {args.max_connections} lowered to {connections} to stay under this "

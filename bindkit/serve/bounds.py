@@ -68,6 +68,25 @@ class ServerBounds:
         return asdict(self)
 
 
+def return_freed_memory() -> bool:
+    """Make glibc's malloc hand large freed buffers back to the system (a fixed 1 MiB mmap threshold instead of
+    the dynamic one, which grows to 32 MiB after the first big free) and cap its per-thread arenas at 4: a
+    server that decodes 60 MB request bodies in several threads otherwise keeps their peak as RSS for good.
+    Returns whether it applied (glibc only)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_mmap_threshold, m_arena_max = -3, -8
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 20)) and bool(libc.mallopt(m_arena_max, 4))
+    except (OSError, AttributeError):
+        return False
+
+
 def fit_fd_limit(max_connections: int) -> int:
     """Raise this process's soft file-descriptor limit towards ``max_connections`` + :data:`FD_RESERVE` (up to the
     hard limit); returns the connection cap that fits under the resulting limit (``max_connections`` or less)."""
