@@ -77,7 +77,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def run(url: str, port: int, pid: int, args: argparse.Namespace, media: dict[str, bytes]) -> dict:
+async def run(url: str, port: int, pid: int, args: argparse.Namespace, media: dict[str, bytes], large: bytes
+              ) -> dict:
     import httpx
 
     stop = asyncio.Event()
@@ -138,17 +139,17 @@ async def run(url: str, port: int, pid: int, args: argparse.Namespace, media: di
                 n += 1
 
     async def large_bodies() -> None:
-        payload = body("images", noise_png(int(args.body_mb * 1e6 * 3 / 4 / 3)))
         limits = httpx.Limits(max_connections=args.bodies)
         async with httpx.AsyncClient(timeout=600, limits=limits) as http:
             while not stop.is_set():
-                await asyncio.gather(*(post(http, "large body", payload) for _ in range(args.bodies)))
+                await asyncio.gather(*(post(http, "large body", large) for _ in range(args.bodies)))
 
     tasks = [asyncio.ensure_future(c) for c in (sampler(), prober())]
     tasks += [asyncio.ensure_future(idle_holder()) for _ in range(args.idle)]
     await asyncio.sleep(1.0)
     tasks += [asyncio.ensure_future(media_client(i)) for i in range(args.media_clients)]
-    tasks.append(asyncio.ensure_future(large_bodies()))
+    if args.bodies:
+        tasks.append(asyncio.ensure_future(large_bodies()))
     await asyncio.sleep(args.seconds)
     stop.set()
     await asyncio.wait(tasks, timeout=120)  # requests in flight finish (their answers are counted)
@@ -225,8 +226,10 @@ def main() -> int:
         "4000x4000 video": body("video", huge_frame_video(8, (4000, 4000))),
         "128-channel WAV": body("audio", many_channel_wav(128, seconds=2.5, rate=8000)),
     }
+    large = body("images", noise_png(int(args.body_mb * 1e6 * 3 / 4 / 3)))
     print(f"media generated in {time.monotonic() - started:.0f} s: "
-          + ", ".join(f"{k} {len(v) / 1e6:.1f} MB" for k, v in media.items()), file=sys.stderr)
+          + ", ".join(f"{k} {len(v) / 1e6:.1f} MB" for k, v in media.items()) + f", large body {len(large) / 1e6:.1f} MB",
+          file=sys.stderr)
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -239,7 +242,7 @@ def main() -> int:
             from serve_helpers import wait_ready
 
             wait_ready(url, timeout=300, proc=proc)
-            report = asyncio.run(run(url, port, proc.pid, args, media))
+            report = asyncio.run(run(url, port, proc.pid, args, media, large))
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

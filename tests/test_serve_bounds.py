@@ -145,3 +145,20 @@ def test_body_larger_than_the_inflight_cap_still_passes_alone(model):
     with serve(model, max_inflight_bytes=10_000) as srv:
         r = httpx.post(srv.url + "/vectorize", content=body, timeout=WAIT)
         assert r.status_code == 200, r.text
+
+
+def test_cli_bounds_options_are_checked_and_documented():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    r = subprocess.run([sys.executable, "-m", "bindkit", "serve", "--header-timeout", "0"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--header-timeout" in r.stderr and "more than 0" in r.stderr
+    help_text = subprocess.run([sys.executable, "-m", "bindkit", "serve", "--help"], env=env, capture_output=True,
+                               text=True, timeout=120).stdout
+    for option in ("--max-decoded-size", "--max-connections", "--max-inflight-size", "--header-timeout",
+                   "--body-timeout", "--queue-timeout", "--keep-alive-timeout"):
+        assert option in help_text

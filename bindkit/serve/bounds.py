@@ -60,7 +60,7 @@ class ServerBounds:
     max_inflight_bytes: int = 256 * MiB
     header_timeout: float = 10.0
     body_timeout: float = 60.0
-    queue_timeout: float = 60.0
+    queue_timeout: float = 300.0
     keep_alive_timeout: float = 5.0
     max_header_bytes: int = 16 * 1024
 
