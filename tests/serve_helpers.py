@@ -123,7 +123,11 @@ class ServerThread:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        from bindkit.serve import uvicorn_options
+
+        config = getattr(getattr(app.state, "bindkit", None), "config", None)
+        bounds = uvicorn_options(config.bounds) if config is not None else {}
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **bounds))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.ready = ready
 

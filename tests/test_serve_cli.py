@@ -3,12 +3,15 @@ the token from $BINDKIT_TOKEN, graceful shutdown on SIGTERM, and the refusal to 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,6 +35,32 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _poll_until(done: Callable[[], bool], proc: subprocess.Popen, what: str, deadline_s: float = 120.0) -> None:
+    """Wait for a state of the server ``proc`` (the pause between polls only spares the CPU; the deadline only
+    keeps a broken server from hanging the test)."""
+    end = time.monotonic() + deadline_s
+    while not done():
+        assert proc.poll() is None, f"the server exited while waiting for {what}"
+        assert time.monotonic() < end, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+def _in_progress(url: str, headers: dict[str, str]) -> float:
+    """``bindkit_http_requests_in_progress`` of the server at ``url`` (this scrape included)."""
+    text = httpx.get(url + "/metrics", headers=headers, timeout=60).text
+    return float(next(line.split()[1] for line in text.splitlines()
+                      if line.startswith("bindkit_http_requests_in_progress ")))
+
+
+def _refused(port: int) -> bool:
+    """Whether a new connection to ``port`` is refused (the server has closed its listening socket)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def test_non_loopback_host_without_token_needs_insecure():
@@ -69,16 +98,28 @@ def test_cli_serves_a_converted_folder_and_shuts_down_gracefully(tmp_path):
         want = model.embed(image=[png()], show_progress_bar=False)["image"][0]
         np.testing.assert_allclose(r.json()["imageVectors"][0], want, atol=1e-5, rtol=0)
 
-        # SIGTERM while a request waits for its batch (--max-wait-ms 200): it is still answered
+        # SIGTERM while a request is in flight: it is still answered (its batch then waits --max-wait-ms 200
+        # during the shutdown). The body's tail is held back until the server has stopped accepting connections,
+        # so the request is surely in flight when the signal arrives, whatever the machine's load.
         result: dict = {}
+        raw = json.dumps(body).encode()
+        release = threading.Event()
+
+        def chunks():
+            yield raw[:len(raw) // 2]
+            release.wait(120)
+            yield raw[len(raw) // 2:]
 
         def call() -> None:
-            result["r"] = httpx.post(url + "/vectorize", json=body, headers=auth, timeout=120)
+            result["r"] = httpx.post(url + "/vectorize", content=chunks(), headers=auth, timeout=120)
 
         t = threading.Thread(target=call)
         t.start()
-        t.join(0.1)
+        # the scrape itself is one request in progress; the held /vectorize the other
+        _poll_until(lambda: _in_progress(url, auth) >= 2, proc, "the /vectorize request to be in progress")
         proc.send_signal(signal.SIGTERM)
+        _poll_until(lambda: _refused(port), proc, "the server to stop accepting connections after SIGTERM")
+        release.set()
         t.join(120)
         assert result["r"].status_code == 200
         assert len(result["r"].json()["imuVectors"]) == 1

@@ -18,10 +18,19 @@ def _size(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = non_negative_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..serve.bounds import ServerBounds
     from ..serve.limits import Limits
 
     d = Limits()
+    sb = ServerBounds()
     p = subparsers.add_parser(
         "serve",
         help="serve a model over HTTP: Weaviate multi2vec-bind, OpenAI /v1/embeddings, index search",
@@ -45,7 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "worker threads. Bad input is answered 400/422 with {\"error\": \"<item>: <reason>\"}, limits 413.\n\n"
         "Each request is logged on stderr (method, path, status, items, ms; logger bindkit.serve.access);\n"
         "GET /metrics serves Prometheus metrics (requests, latency, batch sizes, queue depth), behind the\n"
-        "token like every route unless --metrics-public.",
+        "token like every route unless --metrics-public.\n\n"
+        "Memory and connections are bounded per request (--max-body-size, --max-items, --max-pixels, media\n"
+        "durations, --max-decoded-size: what decoding may produce, counted from the decoded data, not the\n"
+        "headers) and per server (--max-inflight-size: request bytes being read or answered at once;\n"
+        "--max-connections; --header-timeout and --body-timeout for slow or idle clients; --keep-alive-timeout).\n"
+        "A request whose bytes do not fit in flight waits for room (up to --queue-timeout, then 503).",
         epilog="examples:\n"
         "  bindkit serve --model imagebind_huge                       # localhost:8000, weights from weights/\n"
         "  BINDKIT_TOKEN=s3cret bindkit serve --host 0.0.0.0 --port 8080\n"
@@ -110,6 +124,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"longest audio input (default {d.max_audio_seconds:g})")
     b.add_argument("--max-video-seconds", type=non_negative_float, default=d.max_video_seconds, metavar="S",
                    help=f"longest video input (default {d.max_video_seconds:g})")
+    b.add_argument("--max-decoded-size", type=_size, default=d.max_decoded_bytes, metavar="SIZE",
+                   help="most bytes decoding one request's media may produce, all items together (audio samples, "
+                   f"video frames, image pixels; counted while decoding) (default {d.max_decoded_bytes // 2**20}M)")
+
+    c = p.add_argument_group("connections (server-wide)")
+    c.add_argument("--max-connections", type=positive_int, default=sb.max_connections, metavar="N",
+                   help="most open client connections; more are answered 503 and closed as they open (the soft "
+                   f"file-descriptor limit is raised to fit, or the cap lowered to it) (default {sb.max_connections})")
+    c.add_argument("--max-inflight-size", type=_size, default=sb.max_inflight_bytes, metavar="SIZE",
+                   help="most request-body bytes being read or answered at once; a request reserves its "
+                   "Content-Length (--max-body-size when chunked) and waits for room "
+                   f"(default {sb.max_inflight_bytes // 2**20}M)")
+    c.add_argument("--header-timeout", type=_seconds, default=sb.header_timeout, metavar="S",
+                   help="seconds a connection may take to send a request's headers; then it is closed "
+                   f"(default {sb.header_timeout:g})")
+    c.add_argument("--body-timeout", type=_seconds, default=sb.body_timeout, metavar="S",
+                   help=f"seconds a request may take to send its body; 408 after (default {sb.body_timeout:g})")
+    c.add_argument("--queue-timeout", type=_seconds, default=sb.queue_timeout, metavar="S",
+                   help="seconds a request may wait for room among the bytes in flight (--max-inflight-size); 503 "
+                   f"after (default {sb.queue_timeout:g})")
+    c.add_argument("--keep-alive-timeout", type=_seconds, default=sb.keep_alive_timeout, metavar="S",
+                   help="seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive) "
+                   f"(default {sb.keep_alive_timeout:g})")
     p.set_defaults(func=run)
 
 
@@ -178,8 +215,9 @@ def _pad_level(record: object) -> bool:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..serve import Limits, ServeConfig, create_app
+    from ..serve import Limits, ServeConfig, ServerBounds, create_app, uvicorn_options
     from ..serve.auth import TOKEN_ENV, is_loopback, token_from_env, token_problem
+    from ..serve.bounds import fit_fd_limit, return_freed_memory
 
     token = args.token or token_from_env()
     if token is not None:
@@ -198,11 +236,21 @@ def run(args: argparse.Namespace) -> int:
     card, weights = resolve_model_spec(args.model, args.weights)
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()] if args.modalities else None
     limits = Limits(max_body_bytes=args.max_body_size, max_items=args.max_items, max_pixels=args.max_pixels,
-                    max_audio_seconds=args.max_audio_seconds, max_video_seconds=args.max_video_seconds)
+                    max_audio_seconds=args.max_audio_seconds, max_video_seconds=args.max_video_seconds,
+                    max_decoded_bytes=args.max_decoded_size)
+    return_freed_memory()
+    connections = fit_fd_limit(args.max_connections)
+    if connections < args.max_connections:
+        print(f"bindkit serve: --max-connections {args.max_connections} lowered to {connections} to stay under this "
+              "process's file-descriptor limit (raise it with `ulimit -n`)", file=sys.stderr)
+    bounds = ServerBounds(max_connections=connections, max_inflight_bytes=args.max_inflight_size,
+                          header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                          queue_timeout=args.queue_timeout,
+                          keep_alive_timeout=args.keep_alive_timeout)
     config = ServeConfig(unit_vectors=args.unit_vectors, token=token, limits=limits, max_batch=args.max_batch,
                          max_wait_ms=args.max_wait_ms, decode_workers=args.decode_workers, index_dir=args.index,
                          allow_writes=args.allow_writes, model_name=args.model_name,
-                         weights=weights, metrics_public=args.metrics_public)
+                         weights=weights, metrics_public=args.metrics_public, bounds=bounds)
     _log_to_stderr(args.log_level, args.access_log)
 
     def load() -> Any:
@@ -222,7 +270,8 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(config, loader=load, on_load_error=on_load_error)
     server = _server_class()(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=args.graceful_timeout or None,
-                                           lifespan="on", access_log=False))  # bindkit's own access log
+                                           lifespan="on", access_log=False,  # bindkit's own access log
+                                           **uvicorn_options(bounds)))
     shown = f"[{args.host}]" if ":" in args.host else args.host
     which = args.model or ("the index's model" if args.index else "imagebind_huge")
     print(f"bindkit serve: http://{shown}:{args.port} (docs: /docs); loading {which}; /.well-known/ready "

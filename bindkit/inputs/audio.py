@@ -24,9 +24,10 @@ samples at all, is an InputError.
 
 from __future__ import annotations
 
+import itertools
 import re
 from fractions import Fraction
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -34,7 +35,9 @@ import torch.nn.functional as F
 
 from ..errors import describe_exc
 from ..fileio import sniff
-from .audio_ranges import read_resampled, resampled_length, warn_if_truncated
+from .audio_ranges import (FOLD_ABOVE, fold_channels, input_span, read_folded, read_resampled, resample_bytes, resample_span,
+                           resampled_length, warn_if_truncated)
+from .budget import DecodeLimitError, current_budget
 from .sources import Source
 
 DEFAULTS: dict[str, Any] = {
@@ -75,14 +78,23 @@ def validate(p: dict[str, Any]) -> None:
 def decode(src: Source, p: dict[str, Any]) -> tuple[torch.Tensor, int]:
     """Decode ``src`` to (channels x samples float32 waveform, sample rate). In-memory items: a 1-D array (one
     channel), channels x samples, or a ``(array, rate)`` tuple; without a rate they are taken to be at the
-    ``sample_rate`` option, else at the model's ``target_rate``."""
+    ``sample_rate`` option, else at the model's ``target_rate``. Files with more than 8 channels come back
+    folded to two (:func:`~bindkit.inputs.audio_ranges.fold_channels`: same features, 2 rows resampled instead
+    of C). Decoding charges the active :class:`~bindkit.inputs.budget.DecodeBudget` as samples come out."""
+    return _decode(src, p, None)
+
+
+def _decode(src: Source, p: dict[str, Any], whole_max_s: float | None) -> tuple[torch.Tensor, int]:
+    """:func:`decode`; with ``whole_max_s``, a stream (PyAV) found longer than that raises :class:`_LongStream`
+    instead of being held whole."""
     if src.obj is not None:
         return _from_array(src.obj, src, p.get("sample_rate") or p["target_rate"])
+    target = int(p["target_rate"])
     try:
-        return _decode_soundfile(src)
+        return _decode_soundfile(src, target)
     except _SoundfileFailed as first:
         try:
-            return _decode_pyav(src)
+            return _decode_pyav(src, target, whole_max_s)
         except _PyAVFailed as second:
             what = sniff(src.head())
             hint = f"it looks like {what}; " if what else ""
@@ -100,6 +112,14 @@ class _PyAVFailed(Exception):
     pass
 
 
+class _LongStream(Exception):
+    """A PyAV stream longer than the whole-read bound: ``frames`` samples at ``rate`` (counted by decoding)."""
+
+    def __init__(self, frames: int, rate: int):
+        super().__init__(frames, rate)
+        self.frames, self.rate = frames, rate
+
+
 def _first_line(exc: BaseException) -> str:
     # libsndfile prefixes the file object's repr ("Error opening <_io.BytesIO ...>: "); keep the reason only
     return re.sub(r"^(\w+: )?Error opening .*?: ", "", describe_exc(exc))
@@ -114,42 +134,112 @@ def _open_soundfile(src: Source) -> Any:
         raise _SoundfileFailed(_first_line(exc))
 
 
-def _decode_soundfile(src: Source) -> tuple[torch.Tensor, int]:
+def _charge_soundfile(f: Any, src: Source, target: int, frames: int) -> None:
+    """Check the decode budget before reading ``frames`` frames of ``f`` (libsndfile reads at most the frames
+    its header announces, and allocates exactly that: the header bounds what is decoded)."""
+    budget = current_budget()
+    rate = int(f.samplerate)
+    budget.check_audio(int(f.frames), rate, src.label)
+    channels = int(f.channels) if int(f.channels) <= FOLD_ABOVE else 2
+    budget.charge(frames * channels * 4 + resample_bytes(rate, target), src.label, "audio")
+
+
+def _decode_soundfile(src: Source, target: int) -> tuple[torch.Tensor, int]:
     with _open_soundfile(src) as f:
         warn_if_truncated(f, src.label)
+        _charge_soundfile(f, src, target, int(f.frames))
         try:
-            data = f.read(dtype="float32", always_2d=True)
+            data = read_folded(f, int(f.frames))
         except Exception as exc:
             raise _SoundfileFailed(_first_line(exc))
-        return torch.from_numpy(np.ascontiguousarray(data.T)), int(f.samplerate)
+        return torch.from_numpy(data), int(f.samplerate)
 
 
-def _decode_pyav(src: Source) -> tuple[torch.Tensor, int]:
+def _pyav_chunks(src: Source) -> Iterator[tuple[np.ndarray, int]]:
+    """The decoded audio of ``src``'s first audio stream, as (folded channels x samples float32, rate) chunks,
+    in order. Counts the samples as they come and checks them against the decode budget's duration bound, so a
+    container whose header understates the length is stopped by what it really holds."""
     import av
 
+    budget = current_budget()
     try:
         with av.open(src.open(), mode="r") as container:
             if not container.streams.audio:
                 raise _PyAVFailed("no audio stream")
             stream = container.streams.audio[0]
             resampler = None
-            chunks = []
-            for frame in container.decode(stream):
+            n = 0
+            for frame in itertools.chain(container.decode(stream), [None]):
+                if frame is None and resampler is None:
+                    raise _PyAVFailed("the audio stream has no frames")
                 if resampler is None:
                     rate = frame.sample_rate
                     resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=rate)
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
-            if resampler is None:
-                raise _PyAVFailed("the audio stream has no frames")
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray())
-    except _PyAVFailed:
+                    chunk = fold_channels(out.to_ndarray())
+                    n += chunk.shape[1]
+                    budget.check_audio(n, rate, src.label)
+                    yield chunk, int(rate)
+    except (_PyAVFailed, DecodeLimitError):
         raise
     except Exception as exc:  # FFmpeg errors come as many av.error subclasses
         raise _PyAVFailed(_first_line(exc))
+
+
+def _decode_pyav(src: Source, target: int, whole_max_s: float | None) -> tuple[torch.Tensor, int]:
+    """The whole stream as one waveform; with ``whole_max_s``, a stream that turns out longer is dropped as
+    soon as that is known (and counted to its end: :class:`_LongStream`)."""
+    budget = current_budget()
+    chunks: list[np.ndarray] = []
+    held = n = rate = 0
+    for chunk, rate in _pyav_chunks(src):
+        if not n:
+            budget.charge(resample_bytes(rate, target), src.label, "audio")
+        n += chunk.shape[1]
+        if chunks is None:
+            continue
+        if whole_max_s is not None and n > whole_max_s * rate:
+            budget.refund(held)
+            chunks, held = None, 0  # type: ignore[assignment]
+            continue
+        budget.charge(chunk.nbytes, src.label, "audio")
+        held += chunk.nbytes
+        chunks.append(chunk)
+    if chunks is None:
+        raise _LongStream(n, rate)
     data = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else np.zeros((1, 0), np.float32)
     return torch.from_numpy(data), int(rate)
+
+
+def _pyav_clips(src: Source, p: dict[str, Any], frames: int, rate: int) -> torch.Tensor:
+    """Features of a long PyAV stream of ``frames`` samples at ``rate`` (counted by a first pass): one more
+    decoding pass keeps only the input spans the clips depend on, resampled as :func:`load_clips` does."""
+    target = int(p["target_rate"])
+    n = resampled_length(frames, rate, target)
+    bounds = clip_bounds(n, target, float(p["clip_duration"]), int(p["clips_per_file"]))
+    spans = [input_span(a, b, rate, frames, target) for a, b in bounds]
+    budget = current_budget()
+    segs: list[np.ndarray | None] = [None] * len(spans)
+    pos, last = 0, max(stop for _, stop in spans)
+    for chunk, _ in _pyav_chunks(src):
+        end = pos + chunk.shape[1]
+        for i, (start, stop) in enumerate(spans):
+            if start < end and pos < stop:
+                if segs[i] is None:
+                    budget.charge((stop - start) * chunk.shape[0] * 4, src.label, "audio")
+                    segs[i] = np.zeros((chunk.shape[0], stop - start), np.float32)
+                lo, hi = max(start, pos), min(stop, end)
+                segs[i][:, lo - start:hi - start] = chunk[:, lo - pos:hi - pos]
+        pos = end
+        if pos >= last:
+            break
+    if any(seg is None for seg in segs):
+        raise src.fail("the audio stream ended early on a second decoding pass; the file may be damaged")
+    views = [resample_span(torch.from_numpy(seg), span, a, b, rate, frames, target)
+             for seg, span, (a, b) in zip(segs, spans, bounds)]
+    if any(not torch.isfinite(v).all() for v in views):
+        raise src.fail("audio contains NaN or inf samples")
+    return _features(views, target, p)
 
 
 def _from_array(obj: Any, src: Source, default_rate: float) -> tuple[torch.Tensor, int]:
@@ -249,6 +339,8 @@ def load_clips(src: Source, p: dict[str, Any], whole_max_s: float = WHOLE_READ_M
         if p["reference_inplace_mean"] and any(b1 > a2 for (_, b1), (a2, _) in zip(bounds, bounds[1:])):
             return None  # overlapping clips share in-place mean shifts (reference quirk): decode whole
         warn_if_truncated(f, src.label)
+        spans = [input_span(a, b, rate, frames, target) for a, b in bounds]
+        _charge_soundfile(f, src, target, sum(stop - start for start, stop in spans))
         try:
             views = [read_resampled(f, a, b, target) for a, b in bounds]
         except Exception as exc:  # libsndfile errors mid-file
@@ -263,5 +355,8 @@ def load(src: Source, p: dict[str, Any]) -> torch.Tensor:
     clipped = load_clips(src, p)
     if clipped is not None:
         return clipped
-    wave, rate = decode(src, p)
+    try:
+        wave, rate = _decode(src, p, WHOLE_READ_MAX_S)
+    except _LongStream as long:  # PyAV: read clip by clip too, in a second decoding pass
+        return _pyav_clips(src, p, long.frames, long.rate)
     return from_waveform(wave, rate, p, src)

@@ -48,16 +48,11 @@ def resampled_length(frames: int, orig: int, new: int) -> int:
     return min(wanted, (frames // o + 1) * n)
 
 
-def read_resampled(f: Any, a: int, b: int, target: int) -> torch.Tensor:
-    """Samples ``[a, b)`` (channels x (b - a) float32) of the open soundfile ``f`` resampled to ``target``,
-    reading only the input they depend on. Returns a view into a wider tensor (as a clip of a whole waveform is)."""
-    import torchaudio.functional as AF
-
-    rate, frames = int(f.samplerate), int(f.frames)
+def input_span(a: int, b: int, rate: int, frames: int, target: int) -> tuple[int, int]:
+    """Input frames ``[start, stop)`` that resampled samples ``[a, b)`` depend on (block-aligned, at least
+    :data:`MIN_READ_FRAMES` long where the file allows; ``[a, b)`` itself when no resampling is needed)."""
     if rate == target:
-        # a view into a wider buffer, like a clip of the whole waveform: reductions over it (the clip mean)
-        # then add in the same order as on the whole-file path, rather than over one flat run of samples
-        return torch.nn.functional.pad(_read(f, a, b), (0, 1))[:, : b - a]
+        return a, b
     o, n = _reduced(rate, target)
     width = filter_width(rate, target)
     first, last = a // n, (b - 1) // n  # output blocks holding samples a and b - 1
@@ -65,7 +60,22 @@ def read_resampled(f: Any, a: int, b: int, target: int) -> torch.Tensor:
     stop = min(frames, max((last + 1) * o + width, start + MIN_READ_FRAMES))
     if stop - start < MIN_READ_FRAMES:  # near the end: widen backwards, still by whole blocks
         start = max(0, start - math.ceil((MIN_READ_FRAMES - (stop - start)) / o) * o)
-    seg = _read(f, start, stop)
+    return start, stop
+
+
+def resample_span(seg: torch.Tensor, span: tuple[int, int], a: int, b: int, rate: int, frames: int,
+                  target: int) -> torch.Tensor:
+    """Resampled samples ``[a, b)`` from ``seg``, the input frames ``span = input_span(a, b, ...)`` of a file of
+    ``frames`` frames. Returns a view into a wider tensor (as a clip of a whole waveform is)."""
+    import torchaudio.functional as AF
+
+    if rate == target:
+        # a view into a wider buffer, like a clip of the whole waveform: reductions over it (the clip mean)
+        # then add in the same order as on the whole-file path, rather than over one flat run of samples
+        return torch.nn.functional.pad(seg, (0, 1))[:, : b - a]
+    o, n = _reduced(rate, target)
+    width = filter_width(rate, target)
+    start, stop = span
     if stop == frames:  # the whole-file resample pads with zeros past the end: so do we
         seg = torch.nn.functional.pad(seg, (0, width + o))
     out = AF.resample(seg, orig_freq=rate, new_freq=target)
@@ -73,10 +83,62 @@ def read_resampled(f: Any, a: int, b: int, target: int) -> torch.Tensor:
     return out[:, a - offset:b - offset]
 
 
+def read_resampled(f: Any, a: int, b: int, target: int) -> torch.Tensor:
+    """Samples ``[a, b)`` (channels x (b - a) float32) of the open soundfile ``f`` resampled to ``target``,
+    reading only the input they depend on. Returns a view into a wider tensor (as a clip of a whole waveform is)."""
+    rate, frames = int(f.samplerate), int(f.frames)
+    span = input_span(a, b, rate, frames, target)
+    return resample_span(_read(f, *span), span, a, b, rate, frames, target)
+
+
+def resample_bytes(orig: int, new: int) -> int:
+    """About the memory ``torchaudio.functional.resample(orig -> new)`` allocates besides its input and output:
+    its windowed-sinc kernel (new x (orig + 2 width), built in float64, twice over), with ``orig``/``new``
+    divided by their gcd. Tiny for usual rates (44.1 kHz -> 16 kHz: 1 MB); a prime rate like 7919 Hz needs 2 GB."""
+    if orig == new:
+        return 0
+    o, n = _reduced(orig, new)
+    return 2 * 8 * n * (o + 2 * filter_width(orig, new))
+
+
+#: Files with more channels than this are folded to two (:func:`fold_channels`) as they are decoded; up to 8
+#: (7.1 surround) they are kept as they are, so their features stay bit-identical to a whole decode.
+FOLD_ABOVE = 8
+#: Read (and fold) a many-channel file in blocks of this many frames, so that it is never held whole.
+_BLOCK_FRAMES = 1 << 16
+
+
+def fold_channels(x: np.ndarray) -> np.ndarray:
+    """channels x samples -> at most 2 x samples with the same channel 0 and the same mean over channels.
+
+    The loader uses channel 0 for the filterbank and the mean over *all* channels of each clip (the clip mean
+    is subtracted first); both are linear, so channel 0 plus a companion row ``2 * mean - channel 0`` gives
+    the same features (up to float rounding: ~1e-5, at most ~2e-4 in quiet bands) while resampling 2 rows
+    instead of C. Up to :data:`FOLD_ABOVE` channels pass as they are (their values stay bit-identical)."""
+    if x.shape[0] <= FOLD_ABOVE:
+        return x
+    mean = x.mean(axis=0, dtype=np.float64)
+    return np.stack([x[0], (2.0 * mean - x[0]).astype(np.float32)])
+
+
+def read_folded(f: Any, frames: int) -> np.ndarray:
+    """Up to ``frames`` frames from the open soundfile ``f`` (from its position) as a folded (:func:`fold_channels`)
+    channels x samples float32 array: one read up to :data:`FOLD_ABOVE` channels, blocks for more."""
+    if int(f.channels) <= FOLD_ABOVE:
+        return np.ascontiguousarray(f.read(frames, dtype="float32", always_2d=True).T)
+    parts = []
+    while frames > 0:
+        block = f.read(min(frames, _BLOCK_FRAMES), dtype="float32", always_2d=True)
+        if not len(block):
+            break
+        parts.append(fold_channels(block.T))
+        frames -= len(block)
+    return np.concatenate(parts, axis=1) if parts else np.zeros((2, 0), np.float32)
+
+
 def _read(f: Any, start: int, stop: int) -> torch.Tensor:
     f.seek(start)
-    data = f.read(stop - start, dtype="float32", always_2d=True)
-    return torch.from_numpy(np.ascontiguousarray(data.T))
+    return torch.from_numpy(read_folded(f, stop - start))
 
 
 _DATA_LINE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)

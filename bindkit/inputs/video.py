@@ -10,7 +10,8 @@
   end; centred on the short side). Output order: clip-major, crop-minor.
 
 Only the frames that are kept are converted to RGB: packet timestamps are read first (no decoding), then one
-decoding pass converts the chosen frames, so memory stays small for long or high-resolution videos.
+decoding pass converts the chosen frames, each scaled to ``size`` as soon as it is decoded (one full-size float
+frame at a time, never all of them), so memory stays small for long or high-resolution videos.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, describe_exc
+from .budget import current_budget
 from .sources import Source
 
 DEFAULTS: dict[str, Any] = {
@@ -111,12 +113,17 @@ def _stream_info(src: Source):
     return times, pts, duration
 
 
-def _decode_frames(src: Source, wanted: set[int]) -> dict[int, np.ndarray]:
-    """RGB uint8 H x W x 3 arrays of the frames with pts in ``wanted`` (one decoding pass, stops early). A
-    wanted pts the decoder never reports takes the next decoded frame."""
+def _decode_frames(src: Source, wanted: set[int], p: dict[str, Any]
+                   ) -> tuple[dict[int, torch.Tensor], set[tuple[int, int]]]:
+    """The frames with pts in ``wanted``, each converted and scaled as it is decoded (:func:`_scaled`), so only
+    one full-size frame is held at a time (one decoding pass, stops early). A wanted pts the decoder never
+    reports takes the next decoded frame. Each converted frame is charged to the decode budget. Returns the
+    frames by pts and the set of (width, height) sizes among them."""
     import av
 
-    found: dict[int, np.ndarray] = {}
+    budget = current_budget()
+    found: dict[int, torch.Tensor] = {}
+    sizes: set[tuple[int, int]] = set()
     todo = sorted(wanted)
     with av.open(src.open(), mode="r") as container:
         stream = container.streams.video[0]
@@ -126,15 +133,18 @@ def _decode_frames(src: Source, wanted: set[int]) -> dict[int, np.ndarray]:
         for frame in container.decode(stream):
             if frame.pts is None:
                 continue
-            hit = [p for p in todo if p <= frame.pts]
+            hit = [t for t in todo if t <= frame.pts]
             if hit:
-                rgb = frame.to_ndarray(format="rgb24")
-                for p in hit:
-                    found[p] = rgb
-                todo = [p for p in todo if p > frame.pts]
+                budget.check_pixels(frame.width, frame.height, src.label, "video")
+                budget.charge(frame.width * frame.height * 3, src.label, "video")
+                sizes.add((frame.width, frame.height))
+                scaled = _scaled(frame.to_ndarray(format="rgb24"), p)
+                for t in hit:
+                    found[t] = scaled
+                todo = [t for t in todo if t > frame.pts]
             if not todo:
                 break
-    return found
+    return found, sizes
 
 
 def _frames_from_array(src: Source, p: dict[str, Any]):
@@ -152,17 +162,28 @@ def _frames_from_array(src: Source, p: dict[str, Any]):
     return times, a, float(a.shape[0] / fps)
 
 
-def _scale_crop(frames: torch.Tensor, p: dict[str, Any]) -> list[torch.Tensor]:
-    """frames (F, 3, H, W) uint8 -> normalised short-side-scaled frames, then the spatial crops."""
+def _scaled(rgb: np.ndarray, p: dict[str, Any]) -> torch.Tensor:
+    """One H x W x 3 uint8 frame -> (3, nh, nw) float32: / 255, short side scaled to ``size``. Frames are scaled
+    one at a time as they are decoded (the values are those of scaling them all together), so a huge frame
+    costs one float copy of itself, never one per kept frame."""
     size = int(p["size"])
-    x = frames.float() / 255.0
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+    x.div_(255.0)
     h, w = x.shape[-2:]
     if w < h:
         nh, nw = int(math.floor(h / w * size)), size
     else:
         nh, nw = size, int(math.floor(w / h * size))
     mode = p["interpolation"]
-    x = F.interpolate(x, size=(nh, nw), mode=mode, align_corners=False if mode != "nearest" else None)
+    out = F.interpolate(x, size=(nh, nw), mode=mode, align_corners=False if mode != "nearest" else None)[0]
+    del x
+    return out
+
+
+def _normalise_crop(x: torch.Tensor, p: dict[str, Any]) -> list[torch.Tensor]:
+    """Scaled frames (F, 3, nh, nw) -> CLIP-normalised, then the spatial crops."""
+    size = int(p["size"])
+    nh, nw = x.shape[-2:]
     mean = torch.tensor(p["mean"], dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(p["std"], dtype=x.dtype).view(1, 3, 1, 1)
     x = (x - mean) / std
@@ -187,7 +208,8 @@ def load(src: Source, p: dict[str, Any]) -> torch.Tensor:
     if src.obj is not None:
         times, array, duration = _frames_from_array(src, p)
         picks = pick_frames(times, _windows(duration, p), n)
-        rgb = [array[i] for clip in picks for i in clip]
+        by_index = {i: _scaled(array[i], p) for i in sorted({i for clip in picks for i in clip})}
+        scaled = [by_index[i] for clip in picks for i in clip]
     else:
         try:
             # One video at a time through FFmpeg: a build once hung with two loader threads inside PyAV
@@ -195,7 +217,7 @@ def load(src: Source, p: dict[str, Any]) -> torch.Tensor:
             with _AV_LOCK:
                 times, pts, duration = _stream_info(src)
                 picks = pick_frames(times, _windows(duration, p), n)
-                found = _decode_frames(src, {pts[i] for clip in picks for i in clip})
+                found, sizes = _decode_frames(src, {pts[i] for clip in picks for i in clip}, p)
         except InputError:
             raise
         except Exception as exc:  # FFmpeg reports bad data through many av.error types
@@ -203,11 +225,10 @@ def load(src: Source, p: dict[str, Any]) -> torch.Tensor:
         missing = [pts[i] for clip in picks for i in clip if pts[i] not in found]
         if missing:
             raise src.fail(f"could not decode {len(missing)} frame(s); the file may be truncated")
-        rgb = [found[pts[i]] for clip in picks for i in clip]
-    if len({f.shape for f in rgb}) > 1:
-        raise src.fail("the frame size changes inside the video; re-encode it at one resolution")
-    frames = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2)  # (clips * n, 3, H, W)
-    crops = _scale_crop(frames, p)
+        if len(sizes) > 1:
+            raise src.fail("the frame size changes inside the video; re-encode it at one resolution")
+        scaled = [found[pts[i]] for clip in picks for i in clip]
+    crops = _normalise_crop(torch.stack(scaled), p)  # (clips * n, 3, nh, nw)
     out = []
     for c in range(len(picks)):
         for crop in crops:

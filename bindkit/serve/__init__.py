@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .bounds import ServerBounds, uvicorn_options
 from .limits import Limits
 
 if TYPE_CHECKING:
     from .app import ServeConfig, create_app
 
-__all__ = ["Limits", "ServeConfig", "create_app"]
+__all__ = ["Limits", "ServeConfig", "ServerBounds", "create_app", "uvicorn_options"]
 
 
 def __getattr__(name: str) -> Any:

@@ -40,8 +40,9 @@ from ..errors import ArgumentError, BindkitError, IndexStoreError, InputError, M
 from ..modality import input_kind
 from . import protocol as P
 from .auth import PUBLIC_PATHS, authorized, token_problem
+from .bounds import BodyTimeout, InflightBytes, ServerBounds, read_body
 from .docs import add_docs_routes, is_doc_path
-from .engine import Engine, normalize
+from .engine import Engine, normalize, start_request
 from .errors import ApiError, error_response
 from .limits import Limits
 from .observe import METRICS_PATH, Metrics, Observe, make_metrics, note_items
@@ -66,6 +67,7 @@ class ServeConfig:
         model_name: the name ``/v1/embeddings`` and ``/meta`` report (default: the card name).
         weights: where the weights came from (reported by ``/meta``).
         metrics_public: ``/metrics`` answers without the bearer token (for scrapers that cannot send one).
+        bounds: server-wide bounds (connections, bytes in flight, header/body timeouts, keep-alive).
     """
 
     unit_vectors: bool = False
@@ -79,6 +81,7 @@ class ServeConfig:
     model_name: str | None = None
     weights: str | None = None
     metrics_public: bool = False
+    bounds: ServerBounds = field(default_factory=ServerBounds)
 
 
 class ServerState:
@@ -92,6 +95,7 @@ class ServerState:
         self.ready = threading.Event()
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindkit-index")
         self.metrics: Metrics | None = None
+        self.inflight = InflightBytes(config.bounds.max_inflight_bytes)
 
     def setup(self, model: Any) -> None:
         """Start the engine (and open the index) for a loaded model."""
@@ -121,8 +125,9 @@ class ServerState:
 
 
 class Gate:
-    """ASGI middleware in front of every route: bearer token, readiness, and the body-size limit (the body is
-    read here, at most ``max_body_bytes`` of it, before a handler sees it)."""
+    """ASGI middleware in front of every route: bearer token, readiness, and the body bounds: the body is read
+    here, at most ``max_body_bytes`` of it, within ``body_timeout`` seconds, once its bytes are reserved among
+    the requests in flight (``max_inflight_bytes``), before a handler sees it."""
 
     def __init__(self, app: Any, state: ServerState):
         self.app = app
@@ -148,40 +153,56 @@ class Gate:
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self.state.config.limits.max_body_bytes
+        limits, bounds = self.state.config.limits, self.state.config.bounds
+        limit = limits.max_body_bytes
         declared = headers.get("content-length")
-        too_big = declared is not None and declared.isdigit() and int(declared) > limit
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more and not too_big:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if size > limit:
-                too_big = True
-            else:
-                chunks.append(chunk)
-        if too_big:
-            await _drain(receive, more, 4 * limit)  # so the client reads the answer instead of a reset
-            shown = int(declared) if declared and declared.isdigit() else size
-            await error_response(path, 413, f"the request body ({shown} bytes{'' if declared else ' or more'}) is "
-                                 f"over the limit of {limit} bytes (--max-body-size)")(scope, receive, send)
+        declared_n = int(declared) if declared is not None and declared.isdigit() else None
+        if declared_n is not None and declared_n > limit:
+            await self._too_big(scope, receive, send, True, declared_n, declared_n)
             return
-        body = b"".join(chunks)
-        sent = False
+        # reserve the body's bytes among all requests in flight before reading it (TCP holds the rest back)
+        reserved = await self.state.inflight.acquire(limit if declared_n is None else declared_n,
+                                                     bounds.queue_timeout)
+        if reserved is None:
+            await error_response(path, 503, f"the server is reading or answering {self.state.inflight.used} bytes "
+                                 f"of requests, its limit (--max-inflight-size), and no room was made within "
+                                 f"{bounds.queue_timeout:g} s (--queue-timeout); retry later",
+                                 headers={"Retry-After": "5"})(scope, receive, send)
+            return
+        try:
+            try:
+                chunks, size, more, gone = await read_body(receive, limit, bounds.body_timeout)
+            except BodyTimeout:
+                await error_response(path, 408, f"the request body was not received within {bounds.body_timeout:g} s "
+                                     "(--body-timeout)", headers={"Connection": "close"})(scope, receive, send)
+                return
+            if gone:
+                return
+            if size > limit:
+                await self._too_big(scope, receive, send, more, declared_n, size)
+                return
+            body = b"".join(chunks)
+            del chunks
+            sent = False
 
-        async def replay() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            async def replay() -> dict:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        await self.app(scope, replay, send)
+            start_request(limits)  # this request's decode budget (--max-decoded-size)
+            await self.app(scope, replay, send)
+        finally:
+            await self.state.inflight.release(reserved)
+
+    async def _too_big(self, scope: dict, receive: Callable, send: Callable, more: bool, declared: int | None,
+                       size: int) -> None:
+        limit = self.state.config.limits.max_body_bytes
+        await _drain(receive, more, 4 * limit)  # so the client reads the answer instead of a reset
+        await error_response(scope["path"], 413, f"the request body ({size} bytes{'' if declared else ' or more'}) "
+                             f"is over the limit of {limit} bytes (--max-body-size)")(scope, receive, send)
 
 
 async def _drain(receive: Callable, more: bool, cap: int) -> None:
@@ -332,7 +353,7 @@ def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: 
         Vectors are the reference container's (unit vector x the modality's output scale; audio and video the
         mean over clips) unless the server runs with ``--unit-vectors``."""
         eng = engine()
-        req = P.validate(P.VectorizeRequest, P.parse_json(await request.body()))
+        req = await _parsed(request, P.VectorizeRequest)
         lists = {kind: (getattr(req, key) or [], key) for key, kind in P.WEAVIATE_KEYS.items()}
         config.limits.check_count(sum(len(v) for v, _ in lists.values()))
         note_items(request, sum(len(v) for v, _ in lists.values()))
@@ -364,9 +385,7 @@ def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: 
         ``audio/*``, ``video/*``; ``text/plain`` as text) and any other string as text; URLs are refused (never
         fetched), token arrays too (send strings)."""
         eng = engine()
-        body = P.parse_json(await request.body())
-        P.refuse_token_arrays(body)
-        req = P.validate(P.EmbeddingsRequest, body)
+        req = await _parsed(request, P.EmbeddingsRequest, P.refuse_token_arrays)
         items = [req.input] if isinstance(req.input, str) else list(req.input)
         if not items:
             raise ApiError(400, "input is an empty list; send at least one input", param="input")
@@ -426,7 +445,7 @@ def _add_index_routes(app: FastAPI, state: ServerState, engine: Callable[[], Eng
         sum and renormalised (embedding arithmetic). Returns ``{"results": {modality: [hit, ...]}}``, hits
         ``{"id", "score", "modality", "uri", "metadata", "text"}`` best first; ``id`` is a string of digits."""
         eng = engine()
-        req = P.validate(P.SearchRequest, P.parse_json(await request.body()))
+        req = await _parsed(request, P.SearchRequest)
         given = {kind: getattr(req, kind) for kind in P.KINDS if getattr(req, kind) is not None}
         if not given and req.vector is None:
             raise ApiError(422, "a search needs a query: text, image, audio, video, depth, thermal, imu or vector")
@@ -470,7 +489,7 @@ def _add_index_routes(app: FastAPI, state: ServerState, engine: Callable[[], Eng
         "metadata": {...}}]}`` -> ``{"ids": ["5551846404524732124", ...]}`` in input order, as strings (one
         transaction: all or nothing)."""
         eng = engine()
-        req = P.validate(P.AddRequest, P.parse_json(await request.body()))
+        req = await _parsed(request, P.AddRequest)
         config.limits.check_count(len(req.items))
         note_items(request, len(req.items))
         payloads: list[Any] = []
@@ -508,7 +527,7 @@ def _add_index_routes(app: FastAPI, state: ServerState, engine: Callable[[], Eng
     async def remove(request: Request) -> JSONResponse:
         """``{"ids": ["5551846404524732124", ...], "where": {...}}`` (ids as strings or integers; both given:
         the ids that also match) -> ``{"removed": n}``."""
-        req = P.validate(P.RemoveRequest, P.parse_json(await request.body()))
+        req = await _parsed(request, P.RemoveRequest)
         if req.ids is None and req.where is None:
             raise ApiError(422, "remove needs ids and/or where; refusing to remove everything")
         ids = None if req.ids is None else P.parse_ids(req.ids)
@@ -555,6 +574,22 @@ async def _decode_all(eng: Engine, lists: dict[str, tuple[list[str], Any]], labe
             P.decode_media(x, label) for x, label in zip(it, lb)])
         out[kind] = (payloads, labels)
     return out
+
+
+async def _parsed(request: Request, model: type, check: Callable[[Any], None] | None = None) -> Any:
+    """The request body parsed as JSON (:func:`protocol.parse_json`: too deep nesting or too long integers are
+    400) and validated as ``model``, in a worker thread (a 60 MB body takes a noticeable time to parse; the
+    event loop keeps answering other requests meanwhile). ``check``, when given, sees the parsed JSON before
+    validation (and raises :class:`ApiError` to refuse it)."""
+    body = await request.body()
+
+    def parse() -> Any:
+        data = P.parse_json(body)
+        if check is not None:
+            check(data)
+        return P.validate(model, data)
+
+    return await asyncio.get_running_loop().run_in_executor(None, parse)
 
 
 async def _gather_ordered(coros: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -609,6 +644,7 @@ def _meta(state: ServerState, eng: Engine) -> dict[str, Any]:
         "device": str(model.device),
         "bindkit_version": _version(),
         "limits": cfg.limits.to_dict(),
+        "bounds": {**cfg.bounds.to_dict(), "inflight_bytes": state.inflight.used},
         "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms, **eng.batcher.stats.to_dict()},
         "index": index,
         "auth": cfg.token is not None,

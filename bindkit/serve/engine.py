@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from ..errors import InputError, ModalityError, describe_exc
 from ..fileio import sniff
 from ..inputs.batch import load_item, resolve_params
+from ..inputs.budget import DecodeBudget, DecodeLimitError, use_budget
 from ..modality import encoder_of
 from .batching import DynamicBatcher
 from .errors import ApiError
@@ -73,13 +75,17 @@ class Engine:
                            f"{', '.join(self.kinds)})", param=param)
 
     # ---- decoding -----------------------------------------------------------------------------------------------
-    def _load(self, kind: str, item: bytes | str, label: str) -> torch.Tensor:
-        if kind != "text":
-            if not isinstance(item, (bytes, bytearray)):  # never a str: the loader would read it as a path
-                raise ApiError(500, f"{label}: internal error, media reached the loader as {type(item).__name__}")
-            self.limits.check_media(kind, bytes(item), label)
+    def _load(self, kind: str, item: bytes | str, label: str, budget: DecodeBudget) -> torch.Tensor:
         try:
-            return load_item(kind, item, 0, self.params(kind))
+            with use_budget(budget):
+                if kind != "text":
+                    if not isinstance(item, (bytes, bytearray)):  # never a str: the loader would read it as a path
+                        raise ApiError(500, f"{label}: internal error, media reached the loader as "
+                                       f"{type(item).__name__}")
+                    self.limits.check_media(kind, bytes(item), label, budget)
+                return load_item(kind, item, 0, self.params(kind))
+        except DecodeLimitError as exc:
+            raise ApiError(413, f"{label}: {exc.reason} ({_LIMIT_OPTIONS[exc.limit]})", param=label) from None
         except InputError as exc:
             reason = _BUFFER_REPR.sub("", exc.reason)
             what = _what(bytes(item[:16])) if isinstance(item, (bytes, bytearray)) else None
@@ -96,7 +102,9 @@ class Engine:
         """Decode ``items`` of one kind in the decoding pool, all at once; the first failure (in input order)
         is raised as an ApiError naming its label."""
         loop = asyncio.get_running_loop()
-        futs = [loop.run_in_executor(self.pool, self._load, kind, item, label) for item, label in zip(items, labels)]
+        budget = request_budget(self.limits)
+        futs = [loop.run_in_executor(self.pool, self._load, kind, item, label, budget)
+                for item, label in zip(items, labels)]
         results = await asyncio.gather(*futs, return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
@@ -117,6 +125,21 @@ class Engine:
         """float32 (n, dim) unit vectors, equal to ``model.embed`` of the same items."""
         rows = await self.vectors(kind, items, labels)
         return normalize(rows) if kind in ("audio", "video") else rows  # the others already are unit rows
+
+
+_REQUEST_BUDGET: ContextVar[DecodeBudget | None] = ContextVar("bindkit_request_budget", default=None)
+_LIMIT_OPTIONS = {"bytes": "--max-decoded-size", "audio_seconds": "--max-audio-seconds", "pixels": "--max-pixels"}
+
+
+def start_request(limits: Limits) -> None:
+    """Give the current request (the asyncio context it runs in) a fresh decode budget, shared by all of its
+    items whatever their kind."""
+    _REQUEST_BUDGET.set(limits.budget())
+
+
+def request_budget(limits: Limits) -> DecodeBudget:
+    """The current request's decode budget (a fresh one outside a request started by :func:`start_request`)."""
+    return _REQUEST_BUDGET.get() or limits.budget()
 
 
 _BUFFER_REPR = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")

@@ -1,9 +1,12 @@
 """Request limits of ``bindkit serve``: body size, items per request, decoded pixels and media duration.
 
 Every check runs *before* the expensive decode, on the file's header: a 20 000 x 20 000 PNG is refused from
-its first bytes (a decompression bomb never allocates its pixels), a ten-hour WAV from its header. A request
-over a limit is answered 413 with a message naming the item, the measured value and the option that raises
-the limit.
+its first bytes (a decompression bomb never allocates its pixels), a ten-hour WAV from its header. Headers can
+lie, so the decoders also count what they produce against a per-request
+:class:`~bindkit.inputs.budget.DecodeBudget` (:meth:`Limits.budget`): audio samples against
+``max_audio_seconds``, decoded frames against ``max_pixels``, and all decoded bytes against
+``max_decoded_bytes``. A request over a limit is answered 413 with a message naming the item, the measured
+value and the option that raises the limit.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from .errors import ApiError
+
+if TYPE_CHECKING:  # bindkit.inputs imports torch: not at CLI start-up
+    from ..inputs.budget import DecodeBudget
 
 MiB = 1024 * 1024
 
@@ -28,8 +34,12 @@ class Limits:
         max_body_bytes: largest request body, in bytes (base64 inflates media by 4/3).
         max_items: most inputs in one request, all modalities together.
         max_pixels: most pixels (width x height) of one image, depth map, thermal image or video frame.
-        max_audio_seconds: longest audio file.
+        max_audio_seconds: longest audio file (the header's duration is checked first; the decoded samples are
+            counted too, so a header that understates the length is caught while decoding).
         max_video_seconds: longest video file.
+        max_decoded_bytes: most bytes decoding one request's media may produce, all items together (audio
+            samples x channels x 4, video frames kept x width x height x 3, image width x height x bands),
+            counted as the decoders produce them (:class:`~bindkit.inputs.budget.DecodeBudget`).
     """
 
     max_body_bytes: int = 64 * MiB
@@ -37,6 +47,7 @@ class Limits:
     max_pixels: int = 40_000_000
     max_audio_seconds: float = 600.0
     max_video_seconds: float = 600.0
+    max_decoded_bytes: int = 1024 * MiB
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,11 +59,21 @@ class Limits:
             raise ApiError(413, f"the request has {n} inputs; at most {self.max_items} are allowed per request "
                            "(split it, or start the server with a larger --max-items)", param="input")
 
-    def check_media(self, kind: str, data: bytes, label: str) -> None:
+    def budget(self) -> DecodeBudget:
+        """A fresh decode budget for one request (bytes, audio seconds and frame pixels)."""
+        from ..inputs.budget import DecodeBudget
+
+        return DecodeBudget(max_bytes=self.max_decoded_bytes, max_audio_seconds=self.max_audio_seconds,
+                            max_pixels=self.max_pixels)
+
+    def check_media(self, kind: str, data: bytes, label: str, budget: DecodeBudget | None = None) -> None:
         """413 when the encoded file ``data`` of input kind ``kind`` would decode past a limit. Files whose
-        header cannot be read pass: the loader then reports them as undecodable (422)."""
+        header cannot be read pass: the loader then reports them as undecodable (422). Images are charged to
+        ``budget`` here (their decoders allocate exactly what the header says); audio and video as they decode."""
         if kind in ("image", "depth", "thermal"):
-            self._check_image(data, label)
+            decoded = self._check_image(data, label)
+            if budget is not None and decoded:
+                budget.charge(decoded, label, kind)
         elif kind == "audio":
             self._check_audio(data, label)
         elif kind == "video":
@@ -63,18 +84,21 @@ class Limits:
             raise ApiError(413, f"{label}: {what} is {w} x {h} = {w * h} pixels, over the limit of "
                            f"{self.max_pixels} (--max-pixels)", param=label)
 
-    def _check_image(self, data: bytes, label: str) -> None:
+    def _check_image(self, data: bytes, label: str) -> int:
+        """Checks the image's size; returns the bytes its decoded pixels take (0 when the header is unreadable)."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 im = Image.open(io.BytesIO(data))  # lazy: reads the header only
                 w, h = im.size
+                bands = len(im.getbands())
         except Image.DecompressionBombError:
             raise ApiError(413, f"{label}: the image is a decompression bomb (PIL refuses its size); the limit "
                            f"is {self.max_pixels} pixels (--max-pixels)", param=label) from None
         except Exception:  # not an image PIL knows (a .npy, or garbage): the loader decides
-            return
+            return 0
         self._pixels(w, h, label, "the image")
+        return w * h * bands
 
     def _duration(self, seconds: float | None, limit: float, label: str, what: str, option: str) -> None:
         if seconds is not None and seconds > limit:

@@ -222,21 +222,37 @@ def decode_media(text: str, label: str) -> bytes:
     else:
         refuse_url(text, label)
         payload = text
-    raw = _WS.sub(b"", payload.encode("ascii", errors="replace"))
-    if not raw:
-        raise ApiError(422, f"{label}: empty input (no bytes)", param=label)
-    if len(raw) % 4:
-        raw += b"=" * (-len(raw) % 4)
-    try:
-        data = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        bad = next((chr(c) for c in raw if not (chr(c).isalnum() or chr(c) in "+/=")), None)
-        why = f"invalid character {bad!r}" if bad else "wrong length or padding"
-        raise ApiError(400, f"{label}: not valid base64 ({why}); send the file's bytes as standard base64",
-                       param=label) from None
+    parts: list[bytes] = []
+    carry = b""
+    for at in range(0, len(payload), _B64_CHUNK):  # in slices: the GIL is let go between them (see below)
+        raw = carry + _WS.sub(b"", payload[at:at + _B64_CHUNK].encode("ascii", errors="replace"))
+        last = at + _B64_CHUNK >= len(payload)
+        cut = len(raw) if last else len(raw) - len(raw) % 4
+        if last and cut % 4:
+            raw += b"=" * (-cut % 4)
+        if not last and b"=" in raw[:cut]:
+            _bad_base64(label, b"=")
+        try:
+            parts.append(base64.b64decode(raw if last else raw[:cut], validate=True))
+        except (binascii.Error, ValueError):
+            _bad_base64(label, raw)
+        carry = b"" if last else raw[cut:]
+    data = b"".join(parts)
     if not data:
         raise ApiError(422, f"{label}: empty input (no bytes)", param=label)
     return data
+
+
+#: Characters of base64 decoded per slice: a 60 MB item decoded at once holds the GIL (and so the event loop,
+#: /.well-known/live included) for a few hundred milliseconds; per 1 MB slice, a few.
+_B64_CHUNK = 1 << 20
+
+
+def _bad_base64(label: str, raw: bytes) -> None:
+    bad = next((chr(c) for c in raw if not (chr(c).isalnum() or chr(c) in "+/=")), None)
+    why = f"invalid character {bad!r}" if bad else "wrong length or padding"
+    raise ApiError(400, f"{label}: not valid base64 ({why}); send the file's bytes as standard base64",
+                   param=label) from None
 
 
 def encode_float32_base64(row: np.ndarray) -> str:
