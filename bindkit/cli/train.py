@@ -111,7 +111,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="train LoRA adapters on the training encoders instead of their weights (needs --init): "
                      "r=RANK,alpha=A,targets=qkv,out,fc1,fc2[,head] (default r=8,alpha=16, all four projections, "
                      "no head); see below. --init a LoRA output continues its adapters")
-    opt = add_optimiser_args(p, epochs_help="passes over the largest manifest", batch_size=64,
+    opt = add_optimiser_args(p, epochs_help="passes over the largest manifest", epochs=None,
+                             epochs_default_help="sized to the data: 60000 pairs seen, within 10-60 epochs, "
+                             "with early stopping", batch_size=64,
                              batch_help="global pairs per batch and manifest; more negatives help contrastive "
                              "training", lr=5e-4, weight_decay=0.05)
     opt.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order, split and "
@@ -119,6 +121,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--val-split", type=_split, default=0.1, metavar="F",
                       help="fraction of each manifest held out and evaluated every epoch (default 0.1; 0: none)")
+    data.add_argument("--pairing", choices=("auto", "label", "instance"), default="auto",
+                      help="label: each item's partner is redrawn every epoch among the other side's items of the "
+                      "same label, and same-label items in a batch are positives (for pairs matched by class, "
+                      "not recorded together); instance: each row is one pair. auto (default): label when the "
+                      "manifest has a 'label' column")
+    opt.add_argument("--patience", type=int, default=None, metavar="EPOCHS",
+                     help="stop when the held-out score has not improved for this many epochs and publish the "
+                     "best (default: a quarter of the epochs, at least 5, when --epochs and --max-steps are not "
+                     "given; 0: never stop early)")
     data.add_argument("--no-augment", dest="augment", action="store_const", const="none", default="trainable",
                       help="no augmentation at all (default: augment the sides whose encoder trains)")
     data.add_argument("--augment-frozen", dest="augment", action="store_const", const="all",
@@ -151,6 +162,7 @@ def run_train(args: argparse.Namespace) -> int:
         augment=args.augment, resume=args.resume, device=args.device, workers=args.workers,
         max_steps=args.max_steps, save_every=args.save_every, stop_after=args.stop_after,
         max_bad_rows=args.max_bad_rows, cache_mb=args.cache_mb, amp=args.amp, name=args.name, lora=args.lora,
+        pairing=args.pairing, patience=args.patience,
         progress=False if args.quiet else None,
         command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["train"] else None,
     )

@@ -6,7 +6,11 @@ from seed, epoch and row) so that runs, resumes and distributed ranks are reprod
   of objects and cut off the marks that show motion in the synthetic world, which captions describe;
 * depth, thermal: random resized crop (area 60-100 %) and flip;
 * audio: gain (x 0.5-1.5), circular time shift (up to 20 % of the clip) and noise (SNR 20-40 dB), applied to the
-  log-mel spectrogram in the power domain;
+  log-mel spectrogram in the power domain; then SpecAugment (Park et al. 2019): two time masks of up to 10 % of
+  the frames and two frequency masks of up to 12 % of the mel bins, filled with the clip's mean; and, for a
+  quarter of the clips, a band limit: every bin above a random cut-off (40-90 % of the mel range) set to the
+  clip's floor, as a recording at 8 kHz or through a cheap microphone has nothing up there. Masking is what
+  lets an encoder trained on a few thousand clips generalise to new speakers and microphones;
 * imu: per-channel gain (x 0.9-1.1), time shift (up to 5 % of the window) and Gaussian jitter (3 % of each
   channel's standard deviation);
 * text: none.
@@ -30,7 +34,8 @@ DEFAULTS: dict[str, dict[str, Any] | None] = {
     "video": {"flip": 0.5},
     "depth": {"crop_scale": (0.6, 1.0), "ratio": (3 / 4, 4 / 3), "flip": 0.5},
     "thermal": {"crop_scale": (0.6, 1.0), "ratio": (3 / 4, 4 / 3), "flip": 0.5},
-    "audio": {"gain": (0.5, 1.5), "shift": 0.2, "snr_db": (20.0, 40.0)},
+    "audio": {"gain": (0.5, 1.5), "shift": 0.2, "snr_db": (20.0, 40.0), "time_masks": 2, "time_mask": 0.1,
+              "freq_masks": 2, "freq_mask": 0.12, "band_limit": 0.25},
     "imu": {"gain": (0.9, 1.1), "shift": 0.05, "jitter": 0.03},
     "text": None,
 }
@@ -84,7 +89,24 @@ def spectrogram(x: torch.Tensor, params: dict, cfg: dict, gen: torch.Generator) 
     power = logp.exp()
     noise = power.mean(dim=(-2, -1), keepdim=True) / 10 ** (_uniform(gen, *cfg["snr_db"]) / 10)
     noisy = power + noise * torch.rand(power.shape, generator=gen) * 2
-    return (noisy.log() - mean) / std
+    logp = noisy.log()
+    mels = logp.shape[-2]
+    if cfg.get("band_limit") and float(torch.rand((), generator=gen)) < cfg["band_limit"]:
+        cut = int(mels * _uniform(gen, 0.4, 0.9))
+        logp[..., cut:, :] = logp.amin(dim=(-2, -1), keepdim=True)
+    fill = logp.mean(dim=(-2, -1), keepdim=True).expand_as(logp)
+    for axis, count, width in ((-1, cfg.get("time_masks", 0), cfg.get("time_mask", 0.0)),
+                               (-2, cfg.get("freq_masks", 0), cfg.get("freq_mask", 0.0))):
+        size = logp.shape[axis]
+        for _ in range(int(count)):
+            w = int(torch.randint(0, int(width * size) + 1, (), generator=gen))
+            if w == 0:
+                continue
+            a = int(torch.randint(0, size - w + 1, (), generator=gen))
+            idx = [slice(None)] * logp.ndim
+            idx[axis] = slice(a, a + w)
+            logp[tuple(idx)] = fill[tuple(idx)]
+    return (logp - mean) / std
 
 
 def imu(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
