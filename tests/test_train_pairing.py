@@ -194,3 +194,19 @@ def test_eval_zero_shot_prints_the_confusion_matrix_and_top5(digits, trained, ca
     rep = json.loads(capsys.readouterr().out)
     cm = np.array(rep["confusion"])
     assert cm.shape == (10, 10) and cm.sum() == 200 and 0 <= rep["top5"] <= 1
+
+
+def test_an_8x8_scan_survives_upscaling_into_the_small_cards_image_stem():
+    """8 x 8 handwriting upscaled to bindkit_small's 64 px keeps its strokes (bicubic, no crop of the square
+    image), and the stem's 8 x 8 token grid gives one token per original pixel."""
+    pytest.importorskip("sklearn")
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    img = (load_digits().images[0] * 255 / 16).astype(np.uint8)
+    x = bindkit.preprocess("image", [Image.fromarray(img, mode="L")], card="bindkit_small")[0]
+    assert tuple(x.shape) == (3, 64, 64)
+    back = torch.nn.functional.avg_pool2d(x[:1][None], 8)[0, 0].flatten().numpy()
+    assert np.corrcoef(back, img.flatten().astype(float))[0, 1] > 0.95
+    model = bindkit.build_model("bindkit_small", modalities=["vision"])
+    assert model.encoders["vision"].stem.pos_embed.shape[1] == 1 + 8 * 8

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import BindkitError
+from .synthetic.writer import DatasetError
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 #: Captions of the training images (the evaluation templates below are a subset, as a user's would be).
@@ -50,10 +50,6 @@ VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f
             "croak", "Andy", "Annie", "Denis", "Mario", "Michael", "Storm", "Tweaky", "Zac"]
 #: Test speakers use variants no training speaker uses (and accents mixed with them): a new voice, not a new take.
 TEST_VARIANTS = ["f4", "m6", "klatt3", "Zac"]
-
-
-class DatasetError(BindkitError, RuntimeError):
-    """A data set cannot be written (a missing tool or package)."""
 
 
 @dataclass

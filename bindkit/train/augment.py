@@ -9,12 +9,13 @@ from seed, epoch and row) so that runs, resumes and distributed ranks are reprod
   every frame. Wider crops (50 %) changed the apparent size of objects and cut off the marks that show motion in
   the synthetic world, which captions describe;
 * depth, thermal: random resized crop (area 60-100 %) and flip;
-* audio: gain (x 0.5-1.5), circular time shift (up to 20 % of the clip) and noise (SNR 20-40 dB), applied to the
-  log-mel spectrogram in the power domain; then SpecAugment (Park et al. 2019): two time masks of up to 10 % of
-  the frames and two frequency masks of up to 12 % of the mel bins, filled with the clip's mean; and, for a
-  quarter of the clips, a band limit: every bin above a random cut-off (40-90 % of the mel range) set to the
-  clip's floor, as a recording at 8 kHz or through a cheap microphone has nothing up there. Masking is what
-  lets an encoder trained on a few thousand clips generalise to new speakers and microphones;
+* audio: gain (x 0.35-2, about -9 to +6 dB: recording levels vary that much), circular time shift (up to 20 % of
+  the clip) and noise (SNR 20-40 dB), applied to the log-mel spectrogram in the power domain; then SpecAugment
+  (Park et al. 2019): two time masks of up to 10 % of the frames and two frequency masks of up to 12 % of the
+  mel bins, filled with the clip's mean; and, for a quarter of the clips, a band limit: every bin above a random
+  cut-off (40-90 % of the mel range) set to the clip's floor, as a recording at 8 kHz or through a cheap
+  microphone has nothing up there. Masking is what lets an encoder trained on a few thousand clips generalise
+  to new speakers and microphones;
 * imu: per-channel gain (x 0.9-1.1), time shift (up to 5 % of the window) and Gaussian jitter (3 % of each
   channel's standard deviation);
 * text: none.
@@ -39,7 +40,7 @@ DEFAULTS: dict[str, dict[str, Any] | None] = {
     "video": {"flip": 0.5},
     "depth": {"crop_scale": (0.6, 1.0), "ratio": (3 / 4, 4 / 3), "flip": 0.5},
     "thermal": {"crop_scale": (0.6, 1.0), "ratio": (3 / 4, 4 / 3), "flip": 0.5},
-    "audio": {"gain": (0.5, 1.5), "shift": 0.2, "snr_db": (20.0, 40.0), "time_masks": 2, "time_mask": 0.1,
+    "audio": {"gain": (0.35, 2.0), "shift": 0.2, "snr_db": (20.0, 40.0), "time_masks": 2, "time_mask": 0.1,
               "freq_masks": 2, "freq_mask": 0.12, "band_limit": 0.25},
     "imu": {"gain": (0.9, 1.1), "shift": 0.05, "jitter": 0.03},
     "text": None,
