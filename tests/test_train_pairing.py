@@ -117,8 +117,10 @@ def test_auto_schedule_is_sized_to_the_data():
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    """Real handwriting: 700 of scikit-learn's 8 x 8 digits, captioned with the class name alone (so a batch of
-    64 holds ~6 identical captions per class), and 200 held-out images."""
+    """Real handwriting: 700 of scikit-learn's 8 x 8 digits with captions from eight templates (a batch of 64
+    holds ~6 items of each class, with different captions), and 200 held-out images. (With one caption per class,
+    the two pairings give the same gradients: identical captions make the instance targets add up to the label
+    targets.)"""
     pytest.importorskip("sklearn")
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -129,9 +131,12 @@ def digits(tmp_path_factory):
     (root / "img").mkdir()
     for i in order:
         Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8), mode="L").save(root / "img" / f"{i}.png")
+    from bindkit.datasets.digits import CAPTION_TEMPLATES
+
     name = [CLASSES[t] for t in d.target]
     train = _write(root / "image_text.csv", ["image", "text", "label"],
-                   [[f"img/{i}.png", name[i], name[i]] for i in order[:700]])
+                   [[f"img/{i}.png", CAPTION_TEMPLATES[k % len(CAPTION_TEMPLATES)].format(name[i]), name[i]]
+                    for k, i in enumerate(order[:700])])
     test = _write(root / "image_test.csv", ["image", "label"], [[f"img/{i}.png", name[i]] for i in order[700:]])
     (root / "labels.json").write_text(json.dumps(CLASSES))
     return root, train, test, tiny_card(root / "tiny.json")
