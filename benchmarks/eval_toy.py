@@ -9,7 +9,7 @@ trained on). Prints, per split:
 - zero-shot accuracy X -> text prompts for every ``<modality>_<attribute>.csv`` file, against chance. For
   audio, depth, thermal and IMU this is *emergent*: bindkit_toy never saw those modalities paired with text.
 
-Reproducing bindkit_toy itself: see the README section "bindkit_toy" (benchmarks/reproduce_bindkit_toy.sh).
+Reproducing bindkit_toy itself: see docs/bindkit_toy.md (benchmarks/reproduce_bindkit_toy.sh).
 """
 
 from __future__ import annotations

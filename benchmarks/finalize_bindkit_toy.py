@@ -23,7 +23,7 @@ DESCRIPTION = (
     "were trained CLIP-style from scratch on "
     "image-caption pairs; audio, depth, thermal and IMU were then bound through images only, with the image and text "
     "encoders frozen, so any X->text ability is emergent. Stored in fp16. Reproduce: "
-    "benchmarks/reproduce_bindkit_toy.sh (commands and figures in the README section 'bindkit_toy'). Trained by bindkit "
+    "benchmarks/reproduce_bindkit_toy.sh (commands and figures in docs/bindkit_toy.md). Trained by bindkit "
     "on generated data: Apache-2.0, like the code.")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce bindkit_toy (weights/bindkit_toy) from scratch and print its metrics table, with wall times.
 #   bash benchmarks/reproduce_bindkit_toy.sh [WORKDIR]      (default WORKDIR: ./toy_run; needs ~600 MB of disk)
-# 2 CPU cores: about 35 min in all (see the README section "bindkit_toy"). Every step is `bindkit` CLI, as a user runs it.
+# 2 CPU cores: about 35 min in all (see docs/bindkit_toy.md). Every step is `bindkit` CLI, as a user runs it.
 set -euo pipefail
 W=${1:-toy_run}
 BK=${BINDKIT:-bindkit}

@@ -8,6 +8,7 @@ The public API on one page::
     v = model.encode("image", batch)                                # (N, 1024) unit vectors
     index = bindkit.Index.create("my_index", model=model)
     bindkit.train("image_text.csv", "m1", card="bindkit_small")       # train your own (bindkit.load_model("m1"))
+    bindkit.list_models()                                           # every card and model bindkit can see
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__ below
+    from .catalog import ModelInfo, list_models
     from .factory import auto_device, build_model, load_model
     from .index import Hit, Index
     from .inputs.batch import Embeddings, ItemError, preprocess
@@ -49,6 +51,8 @@ _LAZY = {
     "Hit": ("bindkit.index", "Hit"),
     "convert": ("bindkit.weights", "convert"),
     "fetch_weights": ("bindkit.weights", "fetch_weights"),
+    "list_models": ("bindkit.catalog", "list_models"),
+    "ModelInfo": ("bindkit.catalog", "ModelInfo"),
     "train": ("bindkit.train", None),  # the package, callable as bindkit.train(...) (see bindkit.train)
     "distill": ("bindkit.distill", None),  # the package, callable as bindkit.distill(...) (see bindkit.distill)
 }
@@ -72,7 +76,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BindModel", "BindkitError", "Card", "CardError", "CheckpointError", "DeviceError", "Embeddings", "Hit", "Index",
-    "IndexStoreError", "InputError", "ItemError", "ModalityError", "WeightsNotFoundError", "add_card_path",
-    "auto_device", "build_model", "convert", "distill", "fetch_weights", "list_encoders", "load_card", "load_model",
-    "preprocess", "train",
+    "IndexStoreError", "InputError", "ItemError", "ModalityError", "ModelInfo", "WeightsNotFoundError", "add_card_path",
+    "auto_device", "build_model", "convert", "distill", "fetch_weights", "list_encoders", "list_models", "load_card",
+    "load_model", "preprocess", "train",
 ]

@@ -1,8 +1,10 @@
 """Encoder cards: data files that describe a model family (hyper-parameters, preprocessing, weights, licence).
 
-A card is a JSON file in ``encoders/`` (or in a directory/file named by ``$BINDKIT_ENCODERS``, ``os.pathsep``
-separated, or registered with :func:`add_card_path`). ``load_card`` also accepts a path, a card dict, or a
-flat dict of the reference constructor's hyper-parameters (``vision_embed_dim``, ``audio_num_blocks``, ...).
+A card is a JSON file among the cards bindkit ships (``encoders/`` of the repository, ``bindkit/_data/encoders`` in
+an installed wheel: :mod:`bindkit.resources`), or in a directory/file named by ``$BINDKIT_ENCODERS``
+(``os.pathsep`` separated) or registered with :func:`add_card_path` (both searched first). ``load_card`` also
+accepts a path, a card dict, or a flat dict of the reference constructor's hyper-parameters (``vision_embed_dim``,
+``audio_num_blocks``, ...).
 
 A card may take its image and/or text encoder from open_clip: the modality entry is ``{"source": "open_clip"}``
 and a top-level ``"open_clip"`` block names the architecture and its weights
@@ -20,8 +22,8 @@ from typing import Any, Mapping
 
 from .errors import CardError
 from .modality import ENCODERS, INPUT_KINDS
+from .resources import cards_dir, weights_search_dirs
 
-_BUILTIN_DIR = Path(__file__).resolve().parent.parent / "encoders"
 _EXTRA_PATHS: list[Path] = []
 MODEL_DIR_CARD = "card.json"  # the card file inside a model directory (weights.read.CARD_FILE)
 
@@ -117,7 +119,9 @@ def _search_dirs() -> list[Path]:
     for part in os.environ.get("BINDKIT_ENCODERS", "").split(os.pathsep):
         if part.strip():
             dirs.append(Path(part.strip()).expanduser())
-    dirs.append(_BUILTIN_DIR)
+    builtin = cards_dir()
+    if builtin is not None:
+        dirs.append(builtin)
     return dirs
 
 
@@ -132,7 +136,7 @@ def _card_files() -> dict[str, Path]:
 
 
 def add_card_path(path: str | os.PathLike) -> None:
-    """Register a card file or a directory of cards (searched before the built-in ``encoders/``)."""
+    """Register a card file or a directory of cards (searched before ``$BINDKIT_ENCODERS`` and the shipped cards)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise CardError(f"card path {p} does not exist")
@@ -144,8 +148,36 @@ def list_encoders() -> list[str]:
     return sorted(_card_files())
 
 
+def model_dirs() -> list[Path]:
+    """Model directories (``card.json`` + weights, as ``bindkit train``/``convert --card`` write, and the shipped
+    bindkit_toy) directly inside the weights search folders (:func:`bindkit.resources.weights_search_dirs`), in
+    search order; a name found twice is listed once (the first wins, as when loading)."""
+    found: dict[str, Path] = {}
+    for d in weights_search_dirs():
+        if d.is_dir():
+            for sub in sorted(d.iterdir()):
+                if (sub / MODEL_DIR_CARD).is_file():
+                    found.setdefault(sub.name, sub)
+    return list(found.values())
+
+
+def _unknown_card(text: str, files: Mapping[str, Path]) -> CardError:
+    """The error for a card name bindkit cannot find: every card and model directory it can see."""
+    others = [str(d) for d in model_dirs() if d.name not in files]
+    return CardError(
+        f"no encoder card named {text!r}; cards: {', '.join(sorted(files)) or '(none)'}"
+        + (f"; model directories (pass the path): {', '.join(others)}" if others else "")
+        + ". `bindkit models` lists them with their weights. Pass a path to a card JSON or a model directory, or "
+        "add a directory of cards with $BINDKIT_ENCODERS."
+    )
+
+
 def _default_card_dict() -> dict[str, Any]:
-    path = _BUILTIN_DIR / "imagebind_huge.json"
+    builtin = cards_dir()
+    path = builtin / "imagebind_huge.json" if builtin is not None else None
+    if path is None or not path.is_file():
+        raise CardError("bindkit's own cards are missing (no bindkit/_data/encoders, no encoders/ beside a clone): "
+                        "reinstall bindkit (pip install --force-reinstall bindkit)")
     return json.loads(path.read_text())
 
 
@@ -321,8 +353,5 @@ def load_card(spec: "str | os.PathLike | Mapping[str, Any] | Card") -> Card:
         return _validate(data, str(path))
     files = _card_files()
     if text not in files:
-        raise CardError(
-            f"no encoder card named {text!r}; known: {', '.join(sorted(files)) or '(none)'}. "
-            "Pass a path to a card JSON, or add a directory with $BINDKIT_ENCODERS."
-        )
+        raise _unknown_card(text, files)
     return load_card(files[text])

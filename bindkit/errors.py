@@ -19,6 +19,12 @@ class WeightsNotFoundError(CheckpointError, FileNotFoundError):
     """No local weights for a card; the message carries the command that fetches them."""
 
 
+class WeightsIntegrityError(CheckpointError):
+    """A weights file whose content does not match the sha256 its model directory's ``manifest.json`` records
+    (a damaged copy, a bit flip, an edit after the manifest was written). The message names the file and says
+    how to get a good copy; ``bindkit verify MODEL`` checks every file."""
+
+
 class ModalityError(BindkitError, ValueError):
     """An unknown modality name, or one the model was not built with."""
 

@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .csvrows import CsvRowError, dict_rows, json_line
 from .errors import BindkitError, ModalityError
 from .modality import input_kind
 
@@ -175,19 +176,19 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]]
             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
                 if not line.strip():
                     continue
-                obj = json.loads(line)
+                obj = json_line(line, i)
                 if not isinstance(obj, dict):
                     raise EvalError(f"{p} line {i}: expected a JSON object per line")
                 rows.append(obj)
                 columns.update(dict.fromkeys(obj))
             return list(columns), rows
         with open(p, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            rows = list(reader)
-            return [c.strip() for c in (reader.fieldnames or [])], [
-                {(k or "").strip(): v for k, v in r.items()} for r in rows]
+            header, parsed = dict_rows(f, delimiter="\t" if suffix == ".tsv" else ",")
+            return [c.strip() for c in header], [{(k or "").strip(): v for k, v in r.items()} for _, r in parsed]
     except EvalError:
         raise
+    except CsvRowError as exc:
+        raise EvalError(f"{p} {exc}") from None
     except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
         raise EvalError(f"{p}: not a readable CSV, JSON Lines or Parquet table ({exc})") from None
     except Exception as exc:  # pyarrow's ArrowInvalid and friends

@@ -281,7 +281,7 @@ def _load_weights(card: Card, weights: Any, mods: list[str], dev: torch.device, 
         if found is None:
             if not download or not card.weights.get("url"):
                 raise _missing_weights(card, mods)
-            found = wio.fetch_weights(card)
+            found = wio.implicit_fetch(card)  # asks the download guard first (the CLI's consent)
         weights = found
     state = wio.read_state_dict(weights, mods)
     if dev.type != "meta" and any(t.device.type == "meta" for t in state.values() if isinstance(t, torch.Tensor)):

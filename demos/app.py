@@ -11,12 +11,18 @@ message saying how to get weights. Built on bindkit's public API (bindkit.load_m
 bindkit.datasets). Nothing leaves the machine: no share links, no analytics, the server binds to 127.0.0.1
 unless told otherwise.
 
+A banner says what the loaded model knows (bindkit_toy: the synthetic world only; a real photo gets nonsense).
+
 Tabs:
   Search     text, image (upload/webcam), audio (upload/microphone), video, depth, thermal and IMU queries, several
-             at once with a weight each (embedding arithmetic); hits per modality as people look at them (image
-             and video galleries, audio players, depth/thermal colour-mapped, IMU plotted, texts in a table), with
-             scores; click any hit (or pick it in the list) and press "More like this".
-  Zero-shot  any input + class names -> probabilities (bar chart); editable prompt templates.
+             at once with a weight each (embedding arithmetic); examples that work with the model (text phrases
+             checked against the index, stored items as queries: one click fills and searches); hits per
+             modality beside the query (on a phone: scrolled into view), with a busy indicator, as people look at
+             them (image and video galleries, audio players, depth/thermal colour-mapped, IMU plotted, texts in a
+             table), with scores; click any hit (or pick it in the list) and press "More like this".
+  Zero-shot  any input + class names -> probabilities (bar chart); the input kind is read from the uploaded file
+             as `bindkit embed` reads it (plus: a 16-bit PNG is depth), and a preset that kind carries is offered;
+             editable prompt templates.
   Index      counts, model, index types and measured recall; add a folder (with a progress bar).
 """
 
@@ -80,8 +86,12 @@ GALLERY_LABELS = {
     "thermal": "Thermal (colour-mapped, fixed scale: hot = bright)",
     "imu": "IMU (accelerometer and gyroscope; x red, y green, z blue)",
 }
-#: Default zero-shot setup: the synthetic world's shapes (what the built-in gallery shows).
+#: Zero-shot presets: the synthetic world's attributes (what the built-in gallery shows).
 PRESETS = ("shape", "colour", "size", "material", "temperature", "motion")
+#: The preset offered for an input of each kind: an attribute that kind carries and bindkit_toy tells well
+#: (its image -> shape is weak: colour is the default).
+PRESET_FOR = {"text": "colour", "image": "colour", "video": "colour", "audio": "material", "depth": "size",
+              "thermal": "temperature", "imu": "motion"}
 
 
 def weights_hint(card: str) -> str:
@@ -105,12 +115,10 @@ def _examples(index: Any, per_kind: int = 4) -> list[tuple[str, str]]:
     """A few stored items per modality, offered as zero-shot inputs: (label, "kind:id")."""
     out = []
     for kind in sorted(index.modalities, key=lambda k: (k != "image", k)):
-        ids, _ = index.vectors(kind)
-        for hit in index.get(ids[:per_kind].tolist()):
-            if hit is not None:
-                name = hit.text if hit.text is not None else os.path.basename(hit.uri or f"#{hit.id}")
-                extra = hit.metadata.get("caption") if isinstance(hit.metadata, dict) else None
-                out.append((f"{kind} · {name[:50]}" + (f" — {extra[:50]}" if extra else ""), f"{kind}:{hit.id}"))
+        for hit in handlers.some_items(index, kind, per_kind):
+            name = hit.text if hit.text is not None else os.path.basename(hit.uri or f"#{hit.id}")
+            extra = hit.metadata.get("caption") if isinstance(hit.metadata, dict) else None
+            out.append((f"{kind} · {name[:50]}" + (f" — {extra[:50]}" if extra else ""), f"{kind}:{hit.id}"))
     return out
 
 
@@ -121,66 +129,126 @@ def _preset(attribute: str) -> tuple[str, str]:
 
 
 # ---- the app ------------------------------------------------------------------------------------------------
-def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> None:
+def show_js(elem_id: str) -> str:
+    """Client-side code that brings element ``elem_id`` (a status line: Gradio's busy indicator, then the
+    results below it) into view when it is off screen, e.g. on a phone where results come after every input."""
+    return """() => {
+  const el = document.getElementById('%s');
+  if (!el) return;
+  const r = el.getBoundingClientRect();
+  if (r.top < 0 || r.top > window.innerHeight - 120) el.scrollIntoView({block: 'start', behavior: 'smooth'});
+}""" % elem_id
+#: What a model card knows, for the banner (the card's own description is the fallback).
+KNOWS = {
+    "imagebind_huge": "ImageBind huge (Meta): image and text towers from OpenCLIP trained on web-scale photos and "
+                      "captions, audio, depth, thermal and IMU bound to images with real paired data. Real media "
+                      "work; the weights are non-commercial (CC BY-NC 4.0).",
+}
+
+
+def model_banner(model: Any, card: str) -> str:
+    """Markdown: what the loaded model knows, so that a newcomer's first query is one that can work. For
+    bindkit_toy (and models trained like it): the synthetic world only, its vocabulary, and that a real photo
+    gets nonsense."""
+    name = model.card.name if model is not None else card
+    if model is not None and (name.startswith("bindkit_toy") or "synthetic world only" in model.card.description):
+        from bindkit.datasets import synthetic
+
+        c = synthetic.classes
+        return (f"**`{name}` knows bindkit's synthetic world only**: one object per scene — a {', '.join(c('shape'))}; "
+                f"{', '.join(c('colour'))}; {', '.join(c('size'))}; {', '.join(c('temperature'))}; made of "
+                f"{', '.join(c('material'))}; {', '.join(c('motion'))} — seen as image, caption, sound, depth, "
+                "thermal and IMU. **A real photo, sound or sentence gets nonsense.** Try an example below. For real "
+                "media restart with `--model imagebind_huge` (`bindkit fetch imagebind_huge`: 4.5 GB, CC BY-NC 4.0).")
+    if model is None:
+        return f"Model `{name}`: no weights loaded (see below)."
+    desc = KNOWS.get(name) or (model.card.description or "").split(". ")[0].strip()
+    return f"**Model `{name}`**" + (f": {desc}" if desc else "") + f" — {model.dim}-d space, encoders " \
+        f"{', '.join(model.modalities)}."
+
+
+def _examples_block(index: Any, model: Any, served: Any, inputs: list, media_inputs: dict[str, Any]) -> Any:
+    """gr.Examples of queries that work with this model on this index (None when there are none): text
+    phrases checked against the index (handlers.example_texts) and stored items as image/audio/IMU queries.
+    A row sets every query input (the others cleared); the caller chains the search to its click."""
+    texts = handlers.example_texts(index, model)
+    media = handlers.example_media(index, served)
+    if not texts and not media:
+        return None
+    order = ["text", *media_inputs]
+    rows, labels = [], []
+    for t in texts:
+        rows.append([t] + [None] * len(media_inputs))
+        labels.append(f"“{t}”")
+    for kind, path, label in media:
+        rows.append([None] + [path if k == kind else None for k in media_inputs])
+        labels.append(label)
+    return gr.Examples(rows, [inputs[0], *media_inputs.values()], label="Examples that work with this model "
+                       "(click one: it fills the query and searches)", example_labels=labels,
+                       examples_per_page=12, elem_id="examples")
+
+
+def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> Any:
     kinds = index.modalities
+    upload = {"min_width": 200}  # two upload boxes side by side on a wide screen, one per row on a phone
+    with gr.Row(equal_height=True):
+        text = gr.Textbox(label="Text query", placeholder="describe what to find, e.g. a hot star",
+                          elem_id="query-text", scale=5, min_width=240)
+        button = gr.Button("Search", variant="primary", elem_id="search", scale=1, min_width=120, size="lg")
+    examples_slot = gr.Column()
     with gr.Row():
-        with gr.Column(scale=3):
+        with gr.Column(scale=2, min_width=300, elem_id="query-inputs"):
+            w_text = gr.Slider(-1, 2, value=1, step=0.1, label="text weight", elem_id="weight-text")
             with gr.Row():
-                text = gr.Textbox(label="Text query", placeholder="a large red circle", elem_id="query-text",
-                                  scale=4)
-                w_text = gr.Slider(-1, 2, value=1, step=0.1, label="weight", elem_id="weight-text", scale=1)
-            with gr.Row():
-                with gr.Column():
-                    image = gr.Image(label="Image query", type="filepath", height=180,
+                with gr.Column(**upload):
+                    image = gr.Image(label="Image query", type="filepath", height=200,
                                      sources=["upload", "webcam", "clipboard"], elem_id="query-image")
                     w_image = gr.Slider(-1, 2, value=1, step=0.1, label="image weight", elem_id="weight-image")
-                with gr.Column():
+                with gr.Column(**upload):
                     audio = gr.Audio(label="Audio query", type="filepath", sources=["upload", "microphone"],
                                      elem_id="query-audio")
                     w_audio = gr.Slider(-1, 2, value=1, step=0.1, label="audio weight", elem_id="weight-audio")
-                with gr.Column():
-                    video = gr.Video(label="Video query", sources=["upload", "webcam"], height=180,
-                                     elem_id="query-video")
-                    w_video = gr.Slider(-1, 2, value=1, step=0.1, label="video weight", elem_id="weight-video")
             with gr.Row():
+                with gr.Column(**upload):
+                    video = gr.Video(label="Video query", sources=["upload", "webcam"], elem_id="query-video")
+                    w_video = gr.Slider(-1, 2, value=1, step=0.1, label="video weight", elem_id="weight-video")
                 files, weights = {}, {}
                 for kind, hint in (("depth", "depth map (16-bit PNG in mm, or 8-bit)"),
                                    ("thermal", "thermal image (grey, hot = bright)"),
                                    ("imu", "IMU table (CSV: accel x/y/z, gyro x/y/z)")):
-                    with gr.Column():
-                        files[kind] = gr.File(label=f"{kind} query: {hint}", type="filepath", height=110,
-                                              elem_id=f"query-{kind}")
+                    with gr.Column(**upload):
+                        files[kind] = gr.File(label=f"{kind} query: {hint}", type="filepath", elem_id=f"query-{kind}")
                         weights[kind] = gr.Slider(-1, 2, value=1, step=0.1, label=f"{kind} weight",
                                                   elem_id=f"weight-{kind}")
-        with gr.Column(scale=1):
             k = gr.Slider(1, handlers.K_MAX, value=5, step=1, label="k (hits per modality)", elem_id="k")
             result_kinds = gr.CheckboxGroup(kinds, value=list(kinds), label="Result modalities",
                                             elem_id="result-kinds")
             where = gr.Textbox(label="Metadata filter (optional)", placeholder="colour=red, size=large",
                                elem_id="where")
-            button = gr.Button("Search", variant="primary", elem_id="search")
             gr.Markdown("Several inputs are combined by embedding arithmetic: the weighted sum of their unit "
                         "vectors (a negative weight subtracts; 0 leaves the input out).")
-    status = gr.Markdown("Type a query and press Search.", elem_id="status")
-    with gr.Row():
-        more_pick = gr.Dropdown([], label="Hit for “more like this” (or click a hit)", elem_id="more-pick",
-                                scale=4, allow_custom_value=False)
-        more_button = gr.Button("More like this", elem_id="more-like", scale=1)
-    hits_state = gr.State(handlers.empty_hits())
-    galleries = {}
-    for kind in GALLERY_KINDS:
-        galleries[kind] = gr.Gallery(label=GALLERY_LABELS[kind], columns=6, fit_columns=False, height=260,
-                                     elem_id=f"{kind}-results", object_fit="contain",
-                                     buttons=["download", "fullscreen"])
-    with gr.Column(elem_id="audio-results"):
-        gr.Markdown("**Audio**")
-        players = [gr.Audio(visible=False, interactive=False, buttons=["download"], elem_classes=["audio-hit"])
-                   for _ in range(handlers.K_MAX)]
-    texts = gr.Dataframe(headers=["rank", "text", "score", "metadata"], label="Texts", interactive=False, wrap=True,
-                         max_height=500, elem_id="text-results")
-    table = gr.Dataframe(headers=["modality", "rank", "item", "score", "metadata"],
-                         label="Other hits (files that cannot be shown)", interactive=False, wrap=True,
-                         max_height=500, elem_id="other-results")
+        with gr.Column(scale=3, min_width=300, elem_id="results"):
+            status = gr.Markdown("Type a query and press Search, or click an example.", elem_id="status",
+                                 min_height=48)
+            with gr.Row():
+                more_pick = gr.Dropdown([], label="Hit for “more like this” (or click a hit)", elem_id="more-pick",
+                                        scale=4, min_width=200, allow_custom_value=False)
+                more_button = gr.Button("More like this", elem_id="more-like", scale=1, min_width=120)
+            hits_state = gr.State(handlers.empty_hits())
+            galleries = {}
+            for kind in GALLERY_KINDS:
+                galleries[kind] = gr.Gallery(label=GALLERY_LABELS[kind], columns=4, fit_columns=False, height=240,
+                                             elem_id=f"{kind}-results", object_fit="contain",
+                                             buttons=["download", "fullscreen"])
+            with gr.Column(elem_id="audio-results"):
+                gr.Markdown("**Audio**")
+                players = [gr.Audio(visible=False, interactive=False, buttons=["download"],
+                                    elem_classes=["audio-hit"]) for _ in range(handlers.K_MAX)]
+            texts = gr.Dataframe(headers=["rank", "text", "score", "metadata"], label="Texts", interactive=False,
+                                 wrap=True, max_height=500, elem_id="text-results")
+            table = gr.Dataframe(headers=["modality", "rank", "item", "score", "metadata"],
+                                 label="Other hits (files that cannot be shown)", interactive=False, wrap=True,
+                                 max_height=500, elem_id="other-results")
 
     inputs = [text, image, audio, video, files["depth"], files["thermal"], files["imu"],
               w_text, w_image, w_audio, w_video, weights["depth"], weights["thermal"], weights["imu"],
@@ -191,9 +259,19 @@ def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> None
     # (and for non-RGB modes decodes and re-encodes) an upload before the handler runs, so a WAV renamed
     # .png or a decompression bomb failed there as a bare "Error" badge, or ate memory; bindkit's loader
     # reads the file instead, and its clear errors (and bomb limit) reach the status box.
-    button.click(run, inputs, outputs, preprocess=False)
-    text.submit(run, inputs, outputs, preprocess=False)
+    # The status box (beside the query on a wide screen, scrolled into view on a narrow one) shows Gradio's
+    # busy indicator while the search runs.
+    for event in (button.click, text.submit):
+        event(None, js=show_js("status"))
+        event(run, inputs, outputs, preprocess=False)
+    if model is not None:
+        with examples_slot:
+            media = {"image": image, "audio": audio, "imu": files["imu"]}
+            ex = _examples_block(index, model, served, inputs, media)
+        if ex is not None:
+            ex.load_input_event.then(None, js=show_js("status")).then(run, inputs, outputs, preprocess=False)
     more = handlers.more_like_fn(index, served)
+    more_button.click(None, js=show_js("status"))
     more_button.click(more, [more_pick, k, result_kinds, where, hits_state], outputs)
     for kind, g in galleries.items():
         g.select(handlers.select_fn(kind), [hits_state], [more_pick])
@@ -201,35 +279,48 @@ def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> None
     return result_kinds
 
 
+def _preset_for(kind: Any) -> Any:
+    return gr.Dropdown(value=PRESET_FOR[kind]) if kind in PRESET_FOR else gr.Dropdown()
+
+
 def _zero_shot_tab(index: Any, model: Any, no_model_note: str) -> None:
-    classes0, templates0 = _preset("shape")
+    examples = _examples(index)
+    kind0 = examples[0][1].partition(":")[0] if examples else "image"
+    preset0 = PRESET_FOR.get(kind0, "colour")
+    classes0, templates0 = _preset(preset0)
     gr.Markdown("Zero-shot classification: the input's embedding against each class's prompts (the mean of its "
                 "templates' text embeddings); probabilities are the softmax of cosine × the text logit scale.")
     with gr.Row():
-        with gr.Column():
-            kind = gr.Radio(list(QUERY_KINDS), value="image", label="Input kind (of an upload)", elem_id="zs-kind")
+        with gr.Column(min_width=300):
             upload = gr.File(label="Input file (image, audio, video, depth, thermal or IMU)", type="filepath",
-                             height=110, elem_id="zs-file")
+                             elem_id="zs-file")
+            kind = gr.Radio(list(QUERY_KINDS), value=kind0, label="Input kind (set from the uploaded file, as "
+                            "bindkit embed tells it; change it if it is wrong)", elem_id="zs-kind")
+            kind_note = gr.Markdown("", elem_id="zs-kind-note")
             text = gr.Textbox(label="Input text (kind: text)", elem_id="zs-text")
-            examples = _examples(index)
             example = gr.Dropdown(examples, value=examples[0][1] if examples else None,
                                   label="…or an item of the index (used when nothing is uploaded)",
                                   elem_id="zs-example")
-        with gr.Column():
-            preset = gr.Dropdown(list(PRESETS), value="shape", label="Preset (synthetic world attribute)",
+        with gr.Column(min_width=300):
+            preset = gr.Dropdown(list(PRESETS), value=preset0, label="Preset (synthetic world attribute)",
                                  elem_id="zs-preset")
             classes = gr.Textbox(classes0, label="Class names (comma-separated)", elem_id="zs-classes")
             templates = gr.Textbox(templates0, label="Prompt templates, one per line ({} = class name)", lines=3,
                                    elem_id="zs-templates")
             button = gr.Button("Classify", variant="primary", elem_id="zs-run")
-    status = gr.Markdown("", elem_id="zs-status")
-    chart = gr.BarPlot(x="class", y="probability", y_lim=[0, 1], label="Probabilities", elem_id="zs-chart",
-                       height=300, sort="-y")
+            # the answer beside the inputs on a wide screen (scrolled into view on a phone)
+            status = gr.Markdown("Upload a file, type a text or pick an item, then press Classify.",
+                                 elem_id="zs-status", min_height=48)
+            chart = gr.BarPlot(x="class", y="probability", y_lim=[0, 1], label="Probabilities", elem_id="zs-chart",
+                               height=260, sort="-y")
     preset.change(_preset, [preset], [classes, templates])
-    # Picking an example shows its kind (the kind an upload would be read as is the user's to change back).
+    # A new upload or example sets the kind (the user may change it back) and a preset that kind carries.
+    upload.change(handlers.upload_kind_fn, [kind, upload], [kind, kind_note], preprocess=False).then(
+        _preset_for, [kind], [preset])
     example.change(lambda ex: gr.Radio(value=ex.partition(":")[0]) if isinstance(ex, str) and ":" in ex
-                   else gr.Radio(), [example], [kind])
+                   else gr.Radio(), [example], [kind]).then(_preset_for, [kind], [preset])
     run = handlers.zero_shot_fn(index, model, no_model_note)
+    button.click(None, js=show_js("zs-status"))
     button.click(run, [kind, text, upload, example, classes, templates], [chart, status], preprocess=False)
 
 
@@ -257,8 +348,8 @@ def build_app(index: Any, model: Any | None, *, note: str | None = None, title: 
     no_model_note = note or f"No model weights are loaded, so the index cannot be searched. {weights_hint(card)}"
     served = handlers._Served()
     with gr.Blocks(title=title, analytics_enabled=False) as app:
-        gr.Markdown(f"# {title}\nOne embedding space for images, text, audio, video, depth, thermal and IMU "
-                    f"(model **{model.card.name if model is not None else card}**).")
+        gr.Markdown(f"# {title}\nOne embedding space for images, text, audio, video, depth, thermal and IMU.")
+        gr.Markdown(model_banner(model, card), elem_id="model-banner")
         if model is None:
             gr.Markdown(f"⚠️ {no_model_note}", elem_id="weights-missing")
         with gr.Tabs():

@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 import time
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +21,9 @@ import gradio as gr
 import numpy as np
 
 import bindkit
+from bindkit.fileio import sniff
 from bindkit.index.where import parse_cli_filters
+from bindkit.inputs import kind_from_path
 
 from bindkit_demo_views import RENDERERS, parse_classes, parse_templates, zero_shot  # loaded by app.py
 
@@ -174,6 +177,9 @@ def show(hits: dict[str, list], served: _Served) -> tuple[dict, list, list, list
             state["order"].setdefault(kind, []).append(int(h.id))
         for rank, h in enumerate(lst, 1):
             state["choices"].append((f"{kind} {rank}. {_name(h)[:60]} ({h.score:+.3f})", f"{kind}:{h.id}"))
+    # in the order the page shows them (galleries, audio players, texts): the default pick is the first hit seen
+    page = {k: i for i, k in enumerate((*GALLERY_KINDS, "audio", "text"))}
+    state["choices"].sort(key=lambda c: page.get(c[1].partition(":")[0], len(page)))
     return galleries, players, texts, table, state
 
 
@@ -330,6 +336,122 @@ def zero_shot_fn(index: Any, model: Any, no_model_note: str) -> Callable[..., tu
         return df, status
 
     return run
+
+
+# ---- what an upload is ------------------------------------------------------------------------------------------
+#: First bytes of audio and video containers (bindkit.fileio.sniff knows the image ones).
+_MEDIA_MAGIC = ((b"OggS", "audio"), (b"fLaC", "audio"), (b"ID3", "audio"), (b"\x1aE\xdf\xa3", "video"))
+
+
+def upload_kind(path: Any) -> tuple[str | None, str]:
+    """(input kind, why) for an uploaded file, as ``bindkit embed`` and ``bindkit index build`` tell it: the
+    extension (:func:`bindkit.inputs.kind_from_path`; an upload has no depth/thermal/imu folder to hint), then
+    what the bytes say: a 16-bit greyscale PNG/TIFF is a depth map (millimetres), a .npy of 6 channels an IMU
+    recording, and a file whose extension tells nothing is sniffed (JPEG, PNG, WAV, MP4 ... signatures).
+    (None, why) when it cannot be told."""
+    path = _upload_path(path)
+    if not path:
+        return None, ""
+    name = os.path.basename(path)
+    ext = Path(path).suffix.lower()
+    kind = kind_from_path(path, folder_hints=False)
+    try:
+        if kind == "image" and ext in (".png", ".tif", ".tiff"):
+            from PIL import Image
+
+            with Image.open(path) as im:  # reads the header only
+                mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                return "depth", f"{name}: a 16-bit greyscale image, read as a depth map (millimetres)"
+            if mode in ("L", "LA"):
+                return "image", f"{name}: a greyscale image, read as an image (choose thermal if it is one)"
+        if ext == ".npy":
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            if len(shape) == 2 and 6 in shape:
+                return "imu", f"{name}: an array of shape {shape}, read as an IMU recording (6 channels)"
+            return None, f"{name}: an array of shape {shape}; choose its kind"
+        if kind is None:
+            with open(path, "rb") as f:
+                head = f.read(16)
+            what = sniff(head) or ""
+            if "image" in what:
+                return "image", f"{name}: {what} (by its first bytes)"
+            if head[:4] == b"RIFF" and head[8:12] in (b"WAVE", b"AVI "):
+                kind = "audio" if head[8:12] == b"WAVE" else "video"
+                return kind, f"{name}: a {'WAV' if kind == 'audio' else 'AVI'} file (by its first bytes)"
+            if head[4:8] == b"ftyp":
+                return "video", f"{name}: an MP4/MOV file (by its first bytes)"
+            for magic, what in _MEDIA_MAGIC:
+                if head.startswith(magic):
+                    return what, f"{name}: {what} (by its first bytes)"
+    except (OSError, ValueError, SyntaxError) as exc:  # unreadable: the classifier's loader will say why
+        return kind, f"{name}: could not look inside ({exc}); choose its kind"
+    if kind is None:
+        return None, f"{name}: cannot tell the kind from its name or first bytes; choose it"
+    return kind, f"{name}: read as {kind} (from its extension {ext})"
+
+
+def upload_kind_fn(current: Any, upload: Any) -> tuple:
+    """Zero-shot tab: a new upload sets the input kind (the user may change it back) and says why."""
+    kind, why = upload_kind(upload)
+    if kind is None:
+        return gr.Radio(value=current), why and f"⚠️ {why}"
+    return gr.Radio(value=kind), f"Input kind: **{kind}** — {why}"
+
+
+# ---- examples that work ------------------------------------------------------------------------------------------
+def some_items(index: Any, kind: str, n: int) -> list[Any]:
+    """Up to ``n`` stored items of ``kind`` (as hits): those nearest a fixed vector, so the same on every start
+    and as cheap on a million items as on ten (no scan of every stored vector)."""
+    if kind not in index.modalities:
+        return []
+    return index.search(vector=np.ones(index.dim, np.float32), k=n, modalities=[kind])[kind]
+
+
+#: Phrases built from a scene's labels (synthetic world), most specific first; each names the labels it uses.
+_PHRASES = (("size", "colour", "shape"), ("temperature", "shape"), ("colour", "shape"), ("material", "shape"))
+
+
+def example_texts(index: Any, model: Any, n: int = 4, scan: int = 12) -> list[str]:
+    """Up to ``n`` text queries that work on this index with this model: phrases made of the labels of stored
+    synthetic-world scenes ("a large red circle"), kept only when the top image hit really has those labels.
+    Empty for an index without such labels (your own media) or a model without a text encoder."""
+    if model is None or "text" not in model.modalities:
+        return []
+    scenes = [h.metadata for h in some_items(index, "image", scan) if isinstance(h.metadata, dict)]
+    candidates: dict[str, dict[str, str]] = {}
+    for attrs in _PHRASES:
+        for meta in scenes:
+            if all(isinstance(meta.get(a), str) for a in attrs):
+                labels = {a: meta[a] for a in attrs}
+                candidates.setdefault("a " + " ".join(labels.values()), labels)
+    if not candidates:
+        return []
+    texts = list(candidates)
+    try:
+        found = index.search(text=texts, k=1, modalities=["image"])
+    except (bindkit.BindkitError, ValueError, OSError):
+        return []
+    by_form: dict[tuple[str, ...], list[str]] = {}
+    for text, hits in zip(texts, found):
+        top = (hits.get("image") or [None])[0]
+        labels = candidates[text]
+        if top is not None and all((top.metadata or {}).get(a) == v for a, v in labels.items()):
+            by_form.setdefault(tuple(labels), []).append(text)
+    # round robin over the phrase forms, so that the examples show different kinds of query
+    return [t for row in zip_longest(*by_form.values()) for t in row if t is not None][:n]
+
+
+def example_media(index: Any, served: _Served, kinds: tuple[str, ...] = ("image", "audio", "imu")) -> list[tuple]:
+    """(kind, a servable copy of the file, label) of one stored item per kind: a query with a stored item finds
+    that item first (cosine 1) and its scene in the other modalities, whatever the model."""
+    out = []
+    for kind in kinds:
+        hit = next((h for h in some_items(index, kind, 8) if h.uri), None)
+        path = served(hit) if hit is not None else None
+        if path:
+            out.append((kind, path, f"{kind} query: {_name(hit)}"))
+    return out
 
 
 # ---- the index tab ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -24,6 +25,10 @@ ARTIFACTS = Path(os.environ.get("BINDKIT_ARTIFACTS") or REPO / "tests" / "artifa
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio")
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 K = 2  # hits per modality in the browser tests
+WIDE = {"width": 1400, "height": 1000}  # a laptop
+NARROW = {"width": 390, "height": 844}  # a phone
+#: Bound on every wait for a state of the page: generous, for loaded CI machines (a bound, not a measurement).
+WAIT_MS = 90_000
 
 
 def _need(ok: bool, why: str) -> None:
@@ -36,16 +41,19 @@ for _mod in ("gradio", "playwright"):
     if importlib.util.find_spec(_mod) is None:
         pytest.skip(f"{_mod} is not installed (pip install -e '.[test]')", allow_module_level=True)
 
+from playwright.sync_api import expect  # noqa: E402  (after the skip above)
 
-def _shot(pg, name: str) -> Path:
-    """A full-page screenshot, once every picture on the page has loaded (galleries load lazily: scroll each in)."""
-    for g in pg.locator("[id$=-results]:visible").all():
+
+def _shot(pg, name: str, full_page: bool = True) -> Path:
+    """A screenshot (the whole page, or what the viewport shows), once every picture on the page has loaded
+    (galleries load lazily: for a full page, scroll each in)."""
+    for g in pg.locator("[id$=-results]:visible").all() if full_page else []:
         g.scroll_into_view_if_needed()
     pg.wait_for_function("() => Array.from(document.images).filter(i => i.checkVisibility())"
                          ".every(i => i.complete && i.naturalWidth > 0)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    pg.screenshot(path=str(path), full_page=True)
+    pg.screenshot(path=str(path), full_page=full_page)
     return path
 
 
@@ -120,7 +128,7 @@ def browser(tmp_path_factory):
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("chromium-profile")),
                                                    executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                                   viewport={"width": 1400, "height": 1200})
+                                                   viewport=WIDE)
         yield ctx
         ctx.close()
 
@@ -132,7 +140,7 @@ def page(browser, server):
     outside: list[str] = []
     pg.on("request", lambda r: outside.append(r.url)
           if not r.url.startswith((server, "data:", f"blob:{server}")) else None)
-    pg.set_default_timeout(60_000)  # a bound on waiting, not a measurement: generous for loaded CI machines
+    pg.set_default_timeout(WAIT_MS)
     pg.goto(server)
     pg.locator("#search").wait_for()
     yield pg
@@ -176,9 +184,13 @@ def _names(captions: list[str]) -> list[str]:
 
 
 def _upload(pg, elem: str, path: Path | str) -> None:
+    """Upload ``path`` into component ``elem`` and wait until the upload has finished: the component then links
+    or shows the server's copy (its name shows earlier, in the progress bar, while the bytes are still in flight;
+    a search sent then would not have the file)."""
     pg.locator(f"#{elem} input[type=file]").first.set_input_files(str(path))
-    pg.locator(f"#{elem}").get_by_text(Path(path).name).first.wait_for() if elem != "query-image" else \
-        pg.locator(f"#{elem} img").first.wait_for()
+    name = Path(path).name
+    pg.locator(f"#{elem}").locator(f"[href*='/gradio_api/file='][href*='{name}'], "
+                                   f"[src*='/gradio_api/file='][src*='{name}']").first.wait_for()
 
 
 def _check_results(pg, expected: dict, kinds: tuple[str, ...] = ("image", "video", "depth", "thermal", "imu")) -> None:
@@ -235,18 +247,137 @@ def test_imu_upload_shows_plots_and_other_kinds(page, demo_index, media):
 def test_zero_shot_tab_shows_a_chart(page, demo, demo_index, demo_model, media):
     page.get_by_role("tab", name="Zero-shot").click()
     query = media["image"][0]
-    page.locator("#zs-file input[type=file]").set_input_files(query)
-    page.locator("#zs-file").get_by_text(Path(query).name).first.wait_for()
+    _upload(page, "zs-file", query)
+    page.locator("#zs-kind-note").get_by_text("read as image").wait_for()
+    expect(page.locator("#zs-preset input")).to_have_value("colour")  # the preset offered for images
+    expect(page.locator("#zs-classes textarea")).to_have_value(re.compile("purple"))
     page.locator("#zs-run").click()
     page.locator("#zs-status").get_by_text("→").wait_for()
     chart = page.locator("#zs-chart")
     chart.locator("canvas, svg").first.wait_for()
     from bindkit.datasets import synthetic
 
-    result = demo.views.zero_shot(demo_model, "image", query, synthetic.classes("shape"), synthetic.templates("shape"))
+    result = demo.views.zero_shot(demo_model, "image", query, synthetic.classes("colour"),
+                                  synthetic.templates("colour"))
     best = max(result["probs"], key=result["probs"].get)
     assert f"→ {best} (" in page.locator("#zs-status").inner_text()
     _shot(page, "zero-shot")
+
+
+# ---- the first screen: what the model knows, examples, layout on a laptop and a phone -----------------------------
+#: Every upload box of the app (search tab; the zero-shot tab's is checked on that tab).
+UPLOADS = ("query-image", "query-audio", "query-video", "query-depth", "query-thermal", "query-imu")
+#: Descendants of ``root`` cut off by ``root`` or by an ancestor inside it that clips (overflow not visible),
+#: and whether ``root`` itself sticks out of the viewport sideways.
+_CLIPPED_JS = """root => {
+  const R = root.getBoundingClientRect(), out = [];
+  if (R.left < -1 || R.right > window.innerWidth + 1) out.push(`the box [${R.left}, ${R.right}] leaves the viewport`);
+  for (const el of root.querySelectorAll('svg, button, img, video, span, p, label, a')) {
+    const r = el.getBoundingClientRect(), st = getComputedStyle(el);
+    if (!r.width || !r.height || st.visibility === 'hidden' || !el.checkVisibility()) continue;
+    const boxes = [R];
+    for (let a = el.parentElement; a && a !== root; a = a.parentElement) {
+      const s = getComputedStyle(a);
+      if (s.overflowX !== 'visible' || s.overflowY !== 'visible') boxes.push(a.getBoundingClientRect());
+    }
+    if (boxes.some(b => r.left < b.left - 1 || r.right > b.right + 1 || r.top < b.top - 1 || r.bottom > b.bottom + 1))
+      out.push(`${el.tagName.toLowerCase()}.${el.className.baseVal ?? el.className} "${(el.innerText || '').trim().slice(0, 30)}"`);
+  }
+  return out;
+}"""
+
+
+def _not_clipped(pg, elems) -> None:
+    for elem in elems:
+        box = pg.locator(f"#{elem}")
+        box.scroll_into_view_if_needed()
+        assert box.evaluate(_CLIPPED_JS) == [], elem
+
+
+@pytest.mark.parametrize("size", ["wide", "narrow"])
+def test_first_screen_on_a_laptop_and_a_phone(browser, server, demo, demo_index, demo_model, size):
+    page = browser.new_page()
+    page.set_viewport_size(WIDE if size == "wide" else NARROW)
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(server)
+        page.locator("#search").wait_for()
+        banner = page.locator("#model-banner").inner_text()
+        assert demo_model.card.name in banner
+        if demo_model.card.name == "bindkit_toy":  # what it knows, and what it does not
+            assert "synthetic world only" in banner and "real photo" in banner and "nonsense" in banner
+        _shot(page, f"first-screen-{size}", full_page=False)
+        _not_clipped(page, UPLOADS)
+        _shot(page, f"search-tab-{size}")
+        # An example fills the query and searches; the status (with its busy indicator) is brought into view.
+        examples = page.locator("#examples button")
+        texts = demo.handlers.example_texts(demo_index, demo_model)
+        assert examples.count() == len(texts) + 3  # texts that work, then a stored image, sound and IMU recording
+        if demo_model.card.name == "bindkit_toy":
+            assert len(texts) >= 3
+        first = texts[0] if texts else None
+        page.evaluate("window.scrollTo(0, 0)")
+        examples.first.click()
+        page.locator("#status").get_by_text("hits").wait_for()
+        expect(page.locator("#query-text textarea")).to_have_value(first or "")
+        expect(page.locator("#status")).to_be_in_viewport()
+        if first:
+            expected = demo_index.search(text=first, k=5)
+            assert _names(_gallery(page, "image")) == [Path(h.uri).name for h in expected["image"]]
+        _shot(page, f"example-search-{size}", full_page=False)
+        examples.last.click()  # a stored IMU recording: it finds itself
+        page.locator("#status").get_by_text("Query: imu").wait_for()
+        expect(page.locator("#query-text textarea")).to_have_value("")  # the example cleared the text
+        assert "+1.000" in _gallery(page, "imu")[0]
+        page.get_by_role("tab", name="Zero-shot").click()
+        _not_clipped(page, ["zs-file"])
+        page.locator("#zs-run").click()  # the first item of the index, by default
+        page.locator("#zs-status").get_by_text("→").wait_for()
+        expect(page.locator("#zs-status")).to_be_in_viewport()
+        page.locator("#zs-chart").locator("canvas, svg").first.wait_for()
+        _shot(page, f"zero-shot-tab-{size}")
+    finally:
+        page.close()
+
+
+def test_search_shows_a_busy_indicator_where_the_user_looks(browser, server):
+    """On a phone the results come after every query input: pressing Search scrolls the status into view, and
+    the status shows Gradio's busy indicator until the hits arrive (seen by a DOM observer, not by timing)."""
+    page = browser.new_page()
+    page.set_viewport_size(NARROW)
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(server)
+        page.locator("#search").wait_for()
+        expect(page.locator("#status")).not_to_be_in_viewport()
+        page.evaluate("""() => { window.__busy = false;
+          const tracker = document.querySelector('#status [data-testid=status-tracker]');
+          new MutationObserver(() => { if (!tracker.classList.contains('hide')) window.__busy = true; })
+            .observe(tracker, {attributes: true, attributeFilter: ['class']}); }""")
+        page.locator("#query-text textarea").fill("a hot star")
+        page.locator("#search").click()
+        page.locator("#status").get_by_text("hits").wait_for()
+        assert page.evaluate("window.__busy")
+        expect(page.locator("#status")).to_be_in_viewport()
+        expect(page.locator("#status [data-testid=status-tracker]")).to_have_class(re.compile(r"\bhide\b"))
+    finally:
+        page.close()
+
+
+def test_zero_shot_tab_reads_the_kind_from_the_file(page, media):
+    """The input kind follows the uploaded file, as `bindkit embed` tells it (and a 16-bit PNG is depth)."""
+    page.get_by_role("tab", name="Zero-shot").click()
+    for n, kind in enumerate(("depth", "audio", "image", "imu")):
+        if n:  # one file at a time: remove the last one
+            page.locator("#zs-file button[aria-label=Clear]").click()
+        _upload(page, "zs-file", media[kind][1])
+        expect(page.locator("#zs-kind input:checked")).to_have_value(kind)
+        assert Path(media[kind][1]).name in page.locator("#zs-kind-note").inner_text()
+    expect(page.locator("#zs-preset input")).to_have_value("motion")  # what IMU carries
+    expect(page.locator("#zs-classes textarea")).to_have_value(re.compile("bouncing"))
+    page.locator("#zs-run").click()
+    page.locator("#zs-status").get_by_text("→").wait_for()
+    assert page.locator("#zs-status").inner_text().startswith("imu ")
 
 
 # ---- more interactions ---------------------------------------------------------------------------------------
@@ -265,6 +396,10 @@ def test_more_like_this(page, demo_index):
     _search(page, "a hot star", k=K)
     second = _names(_gallery(page, "image"))[1]
     page.locator("#image-results .thumbnail-item, #image-results button.thumbnail-item").nth(1).click()
+    # The click picks the hit through the server; pressing "More like this" before that has answered would
+    # search with the previous pick (the first hit), so wait for the pick to show.
+    expect(page.locator("#more-pick input")).to_have_value(re.compile(rf"^image 2\. {re.escape(second)} "),
+                                                           timeout=WAIT_MS)
     page.locator("#more-like").click()
     status = page.locator("#status")
     status.get_by_text("More like image").wait_for()
@@ -317,7 +452,7 @@ def test_filter_and_result_modalities(page, demo_index):
 def test_bad_video_upload_is_reported(page, tmp_path):
     bad = tmp_path / "broken.webm"
     bad.write_bytes(b"this is not a video")
-    page.locator("#query-video input[type=file]").first.set_input_files(str(bad))
+    _upload(page, "query-video", bad)
     status = _search(page, "a dog", expect="broken.webm")
     assert "⚠️" in status and "video" in status
 
@@ -343,7 +478,7 @@ def _unreadable_image(kind: str, media: dict, tmp_path: Path) -> tuple[Path, str
 @pytest.mark.parametrize("kind", ["wav_renamed", "truncated_jpeg", "decompression_bomb"])
 def test_unreadable_image_query_gets_a_clear_message(page, media, tmp_path, kind):
     path, words = _unreadable_image(kind, media, tmp_path)
-    page.locator("#query-image input[type=file]").set_input_files(str(path))
+    _upload(page, "query-image", path)
     status = _search(page, "a dog", expect=path.name)  # waits until the status names the upload
     assert status.startswith("⚠️") and words in status and "image" in status, status
     assert "/tmp" not in status and str(path.parent) not in status  # the name, not the server's temp path
@@ -425,9 +560,9 @@ def test_without_index_or_weights_the_cli_says_how_to_get_them(demo, tmp_path, m
     monkeypatch.setenv("BINDKIT_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("HOME", str(tmp_path))
-    from bindkit.weights import fetch
+    from bindkit import resources
 
-    monkeypatch.setattr(fetch, "_REPO_WEIGHTS", tmp_path / "weights")  # whatever this clone holds
+    monkeypatch.setattr(resources, "clone_weights_dir", lambda: tmp_path / "weights")  # whatever this clone holds
     assert demo.main(["--port", "0"]) == 1
     err = capsys.readouterr().err
     assert "bindkit fetch imagebind_huge" in err and "bindkit train" in err and "Traceback" not in err
@@ -459,3 +594,45 @@ def _reference_state(model):
 
     state = model.encoders.state_dict()
     return {to_reference(k): v for k, v in state.items() if to_reference(k) is not None}
+
+
+def test_upload_kind_reads_the_file_as_the_cli_does(demo, media, tmp_path):
+    """The zero-shot tab's kind of an upload: the extension as `bindkit embed` reads it, then the bytes (a
+    16-bit PNG is a depth map; a misnamed or nameless file is sniffed)."""
+    import numpy as np
+
+    kind = demo.handlers.upload_kind
+    for k in ("image", "audio", "video", "imu", "depth"):
+        assert kind(media[k][0])[0] == k, k
+    assert kind(media["thermal"][0])[0] == "image"  # 8-bit grey: an image unless the user says thermal
+    assert "thermal" in kind(media["thermal"][0])[1]
+    noext = tmp_path / "upload"
+    for src, want in ((media["audio"][0], "audio"), (media["image"][0], "image"), (media["video"][0], "video")):
+        noext.write_bytes(Path(src).read_bytes())
+        assert kind(noext)[0] == want, src
+    np.save(tmp_path / "rec.npy", np.zeros((200, 6), np.float32))
+    assert kind(tmp_path / "rec.npy")[0] == "imu"
+    np.save(tmp_path / "cube.npy", np.zeros((2, 3, 4), np.float32))
+    (tmp_path / "blob.bin").write_bytes(b"\0" * 64)
+    for path in (tmp_path / "cube.npy", tmp_path / "blob.bin"):
+        k, why = kind(path)
+        assert k is None and "choose" in why and path.name in why
+    assert kind({"path": str(media["imu"][0])})[0] == "imu"  # Gradio's payload of an upload
+    assert kind(None) == (None, "")
+
+
+def test_examples_work_and_the_banner_says_what_the_model_knows(demo, demo_index, demo_model, tiny_index, tiny_model):
+    texts = demo.handlers.example_texts(demo_index, demo_model)
+    for text in texts:  # each example finds an image with the labels it names
+        top = demo_index.search(text=text, k=1, modalities=["image"])["image"][0]
+        assert all(word in top.metadata.values() for word in text.split()[1:]), (text, top.metadata)
+    banner = demo.model_banner(demo_model, demo_model.card.name)
+    if demo_model.card.name == "bindkit_toy":
+        assert len(texts) >= 3
+        assert "synthetic world only" in banner and "nonsense" in banner and "imagebind_huge" in banner
+    # An index of other media (no synthetic labels): no text examples, stored items only.
+    assert demo.handlers.example_texts(tiny_index, tiny_model) == []
+    served = demo._Served()
+    assert [k for k, _, _ in demo.handlers.example_media(tiny_index, served)] == ["image"]
+    assert "imagebind_tiny" in demo.model_banner(tiny_model, "imagebind_tiny")
+    assert "no weights" in demo.model_banner(None, "imagebind_tiny")

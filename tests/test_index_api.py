@@ -139,12 +139,50 @@ def test_vector_search_and_open_without_model(built, samples_dir):
         batch = ix.search(vector=vecs, k=len(ids), modalities="image")
         for row, r in enumerate(batch):
             assert_exact_topk(r["image"], ids, vecs, vecs[row], len(ids))
-        with pytest.raises(IndexStoreError, match="without a model.*vector="):
+        # A text query loads the model the index records: imagebind_tiny, whose weights were given in memory
+        # (nothing recorded) and which has no download, so the error says what was tried and the ways out.
+        with pytest.raises(bindkit.WeightsNotFoundError, match="opened without a model.*'imagebind_tiny'.*"
+                           "model=bindkit.load_model.*vector="):
             ix.search(text="a dog")
         with pytest.raises(IndexStoreError, match="without a model"):
             ix.add(["a dog"], modality="text")
         with pytest.raises(InputError, match=r"shape \(32,\)"):
             ix.search(vector=np.ones(7))
+
+
+def test_open_without_model_loads_the_recorded_one_when_a_query_needs_it(tmp_path, tiny_state_dict, samples_dir):
+    """Index.open(path) with no model, then a text or media query: the model the index records (card + the
+    weights given at build time, here a model directory) is loaded then, once, with the encoders the queries
+    need, and ranks exactly as the model given explicitly. Other weights at that path are refused."""
+    from bindkit.index.build import build
+
+    mdir = bindkit.convert(tiny_state_dict, tmp_path / "tiny_model", card=bindkit.load_card("imagebind_tiny"),
+                           progress=False)
+    model = bindkit.load_model(mdir)
+    build([samples_dir / "image", samples_dir / "audio"], tmp_path / "idx", model, progress=False, weights=str(mdir))
+    image = str(_sample(samples_dir, "image"))
+    with Index.open(tmp_path / "idx", model=model) as ref:
+        want_text, want_image = ref.search(text="a dog barking", k=3), ref.search(image=image, k=3)
+    with Index.open(tmp_path / "idx") as ix:
+        assert ix.model is None and ix._recorded_model is None  # opening loads nothing
+        got = ix.search(text="a dog barking", k=3)
+        first = ix._recorded_model
+        assert list(first.modalities) == ["text"]  # the encoder the query needs, not all six
+        ix.search(text=["a car", "a bird"], k=1)
+        assert ix._recorded_model is first  # loaded once
+        got_image = ix.search(image=image, k=3)  # another kind: its encoder is added
+        assert sorted(ix._recorded_model.modalities) == ["text", "vision"]
+        for a, b in ((got, want_text), (got_image, want_image)):
+            assert {k: [h.id for h in v] for k, v in a.items()} == {k: [h.id for h in v] for k, v in b.items()}
+            assert all(np.allclose([h.score for h in a[k]], [h.score for h in b[k]], atol=1e-6) for k in a)
+        with pytest.raises(IndexStoreError, match="without a model"):  # adding still takes an explicit model
+            ix.add(["a dog"], modality="text")
+    # Other weights where the index recorded its own: refused (the fingerprints differ), naming both.
+    other = {k: v + 0.01 if k.endswith(".weight") else v for k, v in tiny_state_dict.items()}
+    shutil.rmtree(mdir)
+    bindkit.convert(other, mdir, card=bindkit.load_card("imagebind_tiny"), progress=False)
+    with Index.open(tmp_path / "idx") as ix, pytest.raises(IndexStoreError, match="fingerprint"):
+        ix.search(text="a dog", k=1)
 
 
 def test_ids_stay_stable_across_add_remove_compact(index, samples_dir):

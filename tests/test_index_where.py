@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -178,3 +179,69 @@ def test_cli_filters_accept_quoted_text_and_any_key():
     assert parse_cli_filters(["name=''"]) == {"name": {"$eq": ""}}
     assert parse_cli_filters(["café=1", "名前=値"]) == {"$and": [{"café": {"$eq": 1}}, {"名前": {"$eq": "値"}}]}
     assert parse_cli_filters(['say "hi"=yes']) == {'say "hi"': {"$eq": "yes"}}
+
+
+# ---- limits: refused before SQL, always as FilterError ------------------------------------------------------------
+def _nested(depth: int, op: str = "$and", last: bool = False) -> dict:
+    """A filter with ``depth`` levels of ``op``, the nested one first (or last) in each list."""
+    w: dict = {"color": "red"}
+    for _ in range(depth):
+        w = {op: ([{"year": 2020}, w] if last else [w, {"year": 2020}])}
+    return w
+
+
+@pytest.mark.parametrize("where, words", [
+    ({"color": {"$in": [f"c{i}" for i in range(257)]}}, "at most 256 values in one $in"),
+    ({"color": {"$nin": list(range(600))}}, "at most 256 values in one $nin"),
+    ({"$or": [{"color": f"c{i}"} for i in range(500)]}, "at most 256 filters in one $or"),
+    ({f"k{i}": 1 for i in range(300)}, "at most 256 keys"),
+    (_nested(33), "at most 32 levels"),
+    (_nested(100), "at most 32 levels"),
+    ({"$and": [{f"k{j}": {"$in": list(range(256))}} for j in range(5)]}, "at most 1024 comparisons"),
+    ({"year": 2**63}, "between -9223372036854775808 and 9223372036854775807"),
+    ({"year": {"$in": [1, -(2**63) - 1]}}, "integer SQLite can store"),
+    ({"color": "caf\udce9"}, "valid Unicode"),
+    ({"caf\udce9": "x"}, "valid Unicode"),
+])
+def test_filters_over_a_limit_are_filter_errors_before_sql(store, where, words):
+    with pytest.raises(FilterError, match=re.escape(words)):
+        compile_where(where)
+    with pytest.raises(FilterError):
+        matches(where, {})
+
+
+def test_a_filter_nested_100000_deep_is_a_filter_error_not_a_recursion_error():
+    w: dict = {"color": "red"}
+    for _ in range(100_000):
+        w = {"$and": [w]}
+    with pytest.raises(FilterError, match="at most 32 levels"):
+        compile_where(w)
+
+
+@pytest.mark.parametrize("where", [
+    _nested(32), _nested(32, "$or", last=True), _nested(32, "$and", last=True),
+    {"color": {"$in": COLORS * 64}},
+    {"$or": [{"color": c} for c in COLORS * 64]},
+    {"$and": [{"$or": [{"year": {"$nin": [2018, 2019, 2020, 2021] * 8}}] * 8}] * 2},
+    {"year": {"$gte": -(2**63)}}, {"year": {"$lte": 2**63 - 1}},
+])
+def test_filters_at_the_limits_run_in_sqlite_and_agree_with_the_oracle(store, where):
+    got = set(store.ids(where=compile_where(where)).tolist())
+    assert got == {i for i, m in store.metas.items() if matches(where, m)}
+
+
+def test_a_deeply_nested_chain_stays_within_sqlites_parser_stack(store):
+    """32 levels with the nested filter last in each list and several keys per dict (the parser's worst case)."""
+    w: dict = {"color": {"$nin": [str(i) for i in range(20)]}}
+    for _ in range(32):
+        w = {"year": {"$ne": 1}, "$and": [{"flag": {"$in": [True, 5]}}, w], "café": {"$nin": ["x"]}}
+    got = set(store.ids(where=compile_where(w)).tolist())
+    assert got == {i for i, m in store.metas.items() if matches(w, m)}
+
+
+def test_a_non_utf8_cli_filter_is_a_filter_error():
+    import os
+
+    expr = os.fsdecode(b"color=caf\xe9")  # what argv holds for a Latin-1 argument on a UTF-8 system
+    with pytest.raises(FilterError, match="valid Unicode"):
+        parse_cli_filters([expr])

@@ -286,7 +286,7 @@ def test_early_conv_stem_keeps_the_token_layout_and_shares_images_and_video():
 
 
 def test_conv_stem_card_builds():
-    card = json.loads((bindkit.cards._BUILTIN_DIR / "bindkit_small.json").read_text())
+    card = json.loads((bindkit.resources.cards_dir() / "bindkit_small.json").read_text())
     card["name"] = "conv_small"
     card["modalities"]["vision"]["conv_stem"] = [16, 32]
     model = bindkit.build_model(card, modalities=["vision"])
@@ -302,7 +302,7 @@ def test_conv_stem_card_builds():
 
 def test_mlp_ratio_is_a_card_key():
     """Small students may narrow the MLP (ImageBind's ratio is 4): the card's ``mlp_ratio`` sizes fc1/fc2."""
-    card = json.loads((bindkit.cards._BUILTIN_DIR / "bindkit_small.json").read_text())
+    card = json.loads((bindkit.resources.cards_dir() / "bindkit_small.json").read_text())
     card["modalities"]["text"]["mlp_ratio"] = 1
     model = bindkit.build_model(card, modalities=["text"])
     block = model.encoders["text"].trunk.blocks[0]

@@ -205,8 +205,11 @@ def load_lora_model(directory: str | os.PathLike, *, weights: Any = None, modali
                 f"but the base found at {where} has fingerprint {mine} for it: other weights. Put back the base it "
                 f"was trained on (recorded at {base.get('path') or where}), or pass it with weights=PATH "
                 "(--weights PATH)")
+    from ..weights.verify import verify_file
+
     for enc, info in manifest["files"].items():
         if enc in model.modalities:
+            verify_file(d / info["file"], info, d / MANIFEST)  # the adapter's bytes against the manifest's sha256
             load_adapter(model, d / info["file"])
     for path in [adapters] if isinstance(adapters, (str, os.PathLike)) else (adapters or []):
         load_adapter(model, path)

@@ -8,8 +8,20 @@ import importlib
 import sys
 
 # module name -> subcommands it registers. Import is lazy so `bindkit --help` stays fast.
-_COMMAND_MODULES = ("demo", "convert", "fetch", "embed", "index", "search", "serve", "train", "distill", "eval", "datasets",
-                    "bench")
+_COMMAND_MODULES = ("demo", "models", "convert", "fetch", "embed", "index", "search", "serve", "train", "distill", "eval",
+                    "datasets", "bench", "verify")
+
+
+def version() -> str:
+    """The installed distribution's version (importlib.metadata), else ``bindkit.__version__`` (a plain clone)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("bindkit")
+    except metadata.PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Embed images, video, text, audio, depth, thermal and IMU data into one space "
         "(ImageBind-compatible), and search across them.",
     )
+    parser.add_argument("--version", action="version", version=f"bindkit {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -37,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from ..errors import BindkitError
-    from .common import shown
+    from ..resources import download_guard
+    from .common import DownloadConsent, shown
 
     try:
-        return int(args.func(args) or 0)
+        with download_guard(DownloadConsent(args)):  # no download of weights without consent (--download, y/N)
+            return int(args.func(args) or 0)
     except BindkitError as exc:
         print(f"error: {shown(exc)}", file=sys.stderr)
         return 1

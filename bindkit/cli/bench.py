@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from .common import positive_int, shown
+from .common import add_result_args, positive_int, shown
 
 _ENGINES = ("fp32", "int8", "bf16")
 _EPILOG = """\
@@ -66,7 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "(min, mean, worst file)")
     p.add_argument("--text", action="append", metavar="TEXT", help="with --fidelity: a text to compare too "
                    "(repeatable)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_result_args(p, quiet="only the table (no header lines: model, torch, threads, matmul peak) and no notes on "
+                    "skipped files", json="print JSON")
     p.set_defaults(func=run)
 
 
@@ -127,11 +128,12 @@ def _throughput(args: argparse.Namespace, card: Any, mods: list[str], sizes: lis
     if "bf16" in engines:
         peaks["bf16"] = perf.matmul_peak_bf16(seconds=seconds)
         how += "; bf16: torch.matmul on bfloat16 1024^3"
-    if not args.json:
+    if not args.json and not args.quiet:
         print(f"bindkit bench: {card.name}{' (random weights)' if args.random_weights else ''}, torch "
               f"{torch.__version__}, {torch.get_num_threads()} threads")
         print("matmul peak: " + ", ".join(f"{e} {g:,.1f} G{'OPS' if e == 'int8' else 'FLOPS'}"
                                           for e, g in peaks.items()) + f" ({how})")
+    if not args.json:
         print(f"{'encoder':8} {'engine':6} {'batch':>5} {'items/s':>10} {'GFLOP/item':>10} {'GFLOPS':>8} "
               f"{'% peak':>7}", flush=True)
     rows: list[Any] = []
@@ -194,7 +196,8 @@ def _fidelity(args: argparse.Namespace, card: Any) -> int:
     for f in args.fidelity or []:
         kind = kind_from_path(f, folder_hints=True)
         if kind is None:
-            print(f"skipping {shown(f)}: cannot tell its modality from the extension or folder", file=sys.stderr)
+            if not args.quiet:
+                print(f"skipping {shown(f)}: cannot tell its modality from the extension or folder", file=sys.stderr)
             continue
         items.setdefault(kind, []).append(str(f))
     if args.text:

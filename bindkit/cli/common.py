@@ -1,14 +1,53 @@
-"""Helpers the subcommands share: argument types and the one way a command finds its model.
+"""Helpers the subcommands share: argument types, the one way a command finds its model, and the CLI vocabulary.
 
-Not a subcommand itself (``bindkit.cli`` registers only the modules it lists)."""
+Not a subcommand itself (``bindkit.cli`` registers only the modules it lists).
+
+The vocabulary (every subcommand; ``tests/test_cli_vocabulary.py`` walks the parsers and holds them to it,
+``docs/cli.md`` is the table for users):
+
+``--model NAME``
+    the model a command uses: a card name, a card JSON, or a model folder (``bindkit train``/``convert --card``
+    output). ``embed``, ``index build``, ``search``, ``serve``, ``eval``, ``bench``, ``demo``. ``bindkit eval
+    MODEL`` keeps its documented positional; ``--model`` is the alternative. Named otherwise, because they mean
+    something else: ``train --card`` (an architecture to train from scratch: no weights), ``train --init`` (a
+    model to continue from: the output is a new model, so ``--model`` would not say which), ``distill --teacher``
+    / ``--student-card`` and ``eval --teacher`` (two models in one command), ``convert --card`` (the card written
+    beside converted weights), ``fetch CARD`` (whose weights to download; nothing is loaded).
+``--out PATH``
+    every file or folder a command writes. Old spellings: ``fetch --dest``, ``demo --index``, ``convert SRC
+    OUT_DIR`` (positional).
+``--modality KIND`` / ``--modalities LIST``
+    ``--modality``: the kind of the inputs, one of image, video, text, audio, depth, thermal, imu (``embed
+    -m``, ``index build``, ``eval``, ``distill``). ``--modalities``: comma-separated kinds to return or load
+    (``search`` results, ``serve`` and ``bench`` encoders, ``convert``, ``index optimize``). Old spellings:
+    ``search --modality``, ``convert --modality``, ``index optimize --modality`` (each meaning what it meant).
+``--workers N``
+    loader/decoder threads or processes. Old spellings: ``embed --num-workers``, ``serve --decode-workers``.
+    (``bench --threads`` sets torch's compute threads, not workers.)
+``-q/--quiet`` and ``--json``
+    on every command that prints a result (all but ``serve``, a server, and ``demo``, a guided tour).
+    ``--quiet``: no progress bars or chatter; each command's help says what it still prints (``search`` its
+    hits, ``train`` its output folder, ``embed`` nothing). ``--json``: the result as JSON on stdout.
+``--download``
+    consent in advance to downloading a model's weights that are not here (:func:`add_download_arg`; without it
+    :class:`DownloadConsent` asks y/N on a terminal and refuses otherwise). Every command that may download
+    (``bench`` never does).
+
+Old spellings stay for one release as hidden aliases (:func:`add_alias`, :func:`add_positional_alias`): they are
+not in ``--help``, parse to the same value, and print a one-line deprecation note on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import os
 import re
+import sys
+import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 
 def positive_int(text: str) -> int:
@@ -50,6 +89,110 @@ def parse_bytes(text: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"expected a size such as 8G or 512M, got {text!r}")
     return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+def deprecated_note(old: str, new: str) -> None:
+    """The one-line note an old spelling prints on stderr (stdout stays clean for ``--json``)."""
+    print(f"bindkit: {old} is deprecated and will be removed in the next release; use {new}", file=sys.stderr)
+
+
+class DeprecatedAlias(argparse.Action):
+    """Marker base of the hidden old spellings :func:`add_alias` registers (tests find them by it)."""
+
+    preferred: str = ""
+
+
+@functools.lru_cache(maxsize=None)
+def _deprecated(base: type) -> type:
+    """``base`` (an argparse action class) that prints :func:`deprecated_note` before it acts (once per parse:
+    a repeated option is noted once)."""
+
+    def __call__(self: Any, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        noted = getattr(self, "_noted", None)
+        if noted is None or noted() is not namespace:
+            deprecated_note(option_string or self.option_strings[0], self.preferred)
+            self._noted = weakref.ref(namespace)
+        base.__call__(self, parser, namespace, values, option_string)
+
+    return type(f"Deprecated{base.__name__}", (base, DeprecatedAlias), {"__call__": __call__})
+
+
+def add_alias(container: "argparse.ArgumentParser | argparse._ArgumentGroup", *old: str,
+              of: argparse.Action) -> argparse.Action:
+    """Register ``old`` option strings as a hidden alias of the option ``of`` (the action ``add_argument``
+    returned): the same dest, type, nargs and choices; left out of ``--help``; when used it prints a one-line
+    deprecation note naming the new spelling on stderr, then acts exactly as ``of`` would."""
+    alias = copy.copy(of)
+    alias.__class__ = _deprecated(type(of))
+    alias.option_strings = list(old)
+    alias.help = argparse.SUPPRESS
+    alias.default = argparse.SUPPRESS  # the namespace default comes from ``of``
+    alias.required = False
+    alias.preferred = max(of.option_strings, key=len)  # type: ignore[attr-defined]
+    return container._add_action(alias)
+
+
+def usage_error(command: str, message: str) -> NoReturn:
+    """Exit with status 2 and ``bindkit COMMAND: error: MESSAGE`` on stderr, as argparse does for a bad argument
+    (for the checks argparse cannot express: a positional *or* an option)."""
+    print(f"bindkit {command}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class _DeprecatedPositional(DeprecatedAlias):
+    """A hidden optional positional that is the old spelling of an option; notes its use when given."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, preferred: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.preferred = preferred
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values is not None:
+            deprecated_note(f"the positional {self.metavar}", self.preferred)
+        setattr(namespace, self.dest, values)
+
+
+def add_positional_alias(p: argparse.ArgumentParser, dest: str, *, metavar: str, of: argparse.Action) -> None:
+    """Register the hidden positional ``dest`` (shown as ``metavar`` in notes) as the old spelling of the option
+    ``of`` (``convert SRC OUT_DIR`` for ``--out``): optional, left out of ``--help`` and the usage line, noted
+    on stderr when given. The command merges the two with :func:`positional_or_option`."""
+    p.add_argument(dest, nargs="?", metavar=metavar, help=argparse.SUPPRESS, action=_DeprecatedPositional,
+                   preferred=f"{max(of.option_strings, key=len)} {of.metavar or metavar}")
+
+
+def positional_or_option(args: argparse.Namespace, *, command: str, dest: str, positional: str, flag: str,
+                         metavar: str) -> Any:
+    """The value given as the positional ``positional`` or as the option ``flag`` (stored in ``args.<dest>``):
+    ``convert SRC OUT_DIR`` (old) or ``--out``; ``eval MODEL`` or ``--model``. Giving both, or neither, is a
+    usage error (status 2)."""
+    old, new = getattr(args, positional, None), getattr(args, dest, None)
+    if old is not None and new is not None:
+        usage_error(command, f"give {metavar} once: as {flag} {metavar} or as the positional {metavar}, not both")
+    if old is not None:
+        setattr(args, dest, old)
+    value = getattr(args, dest, None)
+    if value is None:
+        usage_error(command, f"the following arguments are required: {flag} {metavar}")
+    return value
+
+
+def add_result_args(p: "argparse.ArgumentParser | argparse._ArgumentGroup", *, quiet: str, json: str) -> None:
+    """``-q/--quiet`` and ``--json``, with the command's own help for each (what it leaves out; what the JSON
+    holds): the pair every command that prints a result has."""
+    p.add_argument("-q", "--quiet", action="store_true", help=quiet)
+    p.add_argument("--json", action="store_true", help=json)
+
+
+def run_result_json(result: Any) -> str:
+    """The ``--json`` line of ``bindkit train`` and ``bindkit distill`` (a TrainResult or DistillResult): where
+    the model is, how far the run got, its best epoch and its per-epoch metrics."""
+    import json
+
+    epochs = result.epochs if hasattr(result, "epochs") else result.history
+    return json.dumps({"out": str(result.out), "step": result.step, "total_steps": result.total_steps,
+                       "finished": result.finished, "best": result.best, "epochs": epochs}, default=str)
 
 
 def default_device() -> str:
@@ -119,12 +262,61 @@ def add_model_args(p: argparse.ArgumentParser, *, for_index: bool = True) -> Non
                        "recorded in the index, else the card's local/cached weights)")
         add_device_arg(p)
     else:
-        p.add_argument("--model", default="imagebind_huge", metavar="CARD",
-                       help="encoder card name or path (default: imagebind_huge)")
+        p.add_argument("--model", metavar="CARD", help="encoder card name, model directory or path (default: "
+                       "imagebind_huge; `bindkit models` lists them)")
         p.add_argument("--weights", metavar="PATH", help="checkpoint (.pth, .safetensors) or converted directory "
                        "(default: the card's weights in weights/ or the cache, downloaded if absent)")
         p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (default cpu)")
     add_quantize_arg(p)
+    add_download_arg(p)
+
+
+#: The model a command uses when given none (and no index records one), and the one bindkit ships.
+DEFAULT_MODEL = "imagebind_huge"
+SHIPPED_MODEL = "bindkit_toy"
+
+
+def add_download_arg(p: "argparse.ArgumentParser | argparse._ArgumentGroup") -> None:
+    """``--download``: consent in advance to downloading the model's weights when they are not on this machine."""
+    p.add_argument("--download", action="store_true",
+                   help="download the model's weights without asking if they are not on this machine (imagebind_huge: "
+                   "about 4.5 GiB, CC BY-NC 4.0, non-commercial). Without it bindkit asks on a terminal and refuses "
+                   "otherwise; `bindkit fetch MODEL` downloads them ahead")
+
+
+class DownloadConsent:
+    """The command line's download guard (:func:`bindkit.resources.download_guard`): before a download the command
+    was not asked for by name, show the size, source and licence, then go on with ``--download``, ask y/N when
+    stdin is a terminal, and refuse (WeightsNotFoundError naming ``bindkit fetch``) otherwise."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.allowed = bool(getattr(args, "download", False))
+        self.has_flag = hasattr(args, "download")
+
+    def __call__(self, card: Any) -> None:
+        from ..errors import WeightsNotFoundError
+        from ..weights.fetch import download_size, license_notice
+
+        what = (f"The weights of {card.name} are not on this machine: they are a download of {download_size(card)} "
+                f"from {card.weights.get('url')} into {_cache()}. {license_notice(card)}")
+        if self.allowed:
+            print(what, file=sys.stderr)
+            return
+        alternatives = f"`bindkit fetch {card.name}`" + (" or pass --download" if self.has_flag else "")
+        if sys.stdin is not None and sys.stdin.isatty():
+            print(what, file=sys.stderr)
+            print("Download them now? [y/N] ", end="", file=sys.stderr, flush=True)
+            answer = sys.stdin.readline().strip().lower()
+            if answer in ("y", "yes"):
+                return
+            raise WeightsNotFoundError(f"not downloading the {card.name} weights; {alternatives} when you want them")
+        raise WeightsNotFoundError(f"{what} Not downloading without a terminal to ask on: run {alternatives}.")
+
+
+def _cache() -> Path:
+    from ..resources import cache_dir
+
+    return cache_dir()
 
 
 def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weights: str | None,
@@ -160,7 +352,14 @@ def load_model_for(index_dir: str | os.PathLike | None, model: str | None, weigh
                 f"index {index_dir} was built with model {recorded['card']!r}, but --model {model} asks for "
                 f"{asked!r}; vectors of different models never mix: drop --model (the index's model is the "
                 f"default) or build a new index with {asked!r}")
-    card = model or recorded.get("card") or "imagebind_huge"
+    card = model or recorded.get("card") or DEFAULT_MODEL
+    if card == DEFAULT_MODEL and not model and weights is None and not recorded.get("card"):
+        from ..weights.fetch import locate_weights
+
+        if locate_weights(card) is None:
+            print(f"No --model given, so bindkit uses {DEFAULT_MODEL}, whose weights are not on this machine. "
+                  f"`--model {SHIPPED_MODEL}` runs now with the small model bindkit ships (it knows only bindkit's "
+                  "synthetic world, not real photos).", file=sys.stderr)
     if weights is None and card == recorded.get("card"):
         weights = recorded.get("weights")
     if quantize == "int8" and device is None:

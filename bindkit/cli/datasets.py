@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import positive_int
+from .common import add_result_args, positive_int
 
 _LAYOUT = """\
 layout of OUT (paths in every manifest are relative to the manifest's folder):
@@ -73,7 +73,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="processes rendering in parallel (default 1; output is identical)")
     s.add_argument("--overwrite", action="store_true", help="replace a synthetic world already in --out")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    add_result_args(s, quiet="no progress bar or summary",
+                    json="print the summary as JSON: out, counts per split, zero-shot files, seconds")
     s.set_defaults(func=run_synthetic)
 
 
@@ -96,8 +97,12 @@ def run_synthetic(args: argparse.Namespace) -> int:
                        show_progress=False if args.quiet else None, size=args.size,
                        audio_seconds=args.audio_seconds, imu_seconds=args.imu_seconds, imu_rate=args.imu_rate,
                        audio_mic=args.audio_mic)
-    if not args.quiet:
-        took = time.perf_counter() - start
+    took = time.perf_counter() - start
+    if args.json:
+        import json
+
+        print(json.dumps({**summary, "out": str(summary["out"]), "seconds": round(took, 3)}, default=str))
+    elif not args.quiet:
         counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
         print(f"wrote a synthetic world to {summary['out']} ({counts} samples, seed {args.seed}) in {took:.1f} s")
         print(f"  training pairs: {summary['out']}/image_{{text,audio,depth,thermal,imu}}.csv")

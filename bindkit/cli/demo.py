@@ -9,9 +9,10 @@ them and prints their cross-modal similarities, then indexes and searches them.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from .common import add_quantize_arg
+from .common import add_alias, add_download_arg, add_quantize_arg
 
 _DEFAULT_TEXTS = ["A dog.", "A car", "A bird"]
 AUTO = "auto"
@@ -42,13 +43,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text", "-t", action="append", help="with files: a text to embed (repeatable)")
     p.add_argument("--model", default=AUTO, help="card name, model directory or path (default: auto = "
                    f"{HUGE} when its weights are here, else {TOY})")
-    p.add_argument("--weights", help="checkpoint file or converted directory (default: weights/ and the cache)")
-    p.add_argument("--download", action="store_true",
-                   help="download the card's weights if none are found (imagebind_huge: 4.5 GB, CC BY-NC 4.0)")
+    p.add_argument("--weights", help="checkpoint file or converted directory (default: $BINDKIT_WEIGHTS, the "
+                   "package's own, the cache)")
+    add_download_arg(p)
     p.add_argument("--n", type=int, default=60, help="synthetic gallery size in scenes (default 60)")
     p.add_argument("--seed", type=int, default=0, help="synthetic world seed (default 0)")
-    p.add_argument("--index", type=Path, help="keep the demo's index (and gallery) in this directory (default: a "
-                   "temporary one); a gallery kept there is re-used by a run with the same --n, --seed and model")
+    out = p.add_argument("--out", dest="index", type=Path, metavar="DIR",
+                         help="keep the demo's index (and gallery) in this directory (default: a temporary one); a "
+                         "gallery kept there is re-used by a run with the same --n, --seed and model")
+    add_alias(p, "--index", of=out)
     add_quantize_arg(p)
     p.set_defaults(func=run)
 
@@ -69,12 +72,18 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 10:
         print("error: --n must be at least 10 scenes", flush=True)
         return 2
-    try:
-        model = load_model_for(None, name, args.weights, "cpu", download=args.download,
-                                quantize=args.quantize)
+    try:  # a download asks first (the command line's guard), or needs --download without a terminal
+        model = load_model_for(None, name, args.weights, "cpu", quantize=args.quantize)
     except WeightsNotFoundError as exc:
-        print(f"No weights for {name!r} yet.\n{exc}\nOr run: bindkit demo --model {name} --download")
-        return 0
+        print(f"error: the demo cannot run: {exc}", file=sys.stderr)
+        if name == TOY:
+            print(f"{TOY} ships with bindkit (bindkit/_data/weights in the wheel, weights/{TOY}/ in a clone) and "
+                  "is missing here: reinstall bindkit (pip install --force-reinstall bindkit), or get "
+                  f"{HUGE} (bindkit fetch {HUGE}) and run bindkit demo again.", file=sys.stderr)
+        elif args.model != AUTO:
+            print(f"`bindkit demo --model {TOY}` runs now with the small model bindkit ships (it knows only "
+                  "bindkit's synthetic world).", file=sys.stderr)
+        return 1
     if args.files:
         return _files_demo(model, args.files, args.text or _DEFAULT_TEXTS, args.index)
     return _gallery_demo(model, name, args.n, args.seed, args.index)

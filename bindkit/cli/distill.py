@@ -6,7 +6,8 @@ import argparse
 import sys
 import textwrap
 
-from .common import add_checkpoint_args, add_device_arg, add_optimiser_args, non_negative_float, positive_int
+from .common import (add_checkpoint_args, add_device_arg, add_download_arg, add_optimiser_args, add_result_args,
+                     non_negative_float, positive_int, run_result_json)
 
 _EPILOG = """\
 examples:
@@ -58,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="the model whose space the student serves: a model directory or a card name (with "
                    "--teacher-weights or its local weights)")
     p.add_argument("--teacher-weights", metavar="PATH", help="checkpoint or converted folder for --teacher CARD")
+    add_download_arg(p)
     p.add_argument("--modality", default="text", metavar="KIND",
                    help="the one modality to distil: text (default), image, video, audio, depth, thermal or imu")
     p.add_argument("--student-card", required=True, metavar="CARD",
@@ -100,7 +102,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_device_arg(run)
     run.add_argument("--workers", type=int, default=0, metavar="N",
                      help="threads loading media items (default: up to 8)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_result_args(run, quiet="no progress bars (OUT still prints at the end)",
+                    json="print {out, step, total_steps, finished, best, epochs} as JSON at the end instead of OUT")
     p.set_defaults(func=run_distill)
 
 
@@ -133,5 +136,5 @@ def run_distill(args: argparse.Namespace) -> int:
         command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["distill"] else None,
     )
     if result.finished:
-        print(result.out)
+        print(run_result_json(result) if args.json else result.out)
     return 0

@@ -1,4 +1,5 @@
-"""``bindkit embed``: files of any modalities -> one matrix of unit vectors (.npy or .parquet) + an error report."""
+"""``bindkit embed``: files (and folders) of any modalities -> one matrix of unit vectors (.npy or .parquet) + an
+error report."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..fileio import atomic_path, atomic_write_bytes
-from .common import add_model_args, load_model_for, positive_int, shown
+from .common import DEFAULT_MODEL, add_alias, add_model_args, add_result_args, load_model_for, positive_int, shown
 
 if TYPE_CHECKING:  # numpy is imported where it is used: `bindkit --help` must not pay for it
     import numpy as np
@@ -21,7 +22,7 @@ _OUT_SUFFIXES = (".npy", ".parquet")
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "embed",
-        help="embed files (images, video, audio, depth, thermal, IMU CSVs, .txt) into unit vectors",
+        help="embed files or folders (images, video, audio, depth, thermal, IMU CSVs, .txt) into unit vectors",
         description="Embed FILES with an encoder model and write one row per file, in the order given:\n"
         "  OUT.npy      float32 N x D, with OUT.paths.txt (one path per line, the file name's exact bytes), or\n"
         "  OUT.parquet  columns path, modality, ok, embedding, path_bytes.\n"
@@ -30,12 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "The modality of each file comes from -m, else from its extension; parent folders named depth/,\n"
         "thermal/ (infrared/, ir/) or imu/ decide for ordinary image, CSV and .npy files. .txt files are\n"
         "embedded as text (their contents). A file that cannot be loaded gets an all-NaN row and an entry\n"
-        "in the error report (--errors), and the exit status is 1.",
+        "in the error report (--errors), and the exit status is 1.\n"
+        "A FOLDER stands for its files, walked as `bindkit index build` walks one (recursively, sorted,\n"
+        "hidden names left out); its files of no known kind are left out (listed unless -q), unless -m\n"
+        "gives one kind to all of them.",
         epilog="examples:\n  bindkit embed photos/*.jpg --out photos.npy --weights weights/imagebind_huge\n"
+        "  bindkit embed photos/ --model bindkit_toy --out photos.parquet   # every image under photos/\n"
         "  bindkit embed rec/*.csv -m imu -o imu.fit=crop_pad --out imu.parquet --errors errors.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="input files")
+    p.add_argument("files", nargs="+", metavar="FILE", help="input files or folders")
     p.add_argument("-m", "--modality", metavar="KIND",
                    help="modality of every FILE: image, video, text, audio, depth, thermal, imu "
                    "(default: guessed per file)")
@@ -44,13 +49,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--errors", metavar="REPORT.json", help="write the list of files that failed, with reasons")
     p.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
                    help="items per forward pass (default 32)")
-    p.add_argument("--num-workers", type=int, default=None, metavar="N",
-                   help="loader threads (default: the CPU count, at most 8; 0 or 1: load in the main thread)")
+    workers = p.add_argument("--workers", dest="num_workers", type=int, default=None, metavar="N",
+                             help="loader threads (default: the CPU count, at most 8; 0 or 1: load in the main "
+                             "thread)")
+    add_alias(p, "--num-workers", of=workers)
     p.add_argument("-o", "--option", action="append", default=[], metavar="KIND.KEY=VALUE",
                    help="loader option, e.g. imu.fit=crop_pad, audio.reference_inplace_mean=false, "
                    "depth.sunrgbd=true (JSON values); repeatable")
     p.add_argument("--strict", action="store_true", help="stop at the first file that cannot be loaded")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    add_result_args(p, quiet="no progress bar, summary or notes (failures are in --errors and the exit status)",
+                    json="print the summary as JSON: out, model, dim, files, embedded, errors, ignored")
     p.set_defaults(func=run)
 
 
@@ -82,16 +90,45 @@ def _plan(files: list[str], modality: str | None) -> tuple[list[str | None], lis
             raise SystemExit("error: -m/--modality is empty; give one of image, video, text, audio, depth, "
                              "thermal, imu, or leave it out to guess each file's modality")
         kind = input_kind(modality)
-        return [kind] * len(files), []
-    kinds = [kind_from_path(f) for f in files]
+        kinds: list[str | None] = [None if os.path.isdir(f) else kind for f in files]
+    else:
+        kinds = [None if os.path.isdir(f) else kind_from_path(f) for f in files]
     errors = [{"index": i, "path": f, "modality": None, "reason": _why_no_kind(f)}
               for i, (f, k) in enumerate(zip(files, kinds)) if k is None]
     return kinds, errors
 
 
+def _expand(sources: list[str], modality: str | None, skipped: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+    """The files to embed, in the order given: a folder stands for the files under it (walked as ``bindkit index
+    build`` walks a folder; paths kept under the folder as given, e.g. ``photos/a.jpg``) that have a known kind
+    (any kind with ``modality``). Returns them and the files left out for their unknown kind. A folder holding
+    no such file stays in the list as itself, so that it gets a failed row saying why."""
+    from ..inputs import kind_from_path
+
+    files: list[str] = []
+    ignored: list[str] = []
+    for src in sources:
+        if not os.path.isdir(src):
+            files.append(src)
+            continue
+        from ..index.build import walk_folder
+
+        top = os.path.abspath(src)
+        found = []
+        for full in walk_folder(src, skipped):
+            path = os.path.join(src, os.path.relpath(full, top))
+            if modality is not None or kind_from_path(path) is not None:
+                found.append(path)
+            else:
+                ignored.append(path)
+        files += found or [src]
+    return files, ignored
+
+
 def _why_no_kind(path: str) -> str:
     if os.path.isdir(path):
-        return "is a directory; pass the files inside it (e.g. a glob like dir/*)"
+        return ("is a directory holding no file of a known kind (by extension or the folder names depth/, "
+                "thermal/, imu/); pass -m KIND to embed every file in it as that kind")
     if not os.path.exists(path):
         return "no such file; check the path"
     return "cannot tell the modality from the file name; pass -m KIND"
@@ -112,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     from ..inputs import resolve_params
     from ..modality import encoder_of
 
-    files = list(args.files)
+    skipped: list[dict[str, str]] = []
+    files, ignored = _expand(list(args.files), args.modality, skipped)
     kinds, errors = _plan(files, args.modality)
     options = parse_options(args.option)
     out = Path(args.out)
@@ -136,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         groups.setdefault(k, []).append(i)
         items.setdefault(k, []).append(item)
 
-    card = bindkit.load_card(args.model)
+    card = bindkit.load_card(args.model or DEFAULT_MODEL)
     for kind, opts in options.items():  # bad options fail now, before any weights are read
         try:
             resolve_params(kind, card, opts)
@@ -162,9 +200,19 @@ def run(args: argparse.Namespace) -> int:
     if args.errors:
         report = {"model": card.name, "files": len(files), "embedded": len(files) - len(failed), "errors": errors}
         _save(Path(args.errors), json.dumps(report, indent=2).encode())
-    if not args.quiet:
+    if args.json:
+        print(json.dumps({"out": str(out), "paths": str(paths_file(out)) if out.suffix.lower() == ".npy" else None,
+                          "model": card.name, "dim": card.out_embed_dim, "files": len(files),
+                          "embedded": len(files) - len(failed), "errors": errors, "ignored": ignored,
+                          "skipped": skipped}, indent=2))
+    elif not args.quiet:
         n_ok = len(files) - len(failed)
         print(f"embedded {n_ok} of {len(files)} file(s) (dim {card.out_embed_dim}) -> {shown(out)}")
+        if ignored:
+            print(f"  left out {len(ignored)} file(s) of unknown kind in the folders given (pass -m KIND to embed "
+                  f"them), e.g. {shown(ignored[0])}", file=sys.stderr)
+        for s in skipped:
+            print(f"  skipped folder: {shown(s['item'])}: {s['reason']}", file=sys.stderr)
         for e in errors[:10]:
             print(f"  failed: {shown(e['path'])}: {shown(e['reason'])}", file=sys.stderr)
         if len(errors) > 10:

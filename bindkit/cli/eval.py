@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from .common import add_device_arg, positive_int
+from .common import add_device_arg, add_download_arg, positional_or_option, positive_int
 
 _EPILOG = """\
 zero-shot (--zero-shot TEST --classes CLASSES.json):
@@ -32,7 +32,7 @@ distillation (--distill HELDOUT, MODEL a student made by `bindkit distill`):
   items themselves and, with --index IDX (built with the teacher), among every modality IDX holds, searched
   through bindkit.Index.open(IDX, model=student) as a user would. Also both models' items/s (same run).
 
-Put MODEL first: --templates takes every word after it.
+Put MODEL first (or give it as --model MODEL): --templates takes every word after it.
 Paths in TEST/PAIRS are relative to the file's folder. Rows with missing files, corrupt media, empty text
 or unknown labels are skipped, counted and listed on stderr; they do not stop the evaluation.
 
@@ -55,11 +55,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL",
+    p.add_argument("model_arg", nargs="?", metavar="MODEL",
                    help="model to evaluate: an encoder card name or path (e.g. imagebind_huge, with --weights "
                    "or its local weights), or anything else bindkit.load_model accepts")
+    p.add_argument("--model", metavar="MODEL", help="the same as the positional MODEL (give one of the two)")
     p.add_argument("--weights", metavar="PATH", help="checkpoint or converted weights folder for MODEL's card")
     add_device_arg(p)
+    add_download_arg(p)
     task = p.add_mutually_exclusive_group(required=True)
     task.add_argument("--zero-shot", metavar="TEST", help="zero-shot test file: one modality column + label")
     task.add_argument("--retrieval", metavar="PAIRS", help="pair manifest: two modality columns")
@@ -111,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import EvalError, load_classes, load_templates, retrieval, zero_shot
     from .common import load_model_for
 
+    positional_or_option(args, command="eval", dest="model", positional="model_arg", flag="--model",
+                         metavar="MODEL")
     if args.distill:
         return run_distill_eval(args)
     if args.teacher or args.teacher_weights or args.index:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IndexStoreError
-from .common import add_model_args, fraction, load_model_for, parse_bytes, positive_int, shown
+from .common import (add_alias, add_model_args, add_result_args, fraction, load_model_for, parse_bytes,
+                     positive_int, shown)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -60,10 +61,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--shard", type=_shard, metavar="I/N", help="embed only shard I of N into OUT/part-I-of-N "
                    "(under torchrun: RANK/WORLD_SIZE)")
     b.add_argument("--sync", action="store_true", help="also remove items whose source files are gone")
+    b.add_argument("--checksum", action="store_true", help="re-read every file and compare its content hash, "
+                   "instead of trusting an unchanged size and modification time (like rsync --checksum): catches "
+                   "a file rewritten with the same size and its mtime put back; slower, reads every byte")
     b.add_argument("--no-optimize", action="store_true", help="keep exact search; skip choosing/tuning an index type")
     _optimize_args(b)
-    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    b.add_argument("--json", action="store_true", help="print the build report as JSON")
+    add_result_args(b, quiet="no progress bar (the summary still prints)", json="print the build report as JSON")
     b.set_defaults(func=run_build)
 
     m = sub.add_parser("merge", help="join partial indexes (from --shard builds) into one",
@@ -73,11 +76,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--out", required=True, metavar="DIR", help="new index folder")
     m.add_argument("--no-optimize", action="store_true", help="keep exact search")
     _optimize_args(m)
+    add_result_args(m, quiet="print nothing", json="print the merged index's statistics as JSON")
     m.set_defaults(func=run_merge)
 
     s = sub.add_parser("stats", help="counts, index types, recall, sizes", description="Show an index's statistics.")
     s.add_argument("index", metavar="DIR")
-    s.add_argument("--json", action="store_true", help="print JSON")
+    add_result_args(s, quiet="no hint when the index is empty", json="print JSON")
     s.set_defaults(func=run_stats)
 
     r = sub.add_parser("remove", help="remove items by id, path or metadata filter",
@@ -87,20 +91,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--uri", action="append", metavar="PATH", help="source path of the item (repeatable)")
     r.add_argument("--where", action="append", metavar="EXPR", help="metadata filter, e.g. split=test")
     r.add_argument("--dry-run", action="store_true", help="list the items that would be removed; remove nothing")
+    add_result_args(r, quiet="no count line (--dry-run still lists the items)",
+                    json="print {\"removed\": N} (with --dry-run: {\"would_remove\": [ids]}) as JSON")
     r.set_defaults(func=run_remove)
 
     c = sub.add_parser("compact", help="rebuild FAISS files from the store, reclaim space",
                        description="Rebuild every FAISS index from the SQLite store (dropping removed vectors), "
                        "prune the change log and VACUUM. Ids do not change.")
     c.add_argument("index", metavar="DIR")
+    add_result_args(c, quiet="print nothing", json="print the index's statistics (and disk_bytes_before) as JSON")
     c.set_defaults(func=run_compact)
 
     o = sub.add_parser("optimize", help="choose and tune the FAISS index type",
                        description="Pick an index type for each modality's size and the memory budget (or "
                        "--index-key), train it and tune search parameters to --recall-target.")
     o.add_argument("index", metavar="DIR")
-    o.add_argument("--modality", metavar="KIND", help="only this modality (comma-separated list allowed)")
+    mods = o.add_argument("--modalities", metavar="LIST", help="only these modalities, comma-separated (default: "
+                          "all)")
+    add_alias(o, "--modality", of=mods)
     _optimize_args(o)
+    add_result_args(o, quiet="no statistics table", json="print the index's statistics as JSON")
     o.set_defaults(func=run_optimize)
 
 
@@ -115,7 +125,8 @@ def run_build(args: argparse.Namespace) -> int:
     target = part_dir(args.out, shard) if shard else Path(args.out)
     model = load_model_for(target, args.model, args.weights, args.device, quantize=args.quantize)
     report = build(args.sources, args.out, model, modality=args.modality, batch_size=args.batch_size,
-                   workers=args.workers, shard=shard, sync=args.sync, optimize=not args.no_optimize,
+                   workers=args.workers, shard=shard, sync=args.sync, checksum=args.checksum,
+                   optimize=not args.no_optimize,
                    index_key=args.index_key, memory_budget_bytes=args.memory_budget,
                    recall_target=args.recall_target, progress=None if not args.quiet else False,
                    weights=args.weights)
@@ -158,18 +169,21 @@ def run_merge(args: argparse.Namespace) -> int:
 
     stats = merge(args.parts, args.out, optimize=not args.no_optimize, index_key=args.index_key,
                   memory_budget_bytes=args.memory_budget, recall_target=args.recall_target)
-    print(f"{args.out}: {stats['count']} items merged from {len(args.parts)} argument(s)")
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    elif not args.quiet:
+        print(f"{args.out}: {stats['count']} items merged from {len(args.parts)} argument(s)")
     return 0
 
 
-def _print_stats(stats: dict[str, Any]) -> None:
+def _print_stats(stats: dict[str, Any], quiet: bool = False) -> None:
     model = stats["model"] or {}
     print(f"index    {stats['path']}")
     print(f"model    {model.get('card')} (dim {stats['dim']})")
     print(f"items    {stats['count']}  (embedded in total: {stats['embedded_total']}, failures on record: "
           f"{stats['failures']})")
     print(f"on disk  {stats['disk_bytes'] / 1e6:.2f} MB")
-    if not stats["count"]:
+    if not stats["count"] and not quiet:
         print("the index is empty: add items with `bindkit index build SOURCES --out DIR` or Index.add")
     print(f"{'modality':<9} {'count':>9}  {'index':<22} {'recall@10':>9}  params")
     for kind, info in stats["modalities"].items():
@@ -186,7 +200,7 @@ def run_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
-        _print_stats(stats)
+        _print_stats(stats, args.quiet)
     return 0
 
 
@@ -205,24 +219,36 @@ def run_remove(args: argparse.Namespace) -> int:
             keys = index._store.lookup([os.path.abspath(u) for u in args.uri])
             ids += [v[0] for v in keys.values()]
             if not ids and not where:
-                print("removed 0 items (no such uri)")
+                _print_removed(args, 0, " (no such uri)")
                 return 0
         chosen = np.asarray(ids, dtype=np.int64) if (args.ids or args.uri) else None
         if args.dry_run:
-            _print_would_remove(index, index.select(chosen, where=where))
+            selected = index.select(chosen, where=where)
+            if args.json:
+                print(json.dumps({"would_remove": [int(i) for i in selected]}))
+            else:
+                _print_would_remove(index, selected, args.quiet)
             return 0
         n = index.remove(chosen, where=where)
-    print(f"removed {n} items")
+    _print_removed(args, n)
     return 0
 
 
-def _print_would_remove(index: Any, ids: list[int]) -> None:
-    """``--dry-run``: one line per item (id, modality, uri or text, metadata), then the count."""
+def _print_removed(args: argparse.Namespace, n: int, why: str = "") -> None:
+    if args.json:
+        print(json.dumps({"removed": n}))
+    elif not args.quiet:
+        print(f"removed {n} items{why}")
+
+
+def _print_would_remove(index: Any, ids: list[int], quiet: bool = False) -> None:
+    """``--dry-run``: one line per item (id, modality, uri or text, metadata), then the count (unless ``quiet``)."""
     for hit in index.get(ids):
         what = hit.uri if hit.uri is not None else repr(hit.text)
         meta = f"  {json.dumps(hit.metadata, ensure_ascii=False)}" if hit.metadata else ""
         print(f"{hit.id}  {hit.modality:<8} {what}{meta}")
-    print(f"would remove {len(ids)} items (dry run: nothing was removed)")
+    if not quiet:
+        print(f"would remove {len(ids)} items (dry run: nothing was removed)")
 
 
 def run_compact(args: argparse.Namespace) -> int:
@@ -231,7 +257,10 @@ def run_compact(args: argparse.Namespace) -> int:
     with Index.open(args.index) as index:
         before = index.stats()["disk_bytes"]
         stats = index.compact()
-    print(f"{args.index}: {stats['count']} items, {before / 1e6:.2f} MB -> {stats['disk_bytes'] / 1e6:.2f} MB")
+    if args.json:
+        print(json.dumps({**stats, "disk_bytes_before": before}, indent=2))
+    elif not args.quiet:
+        print(f"{args.index}: {stats['count']} items, {before / 1e6:.2f} MB -> {stats['disk_bytes'] / 1e6:.2f} MB")
     return 0
 
 
@@ -239,7 +268,11 @@ def run_optimize(args: argparse.Namespace) -> int:
     from ..index import Index
 
     with Index.open(args.index) as index:
-        index.optimize(args.modality, memory_budget_bytes=args.memory_budget, index_key=args.index_key,
+        index.optimize(args.modalities, memory_budget_bytes=args.memory_budget, index_key=args.index_key,
                        recall_target=args.recall_target)
-        _print_stats(index.stats())
+        stats = index.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    elif not args.quiet:
+        _print_stats(stats)
     return 0

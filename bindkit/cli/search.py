@@ -7,7 +7,7 @@ import json
 
 from ..errors import BindkitError, InputError
 from ..modality import QUERY_KINDS, input_kind
-from .common import add_model_args, load_model_for, positive_int, shown
+from .common import add_alias, add_model_args, add_result_args, load_model_for, positive_int, shown
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Search an index. Several query inputs are combined by embedding arithmetic (unit vectors, "
         "weighted, summed, renormalised). Results: the top k per result modality.",
         epilog='examples:\n  bindkit search my_index --text "a dog barking" -k 5\n'
-        "  bindkit search my_index --image dog.jpg --audio rain.wav --modality image,video --where split=test\n"
+        "  bindkit search my_index --image dog.jpg --audio rain.wav --modalities image,video --where split=test\n"
         '  bindkit search my_index --text "beach" --weight text=0.5 --image sunset.jpg --json',
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("index", metavar="DIR", help="index folder")
@@ -25,11 +25,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help=f"{kind} query input (repeatable: several inputs are combined)")
     p.add_argument("--weight", action="append", metavar="KIND=W", help="weight of a query kind (default 1)")
     p.add_argument("-k", type=positive_int, default=10, help="hits per result modality (default 10)")
-    p.add_argument("--modality", metavar="KINDS", help="result modalities, comma-separated (default: all)")
+    kinds = p.add_argument("--modalities", metavar="LIST", help="result modalities, comma-separated, e.g. "
+                           "image,video (default: all)")
+    add_alias(p, "--modality", of=kinds)
     p.add_argument("--where", action="append", metavar="EXPR",
                    help="metadata filter KEY=VALUE (also !=, >, >=, <, <=), repeatable (all must hold)")
     add_model_args(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_result_args(p, quiet="only the hits, one per line: KIND<TAB>SCORE<TAB>PATH or 'text' (no headers or notes)",
+                    json="print JSON: {kind: [{id, score, modality, uri, text, metadata}]}")
     p.add_argument("--profile", action="store_true", help="print where the time went (start-up, imports, model "
                    "load, index open, embed, search, total) on stderr. A search against a running `bindkit serve "
                    "--index DIR` (POST /search) skips everything but embed and search: the warm path")
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                 emb = model.embed(**{kind: items}, show_progress_bar=False, strict=True)[kind]
                 total += weights.get(kind, 1.0) * emb.sum(0)
         with prof.phase("search"):
-            hits = index.search(vector=total, k=args.k, modalities=args.modality, where=where)
+            hits = index.search(vector=total, k=args.k, modalities=args.modalities, where=where)
             size = len(index)
     try:
         return _print_hits(args, hits, size, where)
@@ -105,6 +108,11 @@ def _print_hits(args: argparse.Namespace, hits: dict, size: int, where: object) 
         print(json.dumps({kind: [{"id": h.id, "score": h.score, "modality": h.modality, "uri": h.uri,
                                   "text": h.text, "metadata": h.metadata} for h in lst]
                           for kind, lst in hits.items()}, indent=2))
+        return 0
+    if args.quiet:
+        for kind, lst in hits.items():
+            for h in lst:
+                print(f"{kind}\t{h.score:.4f}\t{shown(h.uri) if h.uri is not None else repr(h.text)}")
         return 0
     if not any(hits.values()):
         print(empty_result_note(size, where))

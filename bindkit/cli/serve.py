@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_device_arg, add_quantize_arg, non_negative_float, parse_bytes, positive_int
+from .common import (add_alias, add_device_arg, add_download_arg, add_quantize_arg, non_negative_float, parse_bytes,
+                     positive_int)
 
 
 def _size(text: str) -> int:
@@ -56,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "cache, downloaded if absent)")
     add_device_arg(m)
     add_quantize_arg(m)
+    add_download_arg(m)
     m.add_argument("--modalities", metavar="LIST", help="comma-separated encoders to load, e.g. text,image "
                    "(default: all the card has); the others answer 422")
     m.add_argument("--unit-vectors", action="store_true", help="/vectorize returns unit vectors instead of the "
@@ -83,8 +85,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="most items per forward pass; 1 disables dynamic batching (default 32)")
     b.add_argument("--max-wait-ms", type=non_negative_float, default=5.0, metavar="MS",
                    help="how long a forward pass waits for more requests to join its batch (default 5)")
-    b.add_argument("--decode-workers", type=positive_int, default=None, metavar="N",
-                   help="threads decoding media (default: the CPU count, at most 8)")
+    workers = b.add_argument("--workers", dest="decode_workers", type=positive_int, default=None, metavar="N",
+                             help="threads decoding media (default: the CPU count, at most 8)")
+    add_alias(b, "--decode-workers", of=workers)
     b.add_argument("--max-body-size", type=_size, default=d.max_body_bytes, metavar="SIZE",
                    help=f"largest request body, e.g. 64M (default {d.max_body_bytes // 2**20}M)")
     b.add_argument("--max-items", type=positive_int, default=d.max_items, metavar="N",
@@ -142,9 +145,14 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..serve import Limits, ServeConfig, create_app
-    from ..serve.auth import is_loopback, token_from_env
+    from ..serve.auth import TOKEN_ENV, is_loopback, token_from_env, token_problem
 
     token = args.token or token_from_env()
+    if token is not None:
+        problem = token_problem(token, "--token" if args.token else f"${TOKEN_ENV}")
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     if not is_loopback(args.host) and token is None and not args.insecure:
         print(f"error: --host {args.host} accepts connections from other machines, and no token is set; set "
               "BINDKIT_TOKEN (or --token) so that requests need 'Authorization: Bearer <token>', or pass "
@@ -194,4 +202,21 @@ def run(args: argparse.Namespace) -> int:
             raise exc
         print(f"error: the model could not be loaded: {exc}", file=sys.stderr)
         return 1
+    _exit_now_if_work_lingers(0)
     return 0
+
+
+def _exit_now_if_work_lingers(code: int) -> None:
+    """After the shutdown: when --graceful-timeout cancelled requests whose decoding or embedding still runs in
+    the server's worker threads (their answer, a 503, is already sent and an unfinished /add is never committed),
+    exit at once instead of letting the interpreter wait for those threads."""
+    import os
+    import threading
+
+    busy = [t for t in threading.enumerate() if t.name.startswith(("bindkit-decode", "bindkit-index"))
+            and t.is_alive() and not t.daemon]
+    if busy:
+        print(f"bindkit serve: not waiting for {len(busy)} worker thread(s) still busy with request(s) cancelled "
+              "at --graceful-timeout", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(code)

@@ -6,7 +6,8 @@ import argparse
 import sys
 import textwrap
 
-from .common import add_checkpoint_args, add_device_arg, add_optimiser_args, non_negative_float
+from .common import (add_checkpoint_args, add_device_arg, add_download_arg, add_optimiser_args, add_result_args,
+                     non_negative_float, run_result_json)
 
 _EPILOG = """\
 examples:
@@ -103,6 +104,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      "train or bindkit convert --card, or a card name (with --weights). Its encoders are kept; "
                      "encoders the manifests need that it lacks are added from the card, at random")
     src.add_argument("--weights", metavar="PATH", help="weights for --init CARD (checkpoint or converted folder)")
+    add_download_arg(src)
     src.add_argument("--freeze", type=_modalities, default=[], metavar="MODS",
                      help="comma-separated modalities kept bit-for-bit unchanged (no gradients, eval mode, not in "
                      "the optimizer), e.g. image,text to bind a new modality to an existing space")
@@ -148,7 +150,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--amp", dest="amp", action="store_true", default=None,
                      help="mixed precision (default: on for CUDA)")
     run.add_argument("--no-amp", dest="amp", action="store_false", help="full precision on CUDA")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_result_args(run, quiet="no progress bar (OUT still prints at the end)",
+                    json="print {out, step, total_steps, finished, best, epochs} as JSON at the end instead of OUT")
     p.set_defaults(func=run_train)
 
 
@@ -167,5 +170,5 @@ def run_train(args: argparse.Namespace) -> int:
         command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["train"] else None,
     )
     if result.record:
-        print(result.out)
+        print(run_result_json(result) if args.json else result.out)
     return 0

@@ -25,8 +25,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from ..errors import (ArgumentError, IndexClosedError, IndexStoreError, InputError, ModelRefusedError,
-                      ReadOnlyIndexError)
+from ..errors import (ArgumentError, CardError, CheckpointError, IndexClosedError, IndexStoreError, InputError,
+                      ModelRefusedError, ReadOnlyIndexError)
 from ..fileio import disk_usage
 from ..modality import encoder_of, input_kind
 from ..models.quantize import split_fingerprint
@@ -59,13 +59,22 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _open_only(method: _F) -> _F:
     """Make ``method`` raise IndexClosedError ("index is closed") once the index was closed, instead of
-    whatever SQLite or FAISS would say."""
+    whatever SQLite or FAISS would say — also in a thread that was inside the method when another thread
+    called :meth:`Index.close` (SQLite's "Cannot operate on a closed database" becomes IndexClosedError)."""
 
     @functools.wraps(method)
     def wrapper(self: "Index", *args: Any, **kwargs: Any) -> Any:
         if self._closed:
             raise IndexClosedError(f"index {self.path} is closed; open it again with bindkit.Index.open(path)")
-        return method(self, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        except IndexClosedError:
+            raise
+        except Exception:
+            if self._closed:  # closed by another thread while this call ran
+                raise IndexClosedError(f"index {self.path} was closed by another thread during "
+                                       f"{method.__name__}(); open it again with bindkit.Index.open(path)") from None
+            raise
 
     return wrapper  # type: ignore[return-value]
 
@@ -90,6 +99,7 @@ class Index:
         self._closed = False
         self._mixed_variants: dict[str, tuple[str, str]] = {}  # set by open(): see _check_model
         self._student: dict[str, Any] | None = None  # set by open(): a distilled student of the index's model
+        self._recorded_model: Any | None = None  # opened without a model: the one it records, once a query needs it
 
     # ---- life cycle -----------------------------------------------------------------------------------------
     @classmethod
@@ -127,9 +137,13 @@ class Index:
     @classmethod
     def open(cls, path: str | os.PathLike, model: Any | None = None, mmap: bool = False,
              read_only: bool | None = None) -> "Index":
-        """Open an index. Without ``model`` it can search by ``vector=`` only (and remove, compact, stats).
-        A student distilled from the index's model (``bindkit distill``) may be given: it searches with queries of
-        the modality it was distilled for, and adding items with it raises StudentModelError.
+        """Open an index. Without ``model``, the first search by text or media loads the model the index
+        records, as ``bindkit search`` does: its card and the weights recorded at build time (or the card's own,
+        found locally; nothing is downloaded), only the encoders the queries need, once (a later query of another
+        kind adds its encoder). Search by ``vector=``, ``remove``, ``compact`` and ``stats`` need no model;
+        ``add`` needs ``model``. A student distilled from the index's model (``bindkit distill``) may be given: it
+        searches with queries of the modality it was distilled for, and adding items with it raises
+        StudentModelError.
 
         Args:
             mmap: memory-map the FAISS files read-only (large indexes); such an index cannot be changed.
@@ -142,6 +156,11 @@ class Index:
             IndexStoreError: not an index, an unknown format, or ``model`` differs from the one it was built
                 with (the message names both).
             ReadOnlyIndexError: ``read_only=False`` on an index this process cannot write.
+
+        Example::
+
+            with bindkit.Index.open("my_index") as index:       # no model: loaded by the first text query
+                hits = index.search(text="a dog", k=5)
         """
         if model is not None:
             check_model(model, "Index.open")
@@ -264,6 +283,7 @@ class Index:
                     self._caches.save_quietly()  # after the commits: a failure here loses nothing
             finally:
                 self._closed = True
+                self._recorded_model = None
                 self._store.close()
 
     @property
@@ -451,12 +471,10 @@ class Index:
         modalities = check_modalities(modalities)
         inputs = {kind: value for kind, value in zip(QUERY_KINDS, (text, image, audio, video, depth, thermal, imu))
                   if value is not None}
-        if inputs and self.model is None:
-            raise IndexStoreError(f"{self.path} was opened without a model, so it can search by vector= only; "
-                                  "open it with Index.open(path, model=bindkit.load_model(...)) to search by content")
         if inputs and self._student is not None:
             refuse_other_kinds(self.path, self.model, self._student, inputs)
-        queries, batched = compose(self.model, inputs, vector, weights, self._dim)
+        model = self._query_model(inputs) if inputs else self.model
+        queries, batched = compose(model, inputs, vector, weights, self._dim)
         with self._lock:
             self._caches.catch_up()
             kinds = self._result_kinds(modalities)
@@ -477,6 +495,40 @@ class Index:
                     r[kind] = [Hit(int(i), float(s), kind, rows[int(i)]["uri"], rows[int(i)]["metadata"],
                                    rows[int(i)]["text"]) for s, i in zip(srow, irow) if i >= 0 and int(i) in rows]
         return results if batched else results[0]
+
+    def _query_model(self, inputs: dict[str, Any]) -> Any:
+        """The model that embeds query ``inputs``: the one given to :meth:`open`/:meth:`create`, else the one
+        the index records, loaded on first need with the encoders asked for so far (see :meth:`open`)."""
+        if self.model is not None:
+            return self.model
+        needed = {encoder_of(kind) for kind in inputs}
+        with self._lock:
+            loaded = self._recorded_model
+            if loaded is None or not needed <= set(loaded.modalities):
+                have = set(loaded.modalities) if loaded is not None else set()
+                self._recorded_model = self._load_recorded_model(sorted(needed | have), sorted(inputs))
+            return self._recorded_model
+
+    def _load_recorded_model(self, encoders: list[str], kinds: list[str]) -> Any:
+        """The index's own model (card + recorded weights, as ``bindkit search`` resolves it), with ``encoders``;
+        refused like any other model when its weights are not the ones the index was built with."""
+        from ..cards import model_dir
+        from ..factory import auto_device, load_model
+
+        stored = self._store.get_info("model")
+        card, weights = stored["card"], stored.get("weights")
+        spec = weights if weights and model_dir(weights) is not None else card  # a model directory is its own card
+        try:
+            model = load_model(spec, weights=None if spec is weights else weights, modalities=encoders,
+                               device=str(auto_device()), download=False)
+        except (CardError, CheckpointError) as exc:  # WeightsNotFoundError is a CheckpointError
+            where = f" (weights {weights})" if weights else ""
+            raise type(exc)(
+                f"{self.path} was opened without a model, so the {'/'.join(kinds)} query needs the model the index "
+                f"records, {card!r}{where}, which could not be loaded: {exc} (or pass "
+                f"model=bindkit.load_model(...) to Index.open, or search by vector=)") from None
+        self._check_model(self.path, stored, model)  # other weights than the index's are refused, naming both
+        return model
 
     def _result_kinds(self, modalities: str | Sequence[str] | None) -> list[str]:
         modalities = check_modalities(modalities)

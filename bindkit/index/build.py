@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..errors import InputError, ModalityError, ModelRefusedError, StorageFullError, describe_exc
+from ..errors import (InputError, ModalityError, ModelRefusedError, ReadOnlyIndexError, StorageFullError,
+                      describe_exc)
 from ..fileio import atomic_write_bytes
 from ..modality import INPUT_KINDS, input_kind
 from ..progress import progress_bar
@@ -155,6 +156,13 @@ def _walk(top: Path, excluded: str | None, skipped: list[dict[str, str]]) -> Ite
                 yield os.path.join(root_abs, name)
 
 
+def walk_folder(top: str | os.PathLike, skipped: list[dict[str, str]] | None = None) -> Iterator[str]:
+    """Absolute paths of the files under the folder ``top``, walked as :func:`build` walks a source folder
+    (recursively, sorted, hidden names left out, each folder once however many symlinks lead to it). Folders
+    not walked are appended to ``skipped`` as {item, reason}. ``bindkit embed FOLDER`` uses it too."""
+    return _walk(Path(top), None, [] if skipped is None else skipped)
+
+
 def check_modality(modality: str | None) -> str | None:
     """The canonical kind of a ``modality=`` option (None: infer per file). An empty string is an error
     rather than "infer", so that ``--modality "$KIND"`` with an unset variable does not go unnoticed."""
@@ -222,7 +230,7 @@ def scan(sources: Sequence[str | os.PathLike], modality: str | None = None, excl
     return sorted(found.values(), key=lambda c: c.key), ignored, problems
 
 
-def _prepare(c: Candidate, stored: tuple | None) -> Prepared:
+def _prepare(c: Candidate, stored: tuple | None, checksum: bool = False) -> Prepared:
     if c.path is None:
         return Prepared(kind="text", key=c.key, content_hash=c.key.split(":", 1)[1], payload=c.text, text=c.text,
                         metadata=c.metadata)
@@ -231,19 +239,22 @@ def _prepare(c: Candidate, stored: tuple | None) -> Prepared:
     except OSError as exc:
         raise InputError(c.path, _kind_guess(c), f"cannot read it ({exc.strerror or exc})") from exc
     known = None
-    if stored and stored[3] == st.st_size and stored[4] == st.st_mtime_ns and (c.kind in (None, stored[1])):
+    if (not checksum and stored and stored[3] == st.st_size and stored[4] == st.st_mtime_ns
+            and c.kind in (None, stored[1])):
         known = stored[2]  # same size and mtime as when it was embedded: trust the stored hash, skip the read
     return prepare_file(c.path, c.kind, c.metadata, stat=st, content_hash=known)
 
 
 def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: Any, *, modality: str | None = None,
           batch_size: int = 32, workers: int | None = None, shard: tuple[int, int] | None = None, sync: bool = False,
-          optimize: bool = True, index_key: str | None = None, memory_budget_bytes: int | None = None,
+          checksum: bool = False, optimize: bool = True, index_key: str | None = None, memory_budget_bytes: int | None = None,
           recall_target: float = 0.95, progress: bool | None = None, weights: str | None = None) -> dict[str, Any]:
     """Build or update the index at ``out`` from ``sources``; returns the build report (also written to
     ``<index>/build_report.json``). With ``shard=(i, n)`` the partial index goes to ``<out>/part-i-of-n`` and is
     left exact (Flat) for :func:`merge` to optimise. ``weights`` (a path) is recorded so later searches can
-    load the same model without repeating it."""
+    load the same model without repeating it. A file whose size and mtime are those recorded is taken as
+    unchanged without being read; ``checksum=True`` reads and hashes every file instead (like ``rsync
+    --checksum``), so a file rewritten with the same size and its mtime restored is embedded again."""
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
     started = time.time()
@@ -255,6 +266,9 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
         candidates = [c for c in candidates if id_for(c.key) % shard[1] == shard[0]]
     index = Index.create(target, model, exist_ok=True)
     try:
+        if index._read_only is not None:  # refused before any item is read, not item by item
+            raise ReadOnlyIndexError(f"cannot update the index {target}: it is read-only ({index._read_only}); "
+                                     "build into a folder this process can write (--out NEW_FOLDER)")
         if weights:
             index._record_model_hint(weights)
         removed = 0
@@ -278,7 +292,7 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
             bad: list[tuple[str, str | None, str | None, str]] = []
             for c in chunk:
                 try:
-                    prepared.append(_prepare(c, stored.get(c.key)))
+                    prepared.append(_prepare(c, stored.get(c.key), checksum))
                 except Exception as exc:  # noqa: BLE001 - one bad item is recorded, never the end of the build
                     prepared.append(None)
                     kind = getattr(exc, "modality", None)
@@ -287,7 +301,7 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
             try:
                 result = ingest(index, prepared, strict=False, batch_size=batch_size, save=False, workers=workers,
                                 failed=bad)
-            except (StorageFullError, ModelRefusedError):  # retrying item by item cannot help: stop with the message
+            except (StorageFullError, ModelRefusedError, ReadOnlyIndexError):  # item by item cannot help: stop
                 raise
             except Exception as exc:  # a loader bug must not end a long build: retry item by item
                 result = _one_by_one(index, prepared, bad, batch_size, workers, exc)

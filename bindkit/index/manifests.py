@@ -7,8 +7,9 @@ What a broken manifest does, per format:
 - ``.csv``: a file that is not UTF-8 (Latin-1, Windows-1252...) is refused before anything is embedded, with
   the line and byte offset of the first bad byte. Decoding it with a guessed fallback would turn names such as
   ``café`` into other strings: paths that then name no file, and metadata that silently differs. Re-encoding
-  the file is one command (``iconv``), and the message says which. A row the csv module cannot parse (a NUL
-  byte, an overlong field) also refuses the file, as its later rows cannot be trusted.
+  the file is one command (``iconv``), and the message says which. A row the csv module cannot parse (an
+  unterminated quote, a NUL byte, a field over 64 Mi characters) also refuses the file, naming the line that
+  row starts on, as its later rows cannot be trusted (see :mod:`bindkit.csvrows`).
 - ``.parquet``: a file Arrow cannot read (corrupt, truncated, not Parquet) is refused before anything is
   embedded, as is one with neither a ``path`` nor a ``text`` column.
 
@@ -24,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..csvrows import CsvRowError, dict_rows
 from ..errors import InputError, describe_exc
 from .where import parse_value
 
@@ -112,13 +114,13 @@ def _csv_rows(path: Path) -> Iterator[Row] | None:
         raise _refuse(path, f"is not UTF-8: byte 0x{data[exc.start]:02x} at line {line} (byte offset {exc.start}), "
                       "perhaps Latin-1 or Windows-1252; nothing was indexed. Re-encode it as UTF-8, e.g. "
                       f"`iconv -f latin1 -t utf-8 '{path.name}' > '{path.stem}.utf8.csv'`, and build again") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
     rows: list[Row] = []
     try:
-        for row in reader:
+        _, parsed = dict_rows(io.StringIO(text, newline=""))
+        for line, row in parsed:
             # CSV has no types: numbers and booleans are parsed so that filters like year>=2020 work.
-            rows.append((f"{path}:{reader.line_num}",
+            rows.append((f"{path}:{line}",
                          {k: parse_value(v) if isinstance(v, str) and v != "" else v for k, v in row.items()}, None))
-    except csv.Error as exc:
-        raise _refuse(path, f"line {reader.line_num}: not valid CSV ({exc}); nothing was indexed") from None
+    except CsvRowError as exc:
+        raise _refuse(path, f"line {exc.line}: {exc.reason}; nothing was indexed") from None
     return iter(rows)

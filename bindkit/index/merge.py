@@ -2,8 +2,9 @@
 
 The SQLite stores are concatenated with ``ATTACH`` (ids are deterministic, so parts of one sharded build never
 collide; a collision with a different key is re-probed, a duplicate key keeps the first part's row) and the
-FAISS indexes with :meth:`VectorIndex.merge`. The result is assembled in a temporary folder and renamed into
-place, so an interrupted merge leaves no half-written index.
+FAISS indexes with :meth:`VectorIndex.merge`. The result is assembled in a temporary folder beside OUT (made by
+``tempfile.mkdtemp``: a fresh name no one can plant a symlink at) and renamed into place, so an interrupted merge
+leaves no half-written index; the folder of a merge that was killed is removed by the next merge into OUT.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import os
 import re
 import shutil
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -106,6 +109,49 @@ def _copy_part(store: Store, part: Path) -> bool:
     return bool(clash)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid < 2**31  # another user's process: alive
+    return True
+
+
+def clean_stale_merges(out: str | os.PathLike) -> list[Path]:
+    """Remove the temporary folders (``.OUT.merging-<pid>-*`` beside ``out``) of merges whose process is gone (a
+    merge killed with -9 leaves its folder behind). Only real folders owned by this user are removed, never a
+    symlink or what it points to; a live merge's folder is kept. Returns the folders removed."""
+    out = Path(out)
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.merging-(\d+)(-.*)?$")
+    removed = []
+    try:
+        names = os.listdir(out.parent)
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.match(name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        path = out.parent / name
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            continue  # a symlink, a file, or someone else's: not ours to delete
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def merge(parts: Sequence[str | os.PathLike], out: str | os.PathLike, *, optimize: bool = True,
           index_key: str | None = None, memory_budget_bytes: int | None = None, recall_target: float = 0.95,
           progress: bool = False) -> dict[str, Any]:
@@ -120,9 +166,16 @@ def merge(parts: Sequence[str | os.PathLike], out: str | os.PathLike, *, optimiz
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise IndexStoreError(f"{out} already exists; merge into a new folder (or delete it first)")
     model = _check_same_model(dirs)
-    tmp = out.parent / f".{out.name}.merging-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    store = Store(tmp, create=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_merges(out)
+    # a fresh folder of an unpredictable name (mkdtemp: created, never an existing path or a planted symlink)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.merging-{os.getpid()}-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the index is an ordinary folder
+    try:
+        store = Store(tmp, create=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         with store.transaction():
             store.set_info("format_version", FORMAT_VERSION)
@@ -148,8 +201,11 @@ def merge(parts: Sequence[str | os.PathLike], out: str | os.PathLike, *, optimiz
             caches.vi[kind] = VectorIndex.merge(pieces[kind]) if ok else caches.rebuild(kind)
         caches.synced = version
         caches.save(kinds)
-    finally:
+    except BaseException:
         store.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    store.close()
     if out.exists():
         out.rmdir()
     os.replace(tmp, out)

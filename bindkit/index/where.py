@@ -17,6 +17,14 @@ also match items that lack the key. ``$gt``… on booleans is an error.
 Keys: any string that does not start with ``$`` (those are the operators), including ``""``, non-ASCII keys
 (``"café"``, ``"名前"``) and keys with quotes or backslashes: the same keys ``Index.add`` accepts
 (:func:`key_problem`), so every stored key can be filtered on.
+
+Limits, checked before any SQL is built (a :class:`FilterError` naming the limit; HTTP 422): at most
+:data:`MAX_LIST` (256) values in one ``$in``/``$nin``, filters in one ``$and``/``$or`` or keys in one dict; at most
+:data:`MAX_DEPTH` (32) levels of nested ``$and``/``$or``; at most :data:`MAX_TERMS` (1024) comparisons in all (each value
+of an ``$in`` counts one). Within them SQLite's own limits (an expression tree 1000 deep, its parser stack) are
+never reached: long ``$and``/``$or``/``$in`` chains are compiled as groups of 16. Integers must fit SQLite's 64-bit
+integers (``-2**63 .. 2**63-1``) and text must be valid Unicode (encodable as UTF-8: no lone surrogates, which a
+non-UTF-8 command-line argument decodes to). Every problem with a filter is a :class:`FilterError`.
 """
 
 from __future__ import annotations
@@ -33,8 +41,19 @@ _OPERATORS = tuple(_COMPARE) + ("$in", "$nin")
 _ORDER = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
 
 
+#: Most values in one $in/$nin, filters in one $and/$or list, or keys in one filter dict.
+MAX_LIST = 256
+#: Most levels of nested $and/$or ({"$and": [{"$or": [{"a": 1}]}]} is 2 deep).
+MAX_DEPTH = 32
+#: Most comparisons in one filter (each value of an $in/$nin counts one).
+MAX_TERMS = 1024
+_INT64 = (-(2**63), 2**63 - 1)
+_GROUP = 16  # long AND/OR chains are compiled as groups of this many, keeping SQLite's expression tree shallow
+
+
 class FilterError(BindkitError, ValueError):
-    """A ``where`` filter that does not follow the grammar; the message says what was expected."""
+    """A ``where`` filter that does not follow the grammar or is over a limit; the message says what was
+    expected."""
 
 
 def _describe(value: Any) -> str:
@@ -49,6 +68,19 @@ def _check_scalar(op: str, key: str, value: Any) -> None:
         return
     if not isinstance(value, (str, int, float)):
         raise FilterError(f"Expected a str, int, float or bool for {op} on {key!r}, got {_describe(value)}")
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        raise FilterError(f"Expected an integer SQLite can store for {op} on {key!r} (between {_INT64[0]} and "
+                          f"{_INT64[1]}), got {_describe(value)}; compare with a float or a string instead")
+    if isinstance(value, str):
+        _check_text(value, f"the value for {op} on {key!r}")
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FilterError(f"Expected valid Unicode text for {what}, got {ascii(text)[:80]} (not UTF-8 at "
+                          f"character {exc.start}: was it typed in another encoding?)") from None
 
 
 def key_problem(key: Any) -> str | None:
@@ -86,11 +118,75 @@ def _compare(key: str, op: str, value: Any, params: list[Any]) -> str:
             f"AND j.type {test.format(value='j.value')})")
 
 
-def _field(key: str, cond: Any, params: list[Any]) -> str:
+def _nesting(sql: str) -> int:
+    """How deeply parentheses nest in ``sql`` (values are bound parameters, so no literal holds one)."""
+    depth = deepest = 0
+    for ch in sql:
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    return deepest
+
+
+Part = tuple[str, list, int]  # SQL, its parameters in order, and how deeply its parentheses nest
+
+
+def _join(parts: list[Part], op: str) -> Part:
+    """``parts`` joined with ``op`` (" AND "/" OR "), in parenthesised groups of :data:`_GROUP` when there are more:
+    SQLite nests a chain ``a OR b OR c`` one level per term, and caps its expression tree at 1000 levels. The most
+    deeply nested part comes first: ``(… (x) …) OR a`` is reduced as it is read, whereas ``a OR (…)`` keeps ``a OR``
+    on SQLite's parser stack (100 entries) for every level below it."""
+    if len(parts) > 1:
+        parts = sorted(parts, key=lambda part: part[2], reverse=True)  # AND and OR commute: the same filter
+    while len(parts) > _GROUP:
+        parts = [_join(parts[i:i + _GROUP], op) for i in range(0, len(parts), _GROUP)]
+    return ("(" + op.join(sql for sql, _, _ in parts) + ")", [p for _, params, _ in parts for p in params],
+            1 + max(depth for _, _, depth in parts))
+
+
+def _check_size(where: Any) -> None:
+    """Refuse a filter over :data:`MAX_LIST`, :data:`MAX_DEPTH` or :data:`MAX_TERMS` before it is compiled
+    (iteratively: a filter nested 100,000 deep is refused, not a RecursionError)."""
+    terms = 0
+    stack = [(where, 0)]  # (filter dict, how many $and/$or lists enclose it)
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict):
+            continue  # the grammar check says what is wrong with it
+        if len(node) > MAX_LIST:
+            raise FilterError(f"Expected at most {MAX_LIST} keys in one filter dict, got {len(node)}")
+        for key, cond in node.items():
+            if key in ("$and", "$or") and isinstance(cond, (list, tuple)):
+                if depth + 1 > MAX_DEPTH:
+                    raise FilterError(f"Expected at most {MAX_DEPTH} levels of nested $and/$or, got more; flatten "
+                                      "the filter (an $and of $ands is one $and)")
+                if len(cond) > MAX_LIST:
+                    raise FilterError(f"Expected at most {MAX_LIST} filters in one {key}, got {len(cond)}; use $in "
+                                      "for many values of one key")
+                stack.extend((c, depth + 1) for c in cond)
+                continue
+            values = cond.get("$in", cond.get("$nin")) if isinstance(cond, dict) and len(cond) == 1 else None
+            if isinstance(values, (list, tuple)):
+                if len(values) > MAX_LIST:
+                    op = "$in" if "$in" in cond else "$nin"
+                    raise FilterError(f"Expected at most {MAX_LIST} values in one {op} (on {key!r}), got "
+                                      f"{len(values)}; filter on a coarser key, or split the search")
+                terms += len(values)
+            else:
+                terms += 1
+            if terms > MAX_TERMS:
+                raise FilterError(f"Expected at most {MAX_TERMS} comparisons in one filter (each $in value counts "
+                                  "one), got more; simplify the filter")
+
+
+def _field(key: str, cond: Any) -> Part:
     problem = key_problem(key)
     if problem is not None:
         raise FilterError(f"Expected a metadata key (a string not starting with '$') or one of $and/$or, got "
                           f"{key!r}")
+    _check_text(key, "a metadata key")
     if not isinstance(cond, dict):
         cond = {"$eq": cond}
     if len(cond) != 1:
@@ -102,17 +198,24 @@ def _field(key: str, cond: Any, params: list[Any]) -> str:
             raise FilterError(f"Expected a non-empty list for {op} on {key!r}, got {_describe(value)}")
         for v in value:
             _check_scalar(op, key, v)
-        sql = "(" + " OR ".join(_compare(key, "$eq", v, params) for v in value) + ")"
-        return f"NOT {sql}" if op == "$nin" else sql
+        sql, params, depth = _join([_comparison(key, "$eq", v) for v in value], " OR ")
+        return (f"NOT {sql}" if op == "$nin" else sql), params, depth
     if op not in _COMPARE:
         raise FilterError(f"Expected an operator among {', '.join(_OPERATORS)} for {key!r}, got {op!r}")
     _check_scalar(op, key, value)
     if op == "$ne":
-        return f"NOT {_compare(key, '$eq', value, params)}"
-    return _compare(key, op, value, params)
+        sql, params, depth = _comparison(key, "$eq", value)
+        return f"NOT {sql}", params, depth
+    return _comparison(key, op, value)
 
 
-def _compile(where: Any, params: list[Any]) -> str:
+def _comparison(key: str, op: str, value: Any) -> Part:
+    params: list[Any] = []
+    sql = _compare(key, op, value, params)
+    return sql, params, _nesting(sql)
+
+
+def _compile(where: Any) -> Part:
     if not isinstance(where, dict):
         raise FilterError(f"Expected a filter dict such as {{'key': value}}, got {_describe(where)}")
     if not where:
@@ -122,21 +225,21 @@ def _compile(where: Any, params: list[Any]) -> str:
         if key in ("$and", "$or"):
             if not isinstance(cond, (list, tuple)) or not cond:
                 raise FilterError(f"Expected a non-empty list of filters for {key}, got {_describe(cond)}")
-            joined = (" AND " if key == "$and" else " OR ").join(_compile(c, params) for c in cond)
-            parts.append(f"({joined})")
+            parts.append(_join([_compile(c) for c in cond], " AND " if key == "$and" else " OR "))
         else:
-            parts.append(_field(key, cond, params))
-    return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+            parts.append(_field(key, cond))
+    return parts[0] if len(parts) == 1 else _join(parts, " AND ")
 
 
 def compile_where(where: dict[str, Any]) -> tuple[str, list[Any]]:
     """Validate a filter and compile it to ``(sql, params)`` over the ``metadata`` JSON column.
 
     Raises:
-        FilterError: the filter does not follow the grammar (message "Expected …, got …").
+        FilterError: the filter does not follow the grammar, or is over a limit (:data:`MAX_LIST`,
+            :data:`MAX_DEPTH`, :data:`MAX_TERMS`); message "Expected …, got …".
     """
-    params: list[Any] = []
-    sql = _compile(where, params)
+    _check_size(where)
+    sql, params, _ = _compile(where)
     return sql, params
 
 

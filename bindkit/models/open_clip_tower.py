@@ -29,7 +29,7 @@ in ImageBind, so binding audio to images uses the audio encoder's own temperatur
 
 In a model directory (``bindkit train --out DIR``) the towers are saved like every encoder, one safetensors file
 per modality, under the keys ``modality_open_clip.<vision|text>.<open_clip state-dict key>``; loading DIR needs no
-open_clip cache. open_clip itself is imported only for cards that use it (``pip install 'bindkit[openclip]'``).
+open_clip cache. open_clip itself (a dependency: its tokenizer is bindkit's) is imported only for cards that use it.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def require_open_clip(card_name: str = "") -> Any:
         import open_clip
     except ImportError:
         who = f"card {card_name!r}" if card_name else "this card"
-        raise CardError(f"{who} takes encoders from open_clip, which is not installed; install it with "
-                        "pip install 'bindkit[openclip]' (or pip install open_clip_torch)") from None
+        raise CardError(f"{who} takes encoders from open_clip, which is not installed; install it with pip install "
+                        "open_clip_torch (a dependency of bindkit: was it installed with --no-deps?)") from None
     return open_clip
 
 

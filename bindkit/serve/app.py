@@ -33,13 +33,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import BindkitError, IndexStoreError, InputError, ModalityError, describe_exc
+from ..errors import ArgumentError, BindkitError, IndexStoreError, InputError, ModalityError, describe_exc
 from ..modality import input_kind
 from . import protocol as P
-from .auth import PUBLIC_PATHS, authorized
+from .auth import PUBLIC_PATHS, authorized, token_problem
 from .engine import Engine, normalize
 from .errors import ApiError, error_response
 from .limits import Limits
+from .shutdown import ShutdownGuard
 
 log = logging.getLogger("bindkit.serve")
 
@@ -100,9 +101,12 @@ class ServerState:
         self.ready.set()
 
     def close(self) -> None:
+        """At shutdown, once uvicorn has let the requests in flight finish (or cancelled them at
+        --graceful-timeout): nothing still queued is waited for, and an /add cancelled mid-way is not committed
+        (the index refuses it once closed)."""
         if self.engine is not None:
             self.engine.close()
-        self.writer.shutdown(wait=True)
+        self.writer.shutdown(wait=False, cancel_futures=True)
         if self.index is not None:
             self.index.close()
             self.index = None
@@ -200,6 +204,8 @@ def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: 
     if (model is None) == (loader is None):
         raise ValueError("create_app needs exactly one of model= and loader=")
     config = config or ServeConfig()
+    if config.token is not None and (problem := token_problem(config.token, "ServeConfig.token")):
+        raise ArgumentError(problem)
     state = ServerState(config)
 
     def load_in_background() -> None:
@@ -232,6 +238,7 @@ def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: 
     )
     app.state.bindkit = state
     app.add_middleware(Gate, state=state)
+    app.add_middleware(ShutdownGuard)  # outermost: a request cancelled at shutdown gets a JSON 503
 
     # ---- errors ---------------------------------------------------------------------------------------------------
     @app.exception_handler(ApiError)

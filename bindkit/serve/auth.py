@@ -18,9 +18,24 @@ TOKEN_ENV = "BINDKIT_TOKEN"
 
 
 def token_from_env() -> str | None:
-    """``$BINDKIT_TOKEN`` when set and non-empty."""
-    value = os.environ.get(TOKEN_ENV, "").strip()
-    return value or None
+    """``$BINDKIT_TOKEN`` when set and not blank, as it is (:func:`token_problem` refuses stray spaces)."""
+    value = os.environ.get(TOKEN_ENV, "")
+    return value if value.strip() else None
+
+
+def token_problem(token: str, source: str = "--token") -> str | None:
+    """Why ``token`` could never match a client's ``Authorization: Bearer`` header (None when it can): HTTP
+    header values are ASCII, and spaces around or inside it are lost or split by clients and by our parsing."""
+    if not token:
+        return f"{source} is empty; choose a token of visible ASCII characters (e.g. `openssl rand -hex 32`)"
+    bad = next((c for c in token if not "!" <= c <= "~"), None)
+    if bad is None:
+        return None
+    where = "starts or ends with" if token != token.strip() else "contains"
+    what = "whitespace" if bad.isspace() else f"the non-ASCII character {bad!r}" if not bad.isascii() else \
+        f"the control character {bad!r}"
+    return (f"{source} {where} {what}; a bearer token must be visible ASCII characters only (letters, digits and "
+            "punctuation; no spaces), or no client could ever send it: generate one with `openssl rand -hex 32`")
 
 
 def is_loopback(host: str) -> bool:

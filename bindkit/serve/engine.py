@@ -51,9 +51,10 @@ class Engine:
         self.batcher.start()
 
     def close(self) -> None:
-        """Finish queued work, then stop the batcher and the decoding pool."""
+        """Finish the batch in progress, then stop the batcher and the decoding pool (decodes of requests that
+        were cancelled at shutdown are not waited for)."""
         self.batcher.stop()
-        self.pool.shutdown(wait=True, cancel_futures=False)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def params(self, kind: str) -> dict:
         if kind not in self._params:

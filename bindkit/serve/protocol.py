@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..errors import describe_exc
 from .errors import ApiError
 
 #: Weaviate request key -> bindkit input kind, in the order Weaviate's module lists them.
@@ -140,6 +141,13 @@ def parse_json(body: bytes) -> Any:
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"the request body is not valid JSON ({exc.msg} at line {exc.lineno} column "
                        f"{exc.colno})") from None
+    except RecursionError:  # arrays/objects nested thousands deep: Python's parser gives up
+        raise ApiError(400, "the request body nests JSON arrays/objects too deeply to read (Python's parser stops "
+                       "near 1000 levels); no request needs more than a few") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int_max_str_digits)
+        raise ApiError(400, "the request body is JSON that cannot be read: "
+                       f"{describe_exc(exc, with_type=False).split(';')[0]}; "
+                       "integers must have at most 4300 digits") from None
 
 
 def _loc(loc: tuple) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, describe_exc
 from ..fileio import atomic_path, atomic_write_bytes, hash_file_into
 from ..modality import ENCODERS
 from ..models.encoder import encoder_fingerprint
@@ -97,18 +98,27 @@ def save_checkpoint(out: Path, which: str, state: Mapping[str, torch.Tensor] | N
     """Replace ``OUT/checkpoints/<which>`` with the model ``state`` (and ``trainer_state`` when given).
     ``write(directory)``, when given, writes the model files instead (LoRA runs: adapters + base pointer)."""
     root = out / CKPT_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / which
     tmp = root / f".{which}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    if write is not None:
-        write(tmp)
-    else:
-        write_model_dir(tmp, state, card)
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / STATE_FILE)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        if write is not None:
+            write(tmp)
+        else:
+            write_model_dir(tmp, state, card)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / STATE_FILE)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written checkpoint left to fill the disk
+        if _out_of_space(exc, root):
+            raise CheckpointError(
+                f"no space to write the checkpoint {final} ({describe_exc(exc)}): the disk, a quota or a file-size "
+                f"limit is full. The previous {which} checkpoint is intact; free some space (each checkpoint "
+                "holds the model and the optimizer state) and continue with `bindkit train ... --resume`") from None
+        raise
     old = root / f"{which}{_OLD}"
     if old.exists():
         shutil.rmtree(old)
@@ -119,6 +129,28 @@ def save_checkpoint(out: Path, which: str, state: Mapping[str, torch.Tensor] | N
     if old.exists():
         shutil.rmtree(old)
     return final
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC/EDQUOT/EFBIG, or a library's write error (torch.save's
+    "file write failed", safetensors' I/O error) while the file system has next to nothing free."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    text = str(exc).lower()
+    if any(s in text for s in ("no space left", "file too large", "quota exceeded")):
+        return True
+    if "write" not in text and "inline_container" not in text:  # torch.save's writer says "unexpected pos"
+        return False
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return True  # a file-size limit is in force: the write ran into it
+    try:
+        return shutil.disk_usage(folder).free < (64 << 20)
+    except OSError:
+        return False
 
 
 def checkpoint_dir(out: Path, which: str) -> Path | None:
@@ -205,6 +237,37 @@ def _step_of(row: dict[str, Any]) -> int | None:
         return int(float(row.get("step") or ""))
     except ValueError:
         return None
+
+
+def refuse_untrained(out: Path, skipped: Mapping[str, Mapping[int, str]]) -> None:
+    """Before a finished run publishes its model: raise ManifestError when no step of the run (``metrics.csv``,
+    across resumes) updated the weights — every item failed to load, or no batch had two loadable pairs —
+    naming a few of the items that failed. Nothing is published then: OUT holds no model to mistake for a
+    trained one (its checkpoints and logs stay, to look into)."""
+    from .data import ManifestError
+
+    try:
+        with open(out / METRICS_FILE, newline="") as fh:
+            losses = [row.get("loss") or "nan" for row in csv.DictReader(fh)]
+    except OSError:
+        return
+    if any(_finite(v) for v in losses):
+        return
+    failed = [(key.split("#")[0], row, why) for key, rows in skipped.items() for row, why in rows.items()]
+    shown = "; ".join(f"{pair} row {row}: {why}" for pair, row, why in failed[:3])
+    raise ManifestError(
+        f"training made no update in {len(losses)} step(s): "
+        + (f"{len(failed)} item(s) failed to load (e.g. {shown})" if failed else
+           "no batch had two loadable pairs")
+        + f". Nothing was published to {out}. Fix the manifest's paths or files (run `bindkit embed` on a few "
+        "of them to see why they fail to load) and train again")
+
+
+def _finite(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def write_record(out: Path, record: dict[str, Any]) -> None:

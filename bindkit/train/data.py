@@ -30,6 +30,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..csvrows import CsvRowError, dict_rows, json_line
 from ..errors import BindkitError, InputError
 from ..fileio import hash_file_into
 from ..modality import INPUT_KINDS, _ALIASES, encoder_of, input_kind
@@ -86,17 +87,15 @@ def _read_table(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         if fmt == "csv":
             with open(path, newline="", encoding="utf-8-sig") as fh:
                 delim = "\t" if path.suffix.lower() == ".tsv" else ","
-                reader = csv.DictReader(fh, delimiter=delim)
-                rows = list(reader)
-                return [c.strip() for c in (reader.fieldnames or [])], [
-                    {(k or "").strip(): v for k, v in r.items()} for r in rows]
+                header, parsed = dict_rows(fh, delimiter=delim)  # strict: an unterminated quote names its line
+                return [c.strip() for c in header], [{(k or "").strip(): v for k, v in r.items()} for _, r in parsed]
         if fmt == "jsonl":
             rows, cols = [], []
             with open(path, encoding="utf-8") as fh:
                 for n, line in enumerate(fh, 1):
                     if not line.strip():
                         continue
-                    obj = json.loads(line)
+                    obj = json_line(line, n)
                     if not isinstance(obj, dict):
                         raise ManifestError(f"manifest {path} line {n}: expected a JSON object per line")
                     for k in obj:
@@ -110,6 +109,8 @@ def _read_table(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         return list(table.column_names), table.to_pylist()
     except ManifestError:
         raise
+    except CsvRowError as exc:
+        raise ManifestError(f"manifest {path} {exc}") from None
     except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
         raise ManifestError(f"manifest {path} cannot be read ({type(exc).__name__}: {exc})") from None
     except Exception as exc:  # pyarrow raises its own ArrowInvalid etc.

@@ -718,6 +718,7 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
     finished = step >= total
     if ctx.main:
         if finished:
+            ck.refuse_untrained(out, skipped)  # every item failed to load: publish nothing
             src = ck.checkpoint_dir(out, "best") if best is not None else None
             ck.publish(out, src or ck.checkpoint_dir(out, "last"))
             if lora_run is not None:

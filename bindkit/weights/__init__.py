@@ -6,14 +6,27 @@ modalities, convert them to one safetensors file per modality, and find or downl
 """
 
 from .convert import convert, parse_dtype
-from .fetch import cache_dir, fetch_weights, license_notice, locate_weights, missing_weights_error, search_dirs
+from .fetch import (
+    cache_dir,
+    download_guard,
+    download_size,
+    fetch_weights,
+    implicit_fetch,
+    license_notice,
+    locate_weights,
+    missing_weights_error,
+    search_dirs,
+)
 from .read import checkpoint_modalities, read_state_dict, recorded_fingerprints
 
 __all__ = [
     "cache_dir",
     "checkpoint_modalities",
     "convert",
+    "download_guard",
+    "download_size",
     "fetch_weights",
+    "implicit_fetch",
     "license_notice",
     "locate_weights",
     "missing_weights_error",

@@ -1,4 +1,10 @@
-"""Find local weights for a card, and download them (licence notice first, resume, size and sha256 checks)."""
+"""Find local weights for a card, and download them (licence notice first, resume, size and sha256 checks).
+
+A download that a caller did not ask for by name (``load_model`` finding no weights) goes through
+:func:`implicit_fetch`, which first asks the guard installed with :func:`bindkit.resources.download_guard`: the
+command line installs one that shows the size and licence and asks on a terminal, and refuses without one
+(``bindkit fetch`` or ``--download`` are the explicit ways).
+"""
 
 from __future__ import annotations
 
@@ -15,27 +21,35 @@ from ..cards import Card, load_card
 from ..errors import CheckpointError, WeightsNotFoundError
 from ..fileio import hash_file_into
 from ..progress import progress_bar
+from .. import resources
+from ..resources import cache_dir, download_guard, weights_search_dirs
 from .read import MANIFEST
 
-_REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 _CHUNK = 1 << 20  # 1 MiB per read: the progress bar moves smoothly, memory stays flat
 _TIMEOUT_S = 60
 
 
-def cache_dir() -> Path:
-    """The user cache for downloaded weights: ``$XDG_CACHE_HOME/bindkit`` or ``~/.cache/bindkit``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "bindkit"
-
-
 def search_dirs() -> list[Path]:
-    """Where :func:`locate_weights` looks, in order: ``$BINDKIT_WEIGHTS``, the repo's ``weights/``, the cache."""
-    dirs = []
-    env = os.environ.get("BINDKIT_WEIGHTS", "").strip()
-    if env:
-        dirs.append(Path(env).expanduser())
-    dirs += [_REPO_WEIGHTS, cache_dir()]
-    return dirs
+    """Where :func:`locate_weights` looks, in order: ``$BINDKIT_WEIGHTS``, the package's own weights (bindkit_toy),
+    the user cache (:func:`cache_dir`), and a clone's ``weights/`` (:func:`bindkit.resources.weights_search_dirs`)."""
+    return weights_search_dirs()
+
+
+def implicit_fetch(card: "str | Card") -> Path:
+    """:func:`fetch_weights` for a caller that found no weights (``load_model``), after the guard's consent."""
+    card = _card(card)
+    if resources.download_check is not None:
+        resources.download_check(card)
+    return fetch_weights(card)
+
+
+def download_size(card: "str | Card") -> str:
+    """The size of a card's weights download for people: from ``weights.size`` (bytes, checked after the
+    download) or the card's ``weights.approx_size`` note (``"about 4.5 GiB ..."``), else ``"size unknown"``."""
+    w = _card(card).weights
+    if w.get("size"):
+        return f"{int(w['size']) / 2**30:.1f} GiB"
+    return str(w.get("approx_size") or "size unknown")
 
 
 def _card(card: "str | Card") -> Card:
@@ -114,7 +128,7 @@ def fetch_weights(
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CheckpointError(f"cannot create the download folder {dest} ({exc.strerror or exc}); choose "
-                              "another destination (--dest)") from None
+                              "another destination (bindkit fetch --out DIR)") from None
     part = final.with_name(final.name + ".part")
     if force:
         part.unlink(missing_ok=True)

@@ -231,13 +231,18 @@ def _directory_files(path: Path) -> dict[str, Path]:
 
 def recorded_fingerprints(source: Any) -> dict[str, str]:
     """Per-encoder weight fingerprints ``bindkit convert`` recorded in a converted directory's manifest (of the
-    source values, so fp16/bf16 storage keeps the fingerprint of the original weights); {} for anything else."""
+    source values, so fp16/bf16 storage keeps the fingerprint of the original weights); {} for anything else.
+
+    Only the fingerprints of files the manifest also records a sha256 for: :func:`read_state_dict` checks those
+    bytes against it (:mod:`bindkit.weights.verify`) before they are used, so the fingerprint belongs to verified
+    weights. A file without a sha256 gets no recorded fingerprint: the model computes it from the values."""
     if isinstance(source, Mapping):
         return {}
     manifest = Path(source).expanduser() / MANIFEST
     try:
         files = json.loads(manifest.read_text())["files"]
-        return {m: str(info["fingerprint"]) for m, info in files.items() if info.get("fingerprint")}
+        return {m: str(info["fingerprint"]) for m, info in files.items()
+                if info.get("fingerprint") and info.get("sha256")}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
@@ -252,10 +257,15 @@ def _read_directory(path: Path, wanted: list[str] | None, mmap: bool) -> dict[st
             f"with a subset of modalities ({', '.join(files)}). Convert the checkpoint again without "
             f"--modality (or with --modality {absent[0]}), or load only {', '.join(files)}"
         )
+    from .verify import manifest_files, verify_file
+
+    entries = manifest_files(path)
     out: dict[str, torch.Tensor] = {}
     for m in mods:
         f = files[m]
         if not f.is_file():
             raise CheckpointError(f"{f} listed in {path / MANIFEST} is missing; convert the checkpoint again")
+        if m in entries:  # its bytes against the manifest's sha256 (remembered per file identity): refused if not
+            verify_file(f, entries[m], path / MANIFEST)
         out.update(_read_safetensors(f, [m], mmap))
     return out
