@@ -110,8 +110,8 @@ def test_label_loss_counts_same_label_items_as_positives():
 
 def test_auto_schedule_is_sized_to_the_data():
     assert auto_epochs(1_000, 64) == 60
-    assert auto_epochs(3_000, 64) == 20
-    assert auto_epochs(6_000, 64) == 10 and auto_epochs(100_000, 64) == 10
+    assert auto_epochs(3_000, 64) == 40 and auto_epochs(6_000, 64) == 20
+    assert auto_epochs(12_000, 64) == 10 and auto_epochs(100_000, 64) == 10
     assert auto_patience(60) == 15 and auto_patience(10) == 5
 
 

@@ -114,7 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      "r=RANK,alpha=A,targets=qkv,out,fc1,fc2[,head] (default r=8,alpha=16, all four projections, "
                      "no head); see below. --init a LoRA output continues its adapters")
     opt = add_optimiser_args(p, epochs_help="passes over the largest manifest", epochs=None,
-                             epochs_default_help="sized to the data: 60000 pairs seen, within 10-60 epochs, "
+                             epochs_default_help="sized to the data: 120000 pairs seen, within 10-60 epochs, "
                              "with early stopping", batch_size=64,
                              batch_help="global pairs per batch and manifest; more negatives help contrastive "
                              "training", lr=5e-4, weight_decay=0.05)
