@@ -113,9 +113,10 @@ def data_uri(data: bytes, mime: str) -> str:
 
 # ---- server ----------------------------------------------------------------------------------------------------
 class ServerThread:
-    """A real uvicorn server for ``app`` on a free loopback port, in a background thread."""
+    """A real uvicorn server for ``app`` on a free loopback port, in a background thread. Entering it waits until
+    ``/.well-known/ready`` answers 204 (with ``ready=False``, until ``/.well-known/live`` does)."""
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, ready: bool = True):
         import uvicorn
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -124,10 +125,11 @@ class ServerThread:
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.ready = ready
 
     def __enter__(self) -> "ServerThread":
         self.thread.start()
-        wait_ready(self.url)
+        wait_ready(self.url, path="/.well-known/ready" if self.ready else "/.well-known/live")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -136,8 +138,8 @@ class ServerThread:
         self.sock.close()
 
 
-def wait_ready(url: str, timeout: float = 120.0, proc: Any = None) -> None:
-    """Poll ``url``/.well-known/ready until it answers 204 (fails when ``proc`` exits first)."""
+def wait_ready(url: str, timeout: float = 120.0, proc: Any = None, path: str = "/.well-known/ready") -> None:
+    """Poll ``url`` + ``path`` until it answers 204 (fails when ``proc`` exits first)."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -145,7 +147,7 @@ def wait_ready(url: str, timeout: float = 120.0, proc: Any = None) -> None:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the server exited with status {proc.returncode} before it was ready")
         try:
-            if httpx.get(url + "/.well-known/ready", timeout=5).status_code == 204:
+            if httpx.get(url + path, timeout=5).status_code == 204:
                 return
         except httpx.TransportError:
             pass

@@ -200,6 +200,25 @@ def test_shell_examples_are_quoted_for_the_shell(page):
                 parse_cli_filters([value])
 
 
+#: A file's contents (base64 of media) substituted into a command's arguments: past ~96 KB the shell cannot start
+#: the command ("Argument list too long"). Bodies go through a file: ``curl --data-binary @body.json``.
+FILE_IN_ARGS = re.compile(r"\$\(\s*(?:base64|cat|xxd|od)\b|`\s*(?:base64|cat)\b")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_shell_examples_send_media_from_files_not_arguments(page):
+    for where, line in _shell_lines(page):
+        assert not FILE_IN_ARGS.search(line), (f"{where}: a file's contents put on the command line fail past "
+                                               f"~96 KB (Argument list too long); write the request body to a file "
+                                               f"and send it with curl --data-binary @body.json: {line}")
+
+
+@pytest.mark.parametrize("line", ["""curl -d '{"images": ["'"$(base64 -w0 dog.jpg)"'"]}' localhost:8000/vectorize""",
+                                  "curl -d \"$(cat body.json)\" localhost:8000/vectorize"])
+def test_the_media_argument_check_catches_substitutions(line):
+    assert FILE_IN_ARGS.search(line)
+
+
 def test_a_where_example_is_checked():
     assert any("--where" in _tokens(line) for p in PAGES for _, line in _shell_lines(p)), \
         "no --where example found: has the documentation changed?"

@@ -54,7 +54,7 @@ def test_cli_serves_a_converted_folder_and_shuts_down_gracefully(tmp_path):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "bindkit", "serve", "--model", str(folder), "--port", str(port),
-                             "--max-wait-ms", "200", "--log-level", "warning"],
+                             "--max-wait-ms", "200"],
                             env=_env(BINDKIT_TOKEN="tok"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(url, proc=proc)
@@ -83,6 +83,11 @@ def test_cli_serves_a_converted_folder_and_shuts_down_gracefully(tmp_path):
         assert result["r"].status_code == 200
         assert len(result["r"].json()["imuVectors"]) == 1
         assert proc.wait(60) == 0
+        # one access-log line per request on stderr (the health checks polled by wait_ready are DEBUG)
+        log = [line for line in proc.stderr.read().splitlines() if "items=" in line]
+        assert [line.split()[1:4] for line in log] == [["GET", "/meta", "401"], ["GET", "/meta", "200"],
+                                                        ["POST", "/vectorize", "200"], ["POST", "/vectorize", "200"]]
+        assert log[2].startswith("INFO:") and " items=3 " in log[2] and "ms client=127.0.0.1:" in log[2]
     finally:
         if proc.poll() is None:
             proc.kill()

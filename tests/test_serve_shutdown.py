@@ -55,7 +55,7 @@ def test_graceful_timeout_answers_in_flight_requests_with_json_503_and_exits(tmp
     port = _free_port()
     # --max-wait-ms 60000: a lone request waits a minute for its batch to fill, so it is in flight at SIGTERM
     proc = subprocess.Popen([sys.executable, "-m", "bindkit", "serve", "--model", str(folder), "--port", str(port),
-                             "--max-wait-ms", "60000", "--graceful-timeout", "2", "--log-level", "warning"],
+                             "--max-wait-ms", "60000", "--graceful-timeout", "2"],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc=proc)
@@ -77,6 +77,7 @@ def test_graceful_timeout_answers_in_flight_requests_with_json_503_and_exits(tmp
         assert proc.wait(timeout=45) == 0
         err = proc.stderr.read()
         assert "Traceback" not in err, err[-3000:]
+        assert "POST /vectorize 503 items=1 " in err, err[-3000:]  # the access log tells what the client got
     finally:
         if proc.poll() is None:
             proc.kill()

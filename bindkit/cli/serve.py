@@ -25,21 +25,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve",
         help="serve a model over HTTP: Weaviate multi2vec-bind, OpenAI /v1/embeddings, index search",
-        description="Serve an encoder model over HTTP (FastAPI + uvicorn; OpenAPI docs at /docs).\n\n"
+        description="Serve an encoder model over HTTP (FastAPI + uvicorn; OpenAPI docs at /docs and /redoc,\n"
+        "served without a CDN).\n\n"
         "Routes:\n"
         "  GET|HEAD /.well-known/live, /.well-known/ready   204 (ready once the model is loaded)\n"
         "  GET  /meta          card, dim, modalities, weights fingerprints, scales, limits, version\n"
         "  POST /vectorize     Weaviate multi2vec-bind: {\"texts\": [...], \"images\": [<base64>], \"audio\",\n"
         "                      \"video\", \"imu\", \"thermal\", \"depth\"} -> textVectors, imageVectors, ...\n"
-        "  POST /v1/embeddings OpenAI-compatible: {\"input\": str | [str], \"encoding_format\", \"modality\"}\n"
+        "  POST /v1/embeddings OpenAI-compatible: {\"input\": str | [str], \"encoding_format\", \"modality\"};\n"
+        "                      media as data: URIs, their kind from the MIME type unless \"modality\" says\n"
         "  POST /search        with --index: {\"text\": ..., \"image\": <base64>, \"weights\", \"k\", \"where\"}\n"
-        "  POST /add, /remove  with --index --allow-writes\n\n"
+        "  POST /add, /remove  with --index --allow-writes (ids are JSON strings)\n"
+        "  GET  /metrics       Prometheus metrics\n\n"
         "/vectorize returns what Weaviate's own ImageBind container returns (unit vector x the modality's\n"
         "output scale: text x learned scale, audio x20, depth x5, thermal x10, imu x5; audio and video the\n"
         "mean of the clips' vectors), so it is a drop-in for BIND_INFERENCE_API; --unit-vectors returns unit\n"
         "vectors instead. /v1/embeddings and /search always use unit vectors.\n\n"
         "Concurrent requests are coalesced into batches (--max-batch, --max-wait-ms); media are decoded in\n"
-        "worker threads. Bad input is answered 400/422 with {\"error\": \"<item>: <reason>\"}, limits 413.",
+        "worker threads. Bad input is answered 400/422 with {\"error\": \"<item>: <reason>\"}, limits 413.\n\n"
+        "Each request is logged on stderr (method, path, status, items, ms; logger bindkit.serve.access);\n"
+        "GET /metrics serves Prometheus metrics (requests, latency, batch sizes, queue depth), behind the\n"
+        "token like every route unless --metrics-public.",
         epilog="examples:\n"
         "  bindkit serve --model imagebind_huge                       # localhost:8000, weights from weights/\n"
         "  BINDKIT_TOKEN=s3cret bindkit serve --host 0.0.0.0 --port 8080\n"
@@ -74,7 +80,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     n.add_argument("--graceful-timeout", type=non_negative_float, default=30.0, metavar="S",
                    help="on SIGTERM/Ctrl-C, seconds to let in-flight requests finish (default 30)")
     n.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
-                   help="uvicorn log level (default info)")
+                   help="log level of uvicorn and bindkit (default info; debug also logs health checks and "
+                   "/metrics scrapes)")
+    n.add_argument("--no-access-log", dest="access_log", action="store_false",
+                   help="do not log a line per request (method, path, status, items, ms)")
+    n.add_argument("--metrics-public", action="store_true",
+                   help="serve GET /metrics without the bearer token (default: the token is required, as on "
+                   "every route but the health checks; Prometheus sends one with authorization: credentials)")
 
     x = p.add_argument_group("index")
     x.add_argument("--index", metavar="DIR", help="serve POST /search over this bindkit index")
@@ -141,6 +153,28 @@ def _server_class() -> type:
     return Server
 
 
+def _log_to_stderr(level: str, access_log: bool) -> None:
+    """Print bindkit's server logs (the access log among them) on stderr, formatted like uvicorn's lines."""
+    import logging
+
+    from ..serve.observe import ACCESS_LOGGER
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(padding)s%(message)s"))
+    handler.addFilter(_pad_level)
+    logger = logging.getLogger("bindkit.serve")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    if not access_log:
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
+
+
+def _pad_level(record: object) -> bool:
+    record.padding = " " * max(1, 9 - len(record.levelname))  # type: ignore[attr-defined]
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -168,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
     config = ServeConfig(unit_vectors=args.unit_vectors, token=token, limits=limits, max_batch=args.max_batch,
                          max_wait_ms=args.max_wait_ms, decode_workers=args.decode_workers, index_dir=args.index,
                          allow_writes=args.allow_writes, model_name=args.model_name,
-                         weights=weights)
+                         weights=weights, metrics_public=args.metrics_public)
+    _log_to_stderr(args.log_level, args.access_log)
 
     def load() -> Any:
         from .common import load_model_for
@@ -187,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(config, loader=load, on_load_error=on_load_error)
     server = _server_class()(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=args.graceful_timeout or None,
-                                           lifespan="on", access_log=args.log_level == "debug"))
+                                           lifespan="on", access_log=False))  # bindkit's own access log
     shown = f"[{args.host}]" if ":" in args.host else args.host
     which = args.model or ("the index's model" if args.index else "imagebind_huge")
     print(f"bindkit serve: http://{shown}:{args.port} (docs: /docs); loading {which}; /.well-known/ready "

@@ -15,7 +15,10 @@ Routes (all but the health checks require the bearer token when one is configure
     GET  /v1/models                 OpenAI-compatible model list (the one served model)
     POST /search                    with --index: query by any mix of inputs, k, modalities, where
     POST /add, /remove              with --index and --allow-writes
-    GET  /docs, /openapi.json       OpenAPI documentation
+    GET  /docs, /redoc, /openapi.json  OpenAPI documentation (works offline: assets served from a package)
+    GET  /metrics                   Prometheus metrics (token required unless metrics_public)
+
+Every request writes one line to the ``bindkit.serve.access`` logger (see :mod:`bindkit.serve.observe`).
 """
 
 from __future__ import annotations
@@ -37,14 +40,14 @@ from ..errors import ArgumentError, BindkitError, IndexStoreError, InputError, M
 from ..modality import input_kind
 from . import protocol as P
 from .auth import PUBLIC_PATHS, authorized, token_problem
+from .docs import add_docs_routes, is_doc_path
 from .engine import Engine, normalize
 from .errors import ApiError, error_response
 from .limits import Limits
+from .observe import METRICS_PATH, Metrics, Observe, make_metrics, note_items
 from .shutdown import ShutdownGuard
 
 log = logging.getLogger("bindkit.serve")
-
-_DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 @dataclass
@@ -62,6 +65,7 @@ class ServeConfig:
         allow_writes: also serve ``/add`` and ``/remove`` on the index.
         model_name: the name ``/v1/embeddings`` and ``/meta`` report (default: the card name).
         weights: where the weights came from (reported by ``/meta``).
+        metrics_public: ``/metrics`` answers without the bearer token (for scrapers that cannot send one).
     """
 
     unit_vectors: bool = False
@@ -74,6 +78,7 @@ class ServeConfig:
     allow_writes: bool = False
     model_name: str | None = None
     weights: str | None = None
+    metrics_public: bool = False
 
 
 class ServerState:
@@ -86,6 +91,7 @@ class ServerState:
         self.error: str | None = None
         self.ready = threading.Event()
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindkit-index")
+        self.metrics: Metrics | None = None
 
     def setup(self, model: Any) -> None:
         """Start the engine (and open the index) for a loaded model."""
@@ -96,6 +102,8 @@ class ServerState:
             import bindkit
 
             self.index = bindkit.Index.open(cfg.index_dir, model=model)
+        if self.metrics is not None:
+            self.metrics.watch(engine.batcher)
         engine.start()
         self.engine = engine
         self.ready.set()
@@ -121,7 +129,8 @@ class Gate:
         self.state = state
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or (
+                scope["path"] == METRICS_PATH and self.state.config.metrics_public):
             await self.app(scope, receive, send)
             return
         path = scope["path"]
@@ -132,7 +141,7 @@ class Gate:
                                  "(the server's --token / BINDKIT_TOKEN)", code="invalid_api_key",
                                  headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
             return
-        if path not in _DOC_PATHS and not self.state.ready.is_set():
+        if not is_doc_path(path) and path != METRICS_PATH and not self.state.ready.is_set():
             why = self.state.error or "the model is still loading; poll /.well-known/ready"
             await error_response(path, 503, why, headers={"Retry-After": "5"})(scope, receive, send)
             return
@@ -186,8 +195,26 @@ async def _drain(receive: Callable, more: bool, cap: int) -> None:
 
 
 def _body_schema(model: type) -> dict:
-    schema = model.model_json_schema()
+    schema = _inline_defs(model.model_json_schema())
     return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}
+
+
+def _inline_defs(schema: dict) -> dict:
+    """``schema`` with its ``$defs`` references replaced by the definitions: a ``#/$defs/...`` reference inside
+    the OpenAPI document would point at its root, where ReDoc and Swagger UI find nothing."""
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.rpartition("/")[2]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
 
 
 def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: Callable[[], Any] | None = None,
@@ -235,10 +262,16 @@ def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: 
         "space. Speaks Weaviate's multi2vec-bind inference protocol (`/vectorize`), OpenAI's embeddings API "
         "(`/v1/embeddings`) and bindkit index search (`/search`).",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.bindkit = state
+    state.metrics = make_metrics(state.ready.is_set)
     app.add_middleware(Gate, state=state)
-    app.add_middleware(ShutdownGuard)  # outermost: a request cancelled at shutdown gets a JSON 503
+    app.add_middleware(ShutdownGuard)  # a request cancelled at shutdown gets a JSON 503
+    # outermost: logs and counts every answer, those of the Gate and the ShutdownGuard's 503s included
+    app.add_middleware(Observe, metrics=state.metrics, routes=lambda: _route_paths(app))
+    add_docs_routes(app)
 
     # ---- errors ---------------------------------------------------------------------------------------------------
     @app.exception_handler(ApiError)
@@ -276,6 +309,14 @@ def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: 
         app.add_api_route(path, fn, methods=["HEAD"], status_code=204, response_class=Response,
                           include_in_schema=False)
 
+    @app.get(METRICS_PATH, tags=["health"], response_class=Response,
+             summary="Prometheus metrics: requests, latency, items per request, batch sizes, queue depth")
+    async def metrics() -> Response:
+        if state.metrics is None:
+            raise ApiError(501, "metrics need prometheus-client: pip install 'bindkit[serve]' (or prometheus-client)")
+        body, content_type = state.metrics.exposition()
+        return Response(body, media_type=content_type)
+
     @app.get("/meta", tags=["weaviate"], summary="model card, dimension, modalities, weights fingerprints")
     async def meta() -> dict[str, Any]:
         return _meta(state, engine())
@@ -294,6 +335,7 @@ def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: 
         req = P.validate(P.VectorizeRequest, P.parse_json(await request.body()))
         lists = {kind: (getattr(req, key) or [], key) for key, kind in P.WEAVIATE_KEYS.items()}
         config.limits.check_count(sum(len(v) for v, _ in lists.values()))
+        note_items(request, sum(len(v) for v, _ in lists.values()))
         for kind, (items, key) in lists.items():
             if items:
                 eng.require(kind, key)
@@ -313,16 +355,18 @@ def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: 
 
     # ---- OpenAI -----------------------------------------------------------------------------------------------
     @app.post("/v1/embeddings", tags=["openai"], openapi_extra=_body_schema(P.EmbeddingsRequest),
-              summary="OpenAI-compatible embeddings (unit vectors); media as data: URIs with 'modality'")
+              summary="OpenAI-compatible embeddings (unit vectors); media as data: URIs, kind from the MIME type "
+              "or 'modality'")
     async def embeddings(request: Request) -> JSONResponse:
         """``{"input": str | [str], "model", "encoding_format": "float" | "base64", "modality"}`` ->
-        ``{"object": "list", "data": [{"object": "embedding", "embedding", "index"}], "model", "usage"}``."""
+        ``{"object": "list", "data": [{"object": "embedding", "embedding", "index"}], "model", "usage"}``.
+        Without ``modality``, a ``data:`` URI is embedded as the kind its MIME type names (``image/*``,
+        ``audio/*``, ``video/*``; ``text/plain`` as text) and any other string as text; URLs are refused (never
+        fetched), token arrays too (send strings)."""
         eng = engine()
-        req = P.validate(P.EmbeddingsRequest, P.parse_json(await request.body()))
-        try:
-            kind = input_kind(req.modality)
-        except ModalityError as exc:
-            raise ApiError(400, str(exc), param="modality") from None
+        body = P.parse_json(await request.body())
+        P.refuse_token_arrays(body)
+        req = P.validate(P.EmbeddingsRequest, body)
         items = [req.input] if isinstance(req.input, str) else list(req.input)
         if not items:
             raise ApiError(400, "input is an empty list; send at least one input", param="input")
@@ -330,14 +374,31 @@ def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: 
             raise ApiError(400, f"dimensions={req.dimensions} is not offered: this model's vectors have "
                            f"{eng.model.dim} dimensions", param="dimensions")
         config.limits.check_count(len(items))
-        eng.require(kind, "modality")
-        labels = [f"input[{i}]" if not isinstance(req.input, str) else "input" for i in range(len(items))]
-        if kind != "text":
-            decoded = await _decode_all(eng, {kind: (items, labels)}, labels_given=True)
-            items = decoded[kind][0]
-        vecs = await eng.unit_vectors(kind, items, labels)
-        tokens = await asyncio.get_running_loop().run_in_executor(eng.pool, _count_tokens, items) if kind == "text" \
-            else 0
+        note_items(request, len(items))
+        labels = ["input" if isinstance(req.input, str) else f"input[{i}]" for i in range(len(items))]
+        if req.modality is not None:
+            try:
+                kind = input_kind(req.modality)
+            except ModalityError as exc:
+                raise ApiError(400, str(exc), param="modality") from None
+            eng.require(kind, "modality")
+            kinds = [kind] * len(items)
+        else:  # data: URIs by their MIME type, other strings as text
+            kinds, items = map(list, zip(*(P.infer_kind(x, label) for x, label in zip(items, labels))))
+            for kind, label in zip(kinds, labels):
+                eng.require(kind, label)
+        groups: dict[str, list[int]] = {}
+        for i, kind in enumerate(kinds):
+            groups.setdefault(kind, []).append(i)
+        decoded = await _decode_all(eng, {k: ([items[i] for i in pos], [labels[i] for i in pos])
+                                          for k, pos in groups.items()}, labels_given=True)
+        rows = await _gather_ordered({k: eng.unit_vectors(k, *decoded[k]) for k in groups})
+        vecs = [None] * len(items)
+        for k, pos in groups.items():
+            for i, row in zip(pos, rows[k]):
+                vecs[i] = row
+        texts = [items[i] for i in groups.get("text", [])]
+        tokens = await asyncio.get_running_loop().run_in_executor(eng.pool, _count_tokens, texts) if texts else 0
         data = [{"object": "embedding", "index": i,
                  "embedding": P.encode_float32_base64(v) if req.encoding_format == "base64" else v.tolist()}
                 for i, v in enumerate(vecs)]
@@ -363,13 +424,14 @@ def _add_index_routes(app: FastAPI, state: ServerState, engine: Callable[[], Eng
     async def search(request: Request) -> JSONResponse:
         """Each input (text, or base64 media) is embedded to a unit vector; several are combined by weighted
         sum and renormalised (embedding arithmetic). Returns ``{"results": {modality: [hit, ...]}}``, hits
-        ``{"id", "score", "modality", "uri", "metadata", "text"}`` best first."""
+        ``{"id", "score", "modality", "uri", "metadata", "text"}`` best first; ``id`` is a string of digits."""
         eng = engine()
         req = P.validate(P.SearchRequest, P.parse_json(await request.body()))
         given = {kind: getattr(req, kind) for kind in P.KINDS if getattr(req, kind) is not None}
         if not given and req.vector is None:
             raise ApiError(422, "a search needs a query: text, image, audio, video, depth, thermal, imu or vector")
         config.limits.check_count(len(given))
+        note_items(request, len(given) + (req.vector is not None))
         for kind in given:
             eng.require(kind, kind)
         media = {kind: ([v], [kind]) for kind, v in given.items() if kind != "text"}
@@ -405,10 +467,12 @@ def _add_index_routes(app: FastAPI, state: ServerState, engine: Callable[[], Eng
               summary="embed and store items (only with --allow-writes)")
     async def add(request: Request) -> JSONResponse:
         """``{"items": [{"modality": "text", "text": "..."}, {"modality": "image", "data": "<base64>",
-        "metadata": {...}}]}`` -> ``{"ids": [...]}`` in input order (one transaction: all or nothing)."""
+        "metadata": {...}}]}`` -> ``{"ids": ["5551846404524732124", ...]}`` in input order, as strings (one
+        transaction: all or nothing)."""
         eng = engine()
         req = P.validate(P.AddRequest, P.parse_json(await request.body()))
         config.limits.check_count(len(req.items))
+        note_items(request, len(req.items))
         payloads: list[Any] = []
         kinds: list[str] = []
         loop = asyncio.get_running_loop()
@@ -437,17 +501,21 @@ def _add_index_routes(app: FastAPI, state: ServerState, engine: Callable[[], Eng
                                         show_progress_bar=False))
 
         ids = await _index_call(run, writer=state.writer, prefix="items")
-        return JSONResponse({"ids": ids})
+        return JSONResponse({"ids": [str(i) for i in ids]})  # strings: 64-bit ids survive JavaScript
 
     @app.post("/remove", tags=["index"], openapi_extra=_body_schema(P.RemoveRequest),
               summary="delete items by id and/or metadata filter (only with --allow-writes)")
     async def remove(request: Request) -> JSONResponse:
+        """``{"ids": ["5551846404524732124", ...], "where": {...}}`` (ids as strings or integers; both given:
+        the ids that also match) -> ``{"removed": n}``."""
         req = P.validate(P.RemoveRequest, P.parse_json(await request.body()))
         if req.ids is None and req.where is None:
             raise ApiError(422, "remove needs ids and/or where; refusing to remove everything")
+        ids = None if req.ids is None else P.parse_ids(req.ids)
+        note_items(request, len(ids or ()))
 
         def run() -> int:
-            return state.index.remove(req.ids, where=req.where)
+            return state.index.remove(ids, where=req.where)
 
         return JSONResponse({"removed": await _index_call(run, writer=state.writer)})
 
@@ -467,7 +535,7 @@ async def _index_call(fn: Callable[[], Any], writer: ThreadPoolExecutor | None =
 
 
 def _hit(h: Any) -> dict[str, Any]:
-    return {"id": h.id, "score": h.score, "modality": h.modality, "uri": h.uri, "metadata": h.metadata,
+    return {"id": str(h.id), "score": h.score, "modality": h.modality, "uri": h.uri, "metadata": h.metadata,
             "text": h.text}
 
 
@@ -503,6 +571,14 @@ def _count_tokens(texts: list[str]) -> int:
     from ..inputs.text import tokenize
 
     return int((tokenize(texts) != 0).sum())
+
+
+def _route_paths(app: FastAPI) -> frozenset[str]:
+    """The path templates of ``app``'s routes (computed once; routes are added before the server starts)."""
+    paths = getattr(app.state, "route_paths", None)
+    if paths is None:
+        paths = app.state.route_paths = frozenset(getattr(r, "path", "") for r in app.routes)
+    return paths
 
 
 def _version() -> str:

@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -82,6 +82,10 @@ class DynamicBatcher:
         model: a BindModel (eval mode).
         max_batch: most items per forward pass (1 = no batching).
         max_wait_ms: how long the worker waits for more jobs after the first one arrives.
+
+    Attributes:
+        on_forward: called in the worker thread after each forward pass with (input kind, items, seconds)
+            (the server's metrics); None by default.
     """
 
     def __init__(self, model: Any, max_batch: int = 32, max_wait_ms: float = 5.0):
@@ -93,6 +97,7 @@ class DynamicBatcher:
         self.max_batch = int(max_batch)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.stats = BatchStats()
+        self.on_forward: Callable[[str, int, float], None] | None = None
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="bindkit-batcher", daemon=True)
         self._started = False
@@ -109,6 +114,10 @@ class DynamicBatcher:
             self._stopped = True
             self._queue.put(_STOP)
             self._thread.join(timeout)
+
+    def queue_depth(self) -> int:
+        """Jobs (requests' groups of items) waiting for a forward pass, not counting the batch being run."""
+        return self._queue.qsize()
 
     async def submit(self, kind: str, items: list[torch.Tensor]) -> np.ndarray:
         """Rows (len(items), dim) float32 for preprocessed items of one kind (see the module docstring)."""
@@ -171,9 +180,12 @@ class DynamicBatcher:
             parts = []
             for start in range(0, len(items), self.max_batch):
                 chunk = items[start : start + self.max_batch]
+                began = time.perf_counter()
                 parts.append(clip_mean_vectors(self.model, kind, torch.stack(chunk)).cpu().numpy())
                 self.stats.forwards += 1
                 self.stats.largest_batch = max(self.stats.largest_batch, len(chunk))
+                if self.on_forward is not None:
+                    self.on_forward(kind, len(chunk), time.perf_counter() - began)
             rows = np.concatenate(parts)
         except BaseException as exc:  # a bug or out-of-memory: every waiting request learns of it
             log.exception("forward pass for %d %s item(s) failed", len(items), kind)

@@ -3,11 +3,13 @@ into typed inputs or an :class:`~bindkit.serve.errors.ApiError` naming the field
 
 * **Weaviate multi2vec-bind** (``POST /vectorize``): seven optional lists in, seven ``*Vectors`` lists out.
 * **OpenAI embeddings** (``POST /v1/embeddings``): ``input`` (a string or a list of them), ``encoding_format``
-  ``float`` or ``base64`` (little-endian float32 bytes, as OpenAI encodes them), plus bindkit's ``modality``.
-* **bindkit search** (``POST /search``, ``/add``, ``/remove``).
+  ``float`` or ``base64`` (little-endian float32 bytes, as OpenAI encodes them), plus bindkit's ``modality``
+  (without it, ``data:`` URIs are embedded as the kind their MIME type names, other strings as text).
+* **bindkit search** (``POST /search``, ``/add``, ``/remove``); item ids travel as JSON strings (64-bit ids
+  lose precision as JavaScript numbers) and are accepted as strings or numbers.
 
 Media travel as standard base64 of the file's bytes (line breaks and other whitespace tolerated, missing
-padding tolerated) or as ``data:<mime>;base64,<...>`` URIs.
+padding tolerated) or as ``data:<mime>;base64,<...>`` URIs. URLs are never fetched.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import re
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from ..errors import describe_exc
 from .errors import ApiError
@@ -76,11 +78,13 @@ class EmbeddingsRequest(BaseModel):
     """Body of ``POST /v1/embeddings`` (OpenAI's, plus ``modality``)."""
 
     model_config = ConfigDict(extra="ignore")
-    input: str | list[str] = Field(..., description="one input or a list; media as data:<mime>;base64,... URIs")
+    input: str | list[str] = Field(..., description="one input or a list; media as data:<mime>;base64,... URIs "
+                                   "(token arrays are refused: bindkit tokenizes text itself)")
     model: str | None = Field(None, description="accepted for compatibility; the server has one model")
     encoding_format: Literal["float", "base64"] = Field("float", description="float lists, or base64 of "
                                                         "little-endian float32 bytes")
-    modality: str = Field("text", description="text, image, audio, video, depth, thermal or imu")
+    modality: str | None = Field(None, description="text, image, audio, video, depth, thermal or imu; default: "
+                                 "each data: URI's MIME type (image/*, audio/*, video/*, text/plain), else text")
     dimensions: int | None = Field(None, description="must equal the model's dimension when given")
     user: str | None = None
 
@@ -124,7 +128,8 @@ class RemoveRequest(BaseModel):
     """Body of ``POST /remove`` (only with ``--allow-writes``): ids and/or a metadata filter."""
 
     model_config = ConfigDict(extra="forbid")
-    ids: list[int] | None = None
+    ids: list[StrictInt | StrictStr | StrictFloat] | None = Field(
+        None, description="item ids, as strings of digits (as /search and /add return them) or as integers")
     where: dict[str, Any] | None = None
 
 
@@ -150,6 +155,10 @@ def parse_json(body: bytes) -> Any:
                        "integers must have at most 4300 digits") from None
 
 
+#: The names pydantic puts in the location of a union's errors (one per branch tried).
+_UNION_BRANCHES = frozenset({"str", "list[str]", "int", "float"})
+
+
 def _loc(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -164,8 +173,10 @@ def validate(model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if p not in ("str", "list[str]"))  # union branch names
+        errors = exc.errors()
+        # of the first field's errors, the most specific: a union's list branch names the item (input[1])
+        err = max((e for e in errors if e["loc"][:1] == errors[0]["loc"][:1]), key=lambda e: len(e["loc"]))
+        loc = tuple(p for p in err["loc"] if p not in _UNION_BRANCHES)
         where = _loc(loc)
         got = err.get("input")
         if err["type"] == "extra_forbidden":
@@ -174,7 +185,9 @@ def validate(model: type[BaseModel], data: Any) -> Any:
             reason = "required field missing"
         else:
             reason = f"{err['msg'].lower()} (got {_json_type(got)})"
-        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        others = {tuple(p for p in e["loc"] if p not in _UNION_BRANCHES) for e in errors}
+        others = {o for o in others if o != loc[:len(o)]}  # not the same problem seen from a union's other branch
+        more = f" (and {len(others)} more problem(s))" if others else ""  # a union's branches: one problem
         raise ApiError(422, f"{where}: {reason}{more}", param=where) from None
 
 
@@ -207,6 +220,7 @@ def decode_media(text: str, label: str) -> bytes:
         if not m.group(3):
             raise ApiError(400, f"{label}: a data: URI must be base64-encoded (data:<mime>;base64,...)", param=label)
     else:
+        refuse_url(text, label)
         payload = text
     raw = _WS.sub(b"", payload.encode("ascii", errors="replace"))
     if not raw:
@@ -228,3 +242,101 @@ def decode_media(text: str, label: str) -> bytes:
 def encode_float32_base64(row: np.ndarray) -> str:
     """OpenAI's ``encoding_format="base64"``: base64 of the little-endian float32 bytes of one vector."""
     return base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode("ascii")
+
+
+# ---- URLs, data: URIs and token arrays -----------------------------------------------------------------------------
+_URL = re.compile(r"^\s*([a-z][a-z0-9+.-]*)://\S", re.IGNORECASE)
+_MIME = re.compile(r"^\s*([a-z0-9][a-z0-9!#$&^_.+-]*)/([a-z0-9][a-z0-9!#$&^_.+-]*)\s*$", re.IGNORECASE)
+#: The MIME top-level type of a data: URI -> the input kind it is embedded as when no ``modality`` is given.
+MIME_KINDS: dict[str, str] = {"image": "image", "audio": "audio", "video": "video"}
+
+
+def refuse_url(text: str, label: str) -> None:
+    """400 when ``text`` is a URL (``https://...``, ``file://...``): the server never fetches URLs nor reads
+    paths; the message says to send the bytes instead."""
+    m = _URL.match(text[:64])
+    if m:
+        raise ApiError(400, f"{label}: {m.group(1).lower()}:// URLs are not fetched (the server never downloads "
+                       "or opens what a request names); send the file's bytes as base64 or as a data: URI "
+                       "(data:image/png;base64,...)", param=label)
+
+
+def refuse_token_arrays(data: Any) -> None:
+    """400 when ``input`` of ``/v1/embeddings`` is token ids (a list of ints, or of lists of ints) instead of
+    strings, as LangChain's ``OpenAIEmbeddings`` sends by default: those are ids of OpenAI's tokenizer
+    (tiktoken), meaningless to bindkit's CLIP tokenizer. The message says how to make the client send text."""
+    if not isinstance(data, dict):
+        return
+    value = data.get("input")
+    if not isinstance(value, list) or not value:
+        return
+
+    def is_id(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    flat = all(is_id(x) for x in value)
+    nested = all(isinstance(x, list) and all(is_id(t) for t in x) for x in value)
+    if flat or nested:
+        shape = "a list of token ids" if flat else "lists of token ids"
+        raise ApiError(400, f"input: got {shape}; bindkit tokenizes text itself (CLIP's tokenizer, not OpenAI's "
+                       "tiktoken), so send the texts as strings. LangChain's OpenAIEmbeddings sends token ids by "
+                       "default: create it with OpenAIEmbeddings(..., check_embedding_ctx_length=False)",
+                       param="input")
+
+
+def infer_kind(text: str, label: str) -> tuple[str, str]:
+    """(input kind, payload) of one ``/v1/embeddings`` input given without ``modality``: a ``data:`` URI is the
+    kind its MIME type names (``image/*`` image, ``audio/*`` audio, ``video/*`` video; ``text/plain`` is text,
+    its payload decoded), any other string text. 400 for a URL (never fetched) and for a data: URI whose MIME
+    type names no kind bindkit can infer (depth, thermal and IMU need ``modality``)."""
+    m = _DATA_URI.match(text[:512])
+    mime = _MIME.match(m.group(1)) if m else None
+    if mime is None:  # plain text (or text that merely starts with "data:")
+        if _URL.match(text[:64]) and not any(c.isspace() for c in text.strip()):
+            raise ApiError(400, f"{label}: a URL, and URLs are not fetched (the server never downloads what a "
+                           "request names); send the file as a data: URI (data:image/png;base64,...), or "
+                           "\"modality\": \"text\" to embed the URL itself as text", param=label)
+        return "text", text
+    top, sub = mime.group(1).lower(), mime.group(2).lower()
+    if top in MIME_KINDS:
+        return MIME_KINDS[top], text
+    if (top, sub) == ("text", "plain"):
+        return "text", _data_uri_text(text, m, label)
+    raise ApiError(400, f"{label}: cannot tell the modality of a data:{top}/{sub} URI (image/*, audio/*, video/* "
+                   "and text/plain are recognised); give \"modality\" (e.g. \"depth\", \"thermal\" or \"imu\")",
+                   param=label)
+
+
+def _data_uri_text(text: str, m: re.Match, label: str) -> str:
+    """The text a ``data:text/plain[;charset=...][;base64],...`` URI carries."""
+    from urllib.parse import unquote_to_bytes
+
+    params = dict(p.split("=", 1) for p in m.group(2).split(";")[1:] if "=" in p)
+    charset = params.get("charset", "utf-8").strip('"') or "utf-8"
+    raw = decode_media(text, label) if m.group(3) else unquote_to_bytes(text[m.end():])
+    try:
+        return raw.decode(charset)
+    except (LookupError, UnicodeDecodeError):
+        raise ApiError(400, f"{label}: the data:text/plain URI is not valid {charset} text", param=label) from None
+
+
+def parse_ids(values: list[int | str | float], field: str = "ids") -> list[int]:
+    """Item ids given as integers or strings of digits (as the server writes them) -> ints in [0, 2**63);
+    422 naming ``ids[i]`` otherwise. A number with a fraction or an exponent is refused: a 64-bit id that went
+    through a float (JavaScript's numbers) has lost its last digits, and would silently match nothing."""
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, float):
+            raise ApiError(422, f"{field}[{i}]: {v!r} is not an item id (a number with a fraction or an exponent "
+                           "has lost the last digits of a 64-bit id); send ids as the strings /search and /add "
+                           "return", param=f"{field}[{i}]")
+        text = v.strip() if isinstance(v, str) else None
+        if text is not None and not (text.isascii() and text.isdigit() and len(text) <= 19):
+            raise ApiError(422, f"{field}[{i}]: an item id is a whole number (as a string of digits or an integer), "
+                           f"got {v[:40]!r}", param=f"{field}[{i}]")
+        n = int(text) if text is not None else int(v)
+        if not 0 <= n < 2**63:
+            raise ApiError(422, f"{field}[{i}]: item ids are in [0, 2**63), got {n}; no item has that id",
+                           param=f"{field}[{i}]")
+        out.append(n)
+    return out
