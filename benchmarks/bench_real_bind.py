@@ -41,14 +41,14 @@ def run(cmd: list[str], log: Path) -> float:
     with open(log, "a") as fh:
         fh.write("$ " + shlex.join(cmd) + "\n")
         fh.flush()
-        subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT)
+        subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
     return time.time() - t0
 
 
 def evaluate(model: Path, data: Path, test: str, log: Path) -> dict:
     out = subprocess.run(_bindkit("eval", str(model), "--zero-shot", str(data / test), "--classes",
                                   str(data / "labels.json"), "--templates", "{}", "the digit {}", "--json"),
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, cwd=ROOT)
     with open(log, "a") as fh:
         fh.write(out.stderr)
     rep = json.loads(out.stdout)
@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from bindkit.datasets.digits import Settings, write_spoken_digits
 
-    out = Path(args.out)
-    data = Path(args.data) if args.data else out / ("data_small" if args.small else "data")
+    # absolute paths: the commands run from the repository root, so that `python -m bindkit` is this checkout's
+    out = Path(args.out).resolve()
+    data = Path(args.data).resolve() if args.data else out / ("data_small" if args.small else "data")
     report: dict = {"data": str(data), "seed": args.seed, "stage1_args": args.stage1, "stage2_args": args.stage2}
     if not (data / "labels.json").exists():
         t0 = time.time()

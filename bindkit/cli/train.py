@@ -28,11 +28,16 @@ examples:
 
 manifests: CSV, JSONL or Parquet with two columns named by modality (image, video, text, audio, depth,
 thermal, imu), e.g. "image,text" or "image,audio"; media paths are relative to the manifest, a text column
-holds the text itself; other columns (id, label...) are ignored. Several manifests train together: each step
-takes one batch from each and sums their losses.
+holds the text itself. An optional "label" column (the class of each row) switches on label pairing (see
+--pairing): for pairs matched by class rather than recorded together. Other columns (id...) are ignored.
+Several manifests train together: each step takes one batch from each and sums their losses.
+
+schedule: without --epochs/--max-steps the run is sized to the data (120,000 pairs seen, within 10-60 epochs:
+1k pairs -> 60 epochs, 12k+ -> 10) and stops early when the held-out score has not improved for a quarter of
+the epochs; the best epoch is published.
 
 output (OUT): card.json + <modality>.safetensors + manifest.json (the trained model, best epoch by held-out
-R@1) — use it as bindkit.load_model("OUT") or --model OUT anywhere; train_record.json (data + sha256,
+R@1, label-level with label pairing) — use it as bindkit.load_model("OUT") or --model OUT anywhere; train_record.json (data + sha256,
 arguments, metrics per epoch, versions); metrics.csv (per step), val_metrics.csv (per epoch);
 checkpoints/last (what --resume continues from) and checkpoints/best.
 
