@@ -167,11 +167,15 @@ def trained(digits):
 
 def test_label_pairing_beats_instance_pairing_on_class_level_pairs(trained):
     """Class-level pairs trained with label pairing reach a higher label-level (zero-shot) accuracy on held-out
-    images than the same pairs taken as instances, whose in-batch same-label items are false negatives."""
+    images than the same pairs taken as instances, whose in-batch same-label items are false negatives, after the
+    same small budget (6 epochs of 630 pairs, seeds 0 and 1, one thread: label 0.22, instance 0.11 when written).
+    The budget matters: with this 1-block, 32-wide model, instance pairing overtook it at 10 epochs (0.34 vs 0.21);
+    the full-size comparison is benchmarks/bench_real_bind.py (docs/own_sensor.md)."""
     acc, outs = trained
     for (pairing, _), out in outs.items():
         rec = json.loads((out / "train_record.json").read_text())
         assert rec["pairing"] == {"image_text.csv (image-text)": pairing}
+    print("zero-shot accuracy by pairing:", acc)
     assert acc["label"] > acc["instance"] + 0.08, acc
 
 
