@@ -153,7 +153,7 @@ def test_bindkit_small_card_builds_and_preprocesses_every_modality(tmp_path):
         "thermal": [Image.new("L", (90, 70), 128)],
         "imu": [np.random.default_rng(0).standard_normal((6, 1234)).astype(np.float32)],
     }
-    shapes = {"image": (1, 3, 64, 64), "text": (1, 32), "audio": (1, 1, 1, 64, 192), "depth": (1, 1, 64, 64),
+    shapes = {"image": (1, 3, 64, 64), "text": (1, 32), "audio": (1, 1, 1, 64, 96), "depth": (1, 1, 64, 64),
               "thermal": (1, 1, 64, 64), "imu": (1, 6, 500)}
     with torch.inference_mode():
         for kind, it in items.items():

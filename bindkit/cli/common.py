@@ -220,12 +220,14 @@ def add_quantize_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_optimiser_args(p: argparse.ArgumentParser, *, epochs_help: str, batch_size: int, batch_help: str,
-                       lr: float, weight_decay: float) -> argparse._ArgumentGroup:
+                       lr: float, weight_decay: float, epochs: int | None = 10,
+                       epochs_default_help: str = "") -> argparse._ArgumentGroup:
     """The "optimisation" group shared by ``bindkit train`` and ``bindkit distill`` (AdamW, warm-up + cosine):
     --epochs, --batch-size, --lr, --weight-decay, --warmup, --grad-clip, --max-steps, --seed. The defaults that
     differ between the two are arguments; returns the group so a command can add its own options to it."""
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=positive_int, default=10, help=f"{epochs_help} (default 10)")
+    opt.add_argument("--epochs", type=positive_int, default=epochs,
+                     help=f"{epochs_help} (default {epochs_default_help or epochs})")
     opt.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N",
                      help=f"{batch_help} (default {batch_size})")
     opt.add_argument("--lr", type=non_negative_float, default=lr, help=f"peak learning rate (default {lr:g})")

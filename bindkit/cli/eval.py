@@ -177,6 +177,22 @@ def _print_zero_shot(r: dict[str, Any]) -> None:
     print("per class:")
     for name in r["classes"]:
         print(f"  {name:<{width}}  {_pct(r['per_class'][name])}  (n={r['per_class_n'][name]})")
+    _print_confusion(r["classes"], r["confusion"])
+
+
+def _print_confusion(classes: list[str], confusion: list[list[int]], max_classes: int = 20) -> None:
+    """The confusion matrix (rows: true class, columns: predicted), up to ``max_classes`` classes (--json has
+    it whole)."""
+    if len(classes) > max_classes:
+        print(f"confusion: {len(classes)} classes, too many to print (--json has the matrix)")
+        return
+    cells = max(3, max(len(str(v)) for row in confusion for v in row))
+    heads = [c[:cells] for c in classes]
+    width = max(len(c) for c in classes)
+    print("confusion (rows: true class, columns: predicted):")
+    print(f"  {'':<{width}}  " + " ".join(f"{h:>{cells}}" for h in heads))
+    for name, row in zip(classes, confusion):
+        print(f"  {name:<{width}}  " + " ".join(f"{v:>{cells}}" for v in row))
 
 
 def _print_retrieval(r: dict[str, Any]) -> None:

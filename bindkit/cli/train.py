@@ -28,11 +28,16 @@ examples:
 
 manifests: CSV, JSONL or Parquet with two columns named by modality (image, video, text, audio, depth,
 thermal, imu), e.g. "image,text" or "image,audio"; media paths are relative to the manifest, a text column
-holds the text itself; other columns (id, label...) are ignored. Several manifests train together: each step
-takes one batch from each and sums their losses.
+holds the text itself. An optional "label" column (the class of each row) switches on label pairing (see
+--pairing): for pairs matched by class rather than recorded together. Other columns (id...) are ignored.
+Several manifests train together: each step takes one batch from each and sums their losses.
+
+schedule: without --epochs/--max-steps the run is sized to the data (120,000 pairs seen, within 10-60 epochs:
+1k pairs -> 60 epochs, 12k+ -> 10) and stops early when the held-out score has not improved for a quarter of
+the epochs; the best epoch is published.
 
 output (OUT): card.json + <modality>.safetensors + manifest.json (the trained model, best epoch by held-out
-R@1) — use it as bindkit.load_model("OUT") or --model OUT anywhere; train_record.json (data + sha256,
+R@1, label-level with label pairing) — use it as bindkit.load_model("OUT") or --model OUT anywhere; train_record.json (data + sha256,
 arguments, metrics per epoch, versions); metrics.csv (per step), val_metrics.csv (per epoch);
 checkpoints/last (what --resume continues from) and checkpoints/best.
 
@@ -113,7 +118,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="train LoRA adapters on the training encoders instead of their weights (needs --init): "
                      "r=RANK,alpha=A,targets=qkv,out,fc1,fc2[,head] (default r=8,alpha=16, all four projections, "
                      "no head); see below. --init a LoRA output continues its adapters")
-    opt = add_optimiser_args(p, epochs_help="passes over the largest manifest", batch_size=64,
+    opt = add_optimiser_args(p, epochs_help="passes over the largest manifest", epochs=None,
+                             epochs_default_help="sized to the data: 120000 pairs seen, within 10-60 epochs, "
+                             "with early stopping", batch_size=64,
                              batch_help="global pairs per batch and manifest; more negatives help contrastive "
                              "training", lr=5e-4, weight_decay=0.05)
     opt.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order, split and "
@@ -121,6 +128,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--val-split", type=_split, default=0.1, metavar="F",
                       help="fraction of each manifest held out and evaluated every epoch (default 0.1; 0: none)")
+    data.add_argument("--pairing", choices=("auto", "label", "instance"), default="auto",
+                      help="label: each item's partner is redrawn every epoch among the other side's items of the "
+                      "same label, and same-label items in a batch are positives (for pairs matched by class, "
+                      "not recorded together); instance: each row is one pair. auto (default): label when the "
+                      "manifest has a 'label' column")
+    opt.add_argument("--patience", type=int, default=None, metavar="EPOCHS",
+                     help="stop when the held-out score has not improved for this many epochs and publish the "
+                     "best (default: a quarter of the epochs, at least 5, when --epochs and --max-steps are not "
+                     "given; 0: never stop early)")
     data.add_argument("--no-augment", dest="augment", action="store_const", const="none", default="trainable",
                       help="no augmentation at all (default: augment the sides whose encoder trains)")
     data.add_argument("--augment-frozen", dest="augment", action="store_const", const="all",
@@ -154,6 +170,7 @@ def run_train(args: argparse.Namespace) -> int:
         augment=args.augment, resume=args.resume, device=args.device, workers=args.workers,
         max_steps=args.max_steps, save_every=args.save_every, stop_after=args.stop_after,
         max_bad_rows=args.max_bad_rows, cache_mb=args.cache_mb, amp=args.amp, name=args.name, lora=args.lora,
+        pairing=args.pairing, patience=args.patience,
         progress=False if args.quiet else None,
         command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["train"] else None,
     )

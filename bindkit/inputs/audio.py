@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "mean": -4.268,
     "std": 9.138,
     "reference_inplace_mean": True,
+    "trim_silence_db": None,
 }
 #: The card's ``sample_rate`` is the rate the model expects; ``sample_rate`` as an option is the input's.
 CARD_RENAMES = {"sample_rate": "target_rate"}
@@ -69,6 +70,8 @@ def validate(p: dict[str, Any]) -> None:
     for key in ("target_rate", "num_mel_bins", "target_length", "clips_per_file"):
         if int(p[key]) <= 0:
             raise ValueError(f"{key} must be positive, got {p[key]!r}")
+    if p.get("trim_silence_db") is not None and float(p["trim_silence_db"]) <= 0:
+        raise ValueError(f"trim_silence_db must be positive (dB below the loudest frame), got {p['trim_silence_db']!r}")
     if float(p["clip_duration"]) <= 0 or float(p["std"]) == 0:
         raise ValueError("clip_duration must be positive and std non-zero")
     if p["sample_rate"] is not None and float(p["sample_rate"]) <= 0:
@@ -300,11 +303,31 @@ def from_waveform(wave: torch.Tensor, rate: int, p: dict[str, Any], src: Source)
         raise src.fail(
             f"too short: {wave.shape[1] / target * 1000:.1f} ms; at least one {_FRAME_MS} ms frame is needed"
         )
+    if p.get("trim_silence_db") is not None:
+        wave = trim_silence(wave, target, float(p["trim_silence_db"]))
     inplace = bool(p["reference_inplace_mean"])
     if inplace:
         wave = wave.clone()  # the quirk mutates the waveform; never the caller's tensor
     bounds = clip_bounds(wave.shape[1], target, float(p["clip_duration"]), int(p["clips_per_file"]))
     return _features([wave[:, a:b] for a, b in bounds], target, p)
+
+
+def trim_silence(wave: torch.Tensor, rate: int, below_db: float, margin_s: float = 0.05) -> torch.Tensor:
+    """``wave`` without its leading and trailing quiet: 10 ms frames of channel 0 more than ``below_db`` under
+    the loudest frame are cut from both ends (keeping ``margin_s`` around the sound). A short word in a long
+    silent recording then fills the clip instead of a corner of it (bindkit's small cards; not the reference)."""
+    hop = max(1, rate // 100)
+    x = wave[0]
+    n = x.shape[0] // hop
+    if n < 3:
+        return wave
+    energy = x[: n * hop].view(n, hop).pow(2).mean(dim=1)
+    db = 10 * torch.log10(energy + 1e-12)
+    loud = torch.nonzero(db >= db.max() - below_db).flatten()
+    margin = int(margin_s * rate)
+    a = max(0, int(loud[0]) * hop - margin)
+    b = min(x.shape[0], (int(loud[-1]) + 1) * hop + margin)
+    return wave[:, a:b] if b - a >= rate * _FRAME_MS // 1000 else wave
 
 
 def _features(views: list[torch.Tensor], rate: int, p: dict[str, Any]) -> torch.Tensor:

@@ -49,9 +49,10 @@ class Encoder(nn.Module):
             self.stem = TextStem(dim, cfg["vocab_size"], cfg["context_length"])
         elif name == "audio":
             size = (cfg["num_mel_bins"], cfg["target_length"])
-            self.stem = ConvStem(dim, size, cfg["kernel_size"], cfg.get("stride"))
+            self.stem = ConvStem(dim, size, cfg["kernel_size"], cfg.get("stride"), cfg.get("conv_stem", ()))
         elif name in ("depth", "thermal"):
-            self.stem = ConvStem(dim, cfg["image_size"], cfg["kernel_size"], cfg.get("stride"))
+            self.stem = ConvStem(dim, cfg["image_size"], cfg["kernel_size"], cfg.get("stride"),
+                                 cfg.get("conv_stem", ()))
         elif name == "imu":
             self.stem = IMUStem(dim, cfg["channels"], cfg["length"], cfg["kernel_size"])
         else:  # pragma: no cover - cards are validated before this point

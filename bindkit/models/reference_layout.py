@@ -53,8 +53,9 @@ _RULES: list[tuple[str, str]] = [
     ("modality_heads.imu.0.{p}", "imu.head.norm.{p}"),
     ("modality_heads.imu.3.weight", "imu.head.proj.weight"),
     ("modality_postprocessors.{m}.1.log_logit_scale", "{m}.log_logit_scale"),
-    # bindkit-only: the early-convolution stack of a vision stem with "conv_stem" (not in ImageBind's layout)
+    # bindkit-only: the early-convolution stack of a stem with "conv_stem" (not in ImageBind's layout)
     ("modality_preprocessors.vision.rgbt_stem.early_conv.{rest}", "vision.stem.conv.{rest}"),
+    ("modality_preprocessors.{m}.stem.early_conv.{rest}", "{m}.stem.conv.{rest}"),
     # encoders taken from open_clip (bindkit.models.open_clip_tower): open_clip's own key names after the prefix
     ("modality_open_clip.{m}.{rest}", "{m}.open_clip.{rest}"),
 ]

@@ -54,16 +54,9 @@ class VisionStem(_TokenStem):
         self.image_size = int(image_size)
         n = (self.num_frames // t) * (self.image_size // p) * (self.image_size // q)
         super().__init__(dim, n)
-        layers: list[nn.Module] = []
-        c_in, factor = 3, 1
-        for c in conv_channels:
-            c = int(c)
-            layers += [nn.Conv2d(c_in, c, kernel_size=3, stride=2, padding=1, bias=False),
-                       nn.GroupNorm(min(8, c), c), nn.GELU()]
-            c_in, factor = c, factor * 2
+        self.conv, c_in, factor = early_convs(3, conv_channels)
         if p % factor or q % factor:
             raise ValueError(f"patch size {p}x{q} is not divisible by the conv stem's downsampling {factor}")
-        self.conv = nn.Sequential(*layers) if layers else None
         self.patch = nn.Conv3d(c_in, dim, kernel_size=(t, p // factor, q // factor),
                                stride=(t, p // factor, q // factor), bias=False)
 
@@ -83,19 +76,50 @@ class VisionStem(_TokenStem):
         return self._finish(self.patch(x).flatten(2).transpose(1, 2))
 
 
+def early_convs(c_in: int, channels: list[int] | tuple[int, ...]) -> tuple[nn.Sequential | None, int, int]:
+    """The "early convolution" stack of the small cards: per entry one 3x3 stride-2 convolution + GroupNorm +
+    GELU. Returns (the stack or None, its output channels, its downsampling factor)."""
+    layers: list[nn.Module] = []
+    factor = 1
+    for c in channels:
+        c = int(c)
+        layers += [nn.Conv2d(c_in, c, kernel_size=3, stride=2, padding=1, bias=False),
+                   nn.GroupNorm(min(8, c), c), nn.GELU()]
+        c_in, factor = c, factor * 2
+    return (nn.Sequential(*layers) if layers else None), c_in, factor
+
+
 class ConvStem(_TokenStem):
     """Single-channel maps (B, 1, H, W) (audio spectrogram, depth, thermal) -> tokens, via a 2-D patch
-    convolution (stride may be smaller than the kernel: overlapping audio patches) and a LayerNorm."""
+    convolution (stride may be smaller than the kernel: overlapping audio patches) and a LayerNorm.
 
-    def __init__(self, dim: int, input_size: tuple[int, int], kernel_size: int, stride: int | None = None):
+    ``conv_channels`` (bindkit's small cards only; empty for ImageBind's layout) puts the early-convolution
+    stack of :class:`VisionStem` in front: the patch convolution then cuts ``kernel / 2**n`` cells of the reduced
+    map, so each token still covers ``kernel`` x ``kernel`` input cells, now seen through local filters that a
+    few thousand examples can learn (a linear 16 x 16 patch of a spectrogram has 256 weights per channel and
+    learns little from small data)."""
+
+    def __init__(self, dim: int, input_size: tuple[int, int], kernel_size: int, stride: int | None = None,
+                 conv_channels: list[int] | tuple[int, ...] = ()):
         k, s = int(kernel_size), int(stride or kernel_size)
         h, w = _pair(input_size)
+        conv, c_in, factor = early_convs(1, conv_channels)
+        if conv is not None:
+            if k % factor or s % factor:
+                raise ValueError(f"kernel {k} / stride {s} are not divisible by the conv stem's downsampling "
+                                 f"{factor}")
+            k, s = k // factor, s // factor
+            for _ in range(len(conv) // 3):
+                h, w = (h + 1) // 2, (w + 1) // 2
         n = ((h - k) // s + 1) * ((w - k) // s + 1)
         super().__init__(dim, n)
-        self.patch = nn.Conv2d(1, dim, kernel_size=k, stride=s, bias=False)
+        self.conv = conv
+        self.patch = nn.Conv2d(c_in, dim, kernel_size=k, stride=s, bias=False)
         self.norm = nn.LayerNorm(dim, eps=STEM_LN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv is not None:
+            x = self.conv(x)
         return self._finish(self.norm(self.patch(x).flatten(2).transpose(1, 2)))
 
 

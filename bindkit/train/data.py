@@ -2,8 +2,11 @@
 
 A manifest is a CSV, JSONL or Parquet table with two columns named by modality (``image,text``,
 ``image,audio``, ``video,audio``, ...; aliases such as ``vision`` accepted). Media columns hold paths, relative
-to the manifest's folder (absolute paths work too); a ``text`` column holds the text itself. Other columns
-(``id``, ``label``, ...) are ignored, except names that look like a mistyped modality, which are an error.
+to the manifest's folder (absolute paths work too); a ``text`` column holds the text itself. An optional
+``label`` column says which rows belong to the same class: with label pairing (the default when the column
+exists) each item's partner is redrawn every epoch among the other side's items of its label, and items of one
+label in a batch are positives of each other. Other columns (``id``, ...) are ignored, except names that look
+like a mistyped modality, which are an error.
 
 Validation happens before training: a missing or unreadable manifest, fewer or more than two modality
 columns, an unknown column that looks like a typo, no rows, or more bad rows (missing files, empty cells) than
@@ -35,6 +38,10 @@ from ..modality import INPUT_KINDS, _ALIASES, encoder_of, input_kind
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
             ".parquet": "parquet", ".pq": "parquet"}
 _SHOW = 5
+#: The column that holds each row's class (case-insensitive).
+LABEL_COLUMN = "label"
+#: ``--pairing`` choices.
+PAIRINGS = ("auto", "label", "instance")
 
 
 class ManifestError(BindkitError, ValueError):
@@ -55,6 +62,11 @@ class Manifest:
     ignored_columns: list[str] = field(default_factory=list)
     train_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     val_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: Per usable row: its class id (index into ``label_names``), from the ``label`` column; None without one.
+    labels: np.ndarray | None = None
+    label_names: list[str] = field(default_factory=list)
+    #: "label" (partners redrawn among same-label rows, same-label items are positives) or "instance".
+    pairing: str = "instance"
 
     @property
     def pair(self) -> str:
@@ -141,7 +153,9 @@ def read_manifest(path: str | os.PathLike, *, max_bad_fraction: float = 0.05) ->
     if not records:
         raise ManifestError(f"manifest {path} has no rows")
     base = path.parent
+    label_col = next((c for c in ignored if c.strip().lower() == LABEL_COLUMN), None)
     rows: list[tuple[str, str]] = []
+    row_labels: list[str] = []
     bad: list[tuple[int, str]] = []
     for n, rec in enumerate(records, start=2 if path.suffix.lower() in (".csv", ".tsv") else 1):
         values, reason = [], None
@@ -165,6 +179,11 @@ def read_manifest(path: str | os.PathLike, *, max_bad_fraction: float = 0.05) ->
             bad.append((n, reason))
         else:
             rows.append((values[0], values[1]))
+            if label_col is not None:
+                lab = rec.get(label_col)
+                lab = "" if lab is None or (isinstance(lab, float) and math.isnan(lab)) else str(lab).strip()
+                # a row without a label is a class of its own: it keeps its partner and has no other positives
+                row_labels.append(lab or f"\0row{n}")
     if bad and (not rows or len(bad) > max_bad_fraction * len(records)):
         shown = "; ".join(f"row {n}: {why}" for n, why in bad[:_SHOW])
         more = f" (+{len(bad) - _SHOW} more)" if len(bad) > _SHOW else ""
@@ -174,7 +193,40 @@ def read_manifest(path: str | os.PathLike, *, max_bad_fraction: float = 0.05) ->
             f"(now {max_bad_fraction:g} of the rows)"
         )
     sha = hash_file_into(hashlib.sha256(), path).hexdigest()
-    return Manifest(path=path, a=a, b=b, rows=rows, sha256=sha, bad=bad, ignored_columns=ignored)
+    out = Manifest(path=path, a=a, b=b, rows=rows, sha256=sha, bad=bad,
+                   ignored_columns=[c for c in ignored if c != label_col])
+    if label_col is not None:
+        out.label_names = sorted(set(row_labels))
+        ids = {name: i for i, name in enumerate(out.label_names)}
+        out.labels = np.array([ids[x] for x in row_labels], dtype=np.int64)
+    return out
+
+
+def set_pairing(manifest: Manifest, pairing: str) -> None:
+    """Choose how ``manifest``'s rows pair: ``auto`` (label pairing when it has a label column), ``label`` or
+    ``instance`` (each row's two items are the pair, as written). ManifestError for ``label`` without labels."""
+    if pairing not in PAIRINGS:
+        raise ManifestError(f"pairing must be one of {', '.join(PAIRINGS)}, got {pairing!r}")
+    if pairing == "label" and manifest.labels is None:
+        raise ManifestError(f"manifest {manifest.path}: --pairing label needs a {LABEL_COLUMN!r} column (the class "
+                            "of each row); add one, or use --pairing instance")
+    manifest.pairing = "label" if pairing != "instance" and manifest.labels is not None else "instance"
+
+
+def partners(manifest: Manifest, seed: int, epoch: int) -> np.ndarray | None:
+    """For label pairing: per row, the row whose other-side item it is paired with in ``epoch`` — drawn uniformly
+    among the training rows of the same label (a function of seed and epoch only, so resumes and ranks agree).
+    Held-out rows keep their own partner. None for instance pairing."""
+    if manifest.pairing != "label" or manifest.labels is None:
+        return None
+    out = np.arange(len(manifest.rows), dtype=np.int64)
+    rng = np.random.default_rng([int(seed), int(epoch), 104729])
+    train = np.asarray(manifest.train_idx, dtype=np.int64)
+    labs = manifest.labels[train]
+    for lab in np.unique(labs):
+        group = train[labs == lab]
+        out[group] = group[rng.integers(0, len(group), size=len(group))]
+    return out
 
 
 def media_digest(manifest: Manifest, max_bytes: int = 1 << 30) -> dict[str, Any]:
@@ -251,6 +303,8 @@ class Item:
     a: Any
     b: Any
     error: str | None = None
+    #: The row the redrawn side came from (label pairing); ``row`` otherwise.
+    partner: int = -1
 
 
 class ItemCache:
@@ -279,8 +333,12 @@ class PairDataset(torch.utils.data.Dataset):
     no augmentation (evaluation, caches)."""
 
     def __init__(self, manifest: Manifest, params: dict[str, dict], augment: dict[str, Any],
-                 skip_side: set[str], seed: int, cache: ItemCache | None = None):
+                 skip_side: set[str], seed: int, cache: ItemCache | None = None, redraw: str = "b"):
         self.m = manifest
+        #: With label pairing, the side whose item is redrawn among the row's label every epoch (the other side's
+        #: items are each visited once per epoch).
+        self.redraw = redraw
+        self._partners: tuple[int, np.ndarray | None] | None = None
         self.params = params
         self.augment = augment
         self.skip_side = set(skip_side)
@@ -312,23 +370,35 @@ class PairDataset(torch.utils.data.Dataset):
         from .augment import apply
 
         row, epoch = int(key[0]), int(key[1])
+        partner = self.partner_of(row, epoch)
         out: list[Any] = []
         for side, kind in (("a", self.m.a), ("b", self.m.b)):
+            src = partner if side == self.redraw else row
             if side in self.skip_side:
                 out.append(None)
                 continue
             if kind == "text":
-                out.append(self.m.rows[row][0 if side == "a" else 1])
+                out.append(self.m.rows[src][0 if side == "a" else 1])
                 continue
-            x = self.load(row, side)
+            x = self.load(src, side)
             if isinstance(x, str):
-                return Item(row, None, None, x)
+                return Item(row, None, None, x, partner)
             cfg = self.augment.get(kind)
             if cfg is not None and epoch >= 0:
                 gen = torch.Generator().manual_seed(_item_seed(self.seed, epoch, row, side))
                 x = apply(kind, x, self.params[kind], cfg, gen)
             out.append(x)
-        return Item(row, out[0], out[1])
+        return Item(row, out[0], out[1], None, partner)
+
+    def partner_of(self, row: int, epoch: int) -> int:
+        """The row whose redrawn-side item pairs with ``row`` in ``epoch`` (``row`` itself without label pairing
+        and for evaluation, epoch < 0)."""
+        if epoch < 0 or self.m.pairing != "label":
+            return row
+        if self._partners is None or self._partners[0] != epoch:
+            self._partners = (epoch, partners(self.m, self.seed, epoch))
+        table = self._partners[1]
+        return row if table is None else int(table[row])
 
 
 def _item_seed(seed: int, epoch: int, row: int, side: str) -> int:
@@ -369,6 +439,8 @@ class Batch:
     a: Any
     b: Any
     failed: list[tuple[int, str]]
+    #: Per usable item, the row its redrawn side came from (equal to ``rows`` without label pairing).
+    partners: torch.Tensor | None = None
 
 
 def collate(items: list[Item], text_params: dict | None = None) -> Batch:
@@ -386,7 +458,8 @@ def collate(items: list[Item], text_params: dict | None = None) -> Batch:
         return torch.stack(values)
 
     return Batch(torch.tensor([it.row for it in good], dtype=torch.long), side([it.a for it in good]),
-                 side([it.b for it in good]), failed)
+                 side([it.b for it in good]), failed,
+                 torch.tensor([it.partner if it.partner >= 0 else it.row for it in good], dtype=torch.long))
 
 
 def encoders_of(manifests: Sequence[Manifest]) -> list[str]:

@@ -143,12 +143,19 @@ def validate(model: Any, dataset: PairDataset, batch_size: int, workers: int, de
     za, zb = emb["a"][ok], emb["b"][ok]
     ea, eb = model.encoders[encoder_of(manifest.a)], model.encoders[encoder_of(manifest.b)]
     scale = pair_scale(logit_scale(ea), logit_scale(eb)).to(device)
-    loss = float(info_nce(za, zb, scale))
-    same_a = same_items([manifest.rows[r][0] for r in keep])
-    same_b = same_items([manifest.rows[r][1] for r in keep])
+    if manifest.pairing == "label" and manifest.labels is not None:
+        # class-level pairs: a row's written partner is one arbitrary member of its class, so pair-level R@1 is
+        # near chance by construction; a retrieved item of the query's label is a hit (label-level R@1)
+        labels = torch.as_tensor(manifest.labels[keep])
+        loss = float(info_nce(za, zb, scale, labels.to(za.device)))
+        same_a = same_b = labels[:, None] == labels[None, :]
+    else:
+        loss = float(info_nce(za, zb, scale))
+        same_a = same_items([manifest.rows[r][0] for r in keep])
+        same_b = same_items([manifest.rows[r][1] for r in keep])
     r_ab, r_ba, c_ab, c_ba = recall_at_1(za.cpu(), zb.cpu(), same_a, same_b)
     return {"n": len(keep), "failed": len(failed), "loss": loss, "r1_ab": r_ab, "r1_ba": r_ba,
-            "chance_ab": c_ab, "chance_ba": c_ba, "scale": float(scale)}
+            "chance_ab": c_ab, "chance_ba": c_ba, "scale": float(scale), "level": manifest.pairing}
 
 
 def fraction_or_steps(value: float, total: int) -> int:

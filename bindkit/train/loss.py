@@ -46,11 +46,23 @@ def gather(z: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[:c] for p, c in zip(parts, counts)])
 
 
-def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor,
+             labels: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE of matched rows ``za[i] <-> zb[i]`` (unit vectors): the mean of the cross-entropy of
-    a -> b and b -> a over logits ``scale * za @ zb.T``."""
+    a -> b and b -> a over logits ``scale * za @ zb.T``.
+
+    With ``labels`` (one class id per row; label pairing), every item of the query's label is a positive, with
+    equal target weight, as in supervised contrastive learning (Khosla et al. 2020) and UniCL (Yang et al. 2022):
+    in class-level pairs the written partner is one arbitrary member of its class, so the other members are no
+    less right. Counting them as positives (rather than only masking them out of the denominator) also pulls
+    each class together, which is what zero-shot through the shared space needs. Rows with distinct labels give
+    the plain loss exactly."""
     logits = scale * (za @ zb.T)
-    target = torch.arange(za.shape[0], device=za.device)
+    if labels is None:
+        target = torch.arange(za.shape[0], device=za.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    same = (labels[:, None] == labels[None, :]).float()
+    target = same / same.sum(dim=1, keepdim=True)  # symmetric mask: the same target serves both directions
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 

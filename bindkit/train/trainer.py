@@ -33,16 +33,18 @@ from . import checkpoint as ck
 from . import lora_run as lora_mod
 from .augment import DEFAULTS as AUGMENT_DEFAULTS
 from .data import (BatchSampler, ItemCache, Manifest, ManifestError, PairDataset, encoders_of, epoch_batches,
-                   media_digest, read_manifest, split, steps_per_epoch)
+                   media_digest, read_manifest, set_pairing, split, steps_per_epoch)
 from .dist import Dist, setup
 from .loop import (PairModule, embed_rows, empty_batch, fraction_or_steps, lr_lambda, make_loader, param_groups,
                    to_device, validate)
 from .loss import gather, info_nce
+from .schedule import auto_epochs, auto_patience
 
 AUGMENT_MODES = ("trainable", "all", "none")
 #: Arguments that must not change between a run and its --resume (they decide the data order and schedule).
 _RESUME_KEYS = ("manifests", "card", "init", "weights", "freeze", "epochs", "batch_size", "lr", "weight_decay",
-                "warmup", "grad_clip", "seed", "val_split", "augment", "max_steps", "max_bad_rows", "name", "lora")
+                "warmup", "grad_clip", "seed", "val_split", "augment", "max_steps", "max_bad_rows", "name", "lora",
+                "pairing", "patience")
 
 
 @dataclass
@@ -179,7 +181,7 @@ def train(
     init: Any = None,
     weights: str | os.PathLike | None = None,
     freeze: Iterable[str] | str | None = None,
-    epochs: int = 10,
+    epochs: int | None = None,
     batch_size: int = 64,
     lr: float = 5e-4,
     weight_decay: float = 0.05,
@@ -199,6 +201,8 @@ def train(
     amp: bool | None = None,
     name: str | None = None,
     lora: Any = None,
+    pairing: str = "auto",
+    patience: int | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
     command: list[str] | None = None,
@@ -218,7 +222,10 @@ def train(
             added from the card, initialised at random.
         freeze: modalities (``"image,text"``) kept bit-for-bit unchanged: no gradients, eval mode, not in the
             optimizer. Encoders no manifest uses are kept unchanged too.
-        epochs, batch_size, lr, weight_decay, grad_clip, seed: the usual; ``batch_size`` is global (split across
+        epochs: passes over the largest manifest. None (default): sized to the data
+            (:func:`~bindkit.train.schedule.auto_epochs`: many passes over a few thousand pairs, 10 over 10k+), with
+            early stopping (``patience``) on the held-out metric; the best epoch is published either way.
+        batch_size, lr, weight_decay, grad_clip, seed: the usual; ``batch_size`` is global (split across
             ranks). AdamW with betas (0.9, 0.95).
         warmup: linear warm-up length, as a fraction of the total steps (< 1) or a step count (>= 1); cosine
             decay to 0 afterwards.
@@ -245,6 +252,13 @@ def train(
             model directory: one ``<encoder>.lora.safetensors`` per adapted encoder and a manifest pointing at the
             base (path and fingerprints); ``bindkit.load_model(out)`` loads both. ``init`` a LoRA directory
             continues its adapters (``lora`` may then be omitted).
+        pairing: ``"auto"`` (default: label pairing for a manifest with a ``label`` column, else instance),
+            ``"label"`` or ``"instance"``. Label pairing redraws each item's partner every epoch among the other
+            side's items of the same label and counts same-label items in a batch as positives; validation then
+            reports label-level R@1.
+        patience: stop when the held-out score has not improved for this many epochs (the best epoch is
+            published). None (default): automatic when ``epochs`` and ``max_steps`` are None
+            (:func:`~bindkit.train.schedule.auto_patience`), off otherwise; 0: off.
         progress: progress bar (None: when stderr is a terminal).
         log: where messages go (default: stderr, rank 0 only).
 
@@ -293,7 +307,7 @@ def _args_snapshot(**kw: Any) -> dict[str, Any]:
 
 def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, batch_size, lr, weight_decay, warmup,
            grad_clip, seed, val_split, augment, resume, device, workers, max_steps, save_every, stop_after,
-           max_bad_rows, cache_mb, amp, name, lora, progress, log, command) -> TrainResult:
+           max_bad_rows, cache_mb, amp, name, lora, pairing, patience, progress, log, command) -> TrainResult:
     import bindkit
     from ..progress import progress_bar
 
@@ -305,8 +319,8 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
         raise ManifestError("no manifest given; pass one or more pair manifests (e.g. image_text.csv)")
     if augment not in AUGMENT_MODES:
         raise ValueError(f"augment must be one of {', '.join(AUGMENT_MODES)}, got {augment!r}")
-    for label, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 2)):
-        if int(v) < lo:
+    for label, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("patience", patience, 0)):
+        if v is not None and int(v) < lo:
             raise ValueError(f"{label} must be at least {lo}, got {v!r}")
     if not 0 <= val_split < 1:
         raise ValueError(f"val_split must be in [0, 1), got {val_split!r}")
@@ -325,7 +339,8 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
                           weights=weights, freeze=freeze_list, epochs=epochs, batch_size=batch_size, lr=lr,
                           weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, seed=seed,
                           val_split=val_split, augment=augment, max_steps=max_steps, max_bad_rows=max_bad_rows,
-                          name=name, save_every=save_every, workers=workers, amp=amp, lora=lora)
+                          name=name, save_every=save_every, workers=workers, amp=amp, lora=lora, pairing=pairing,
+                          patience=patience)
 
     # --- resume or fresh start ----------------------------------------------------------------------------
     state: dict[str, Any] | None = None
@@ -348,6 +363,10 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
     mans = [read_manifest(p, max_bad_fraction=max_bad_rows) for p in manifests]
     for m in mans:
         split(m, val_split, seed)
+        set_pairing(m, pairing)
+        if m.pairing == "label":
+            say(f"{m.name}: label pairing over {len(m.label_names)} label(s): partners redrawn every epoch among "
+                "same-label items, same-label items in a batch are positives (--pairing instance: as written)")
         if m.bad:
             say(f"{m.name}: skipping {len(m.bad)} unusable row(s) of {len(m.rows) + len(m.bad)} "
                 f"(first: row {m.bad[0][0]}: {m.bad[0][1]})")
@@ -361,9 +380,17 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
     media = [media_digest(m) if ctx.main else {} for m in mans]
     n_train = [len(m.train_idx) for m in mans]
     spe = steps_per_epoch(n_train, batch_size)
+    auto = epochs is None and max_steps is None
+    if epochs is None:
+        epochs = auto_epochs(max(n_train), batch_size)
     total = epochs * spe if max_steps is None else int(max_steps)
     n_epochs = math.ceil(total / spe)
     warm = fraction_or_steps(warmup, total)
+    planned = total
+    if patience is None:
+        patience = auto_patience(n_epochs) if auto else 0
+    if val_split <= 0:
+        patience = 0
 
     # --- model ---------------------------------------------------------------------------------------------
     needed = encoders_of(mans)
@@ -438,7 +465,9 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
                     f"and cached ({time.time() - t0:.1f}s; {len(failed)} failed to load)")
         caches.append(cache)
         aug_of[m.pair] = {k: v is not None for k, v in aug.items()}
-        datasets.append(PairDataset(m, params, aug, set(cache), seed, ItemCache(budget)))
+        # label pairing redraws a frozen side when there is one (each trainable item is seen once an epoch)
+        redraw = "a" if encoder_of(m.a) in frozen and encoder_of(m.b) not in frozen else "b"
+        datasets.append(PairDataset(m, params, aug, set(cache), seed, ItemCache(budget), redraw=redraw))
     set_train_mode()
 
     # --- optimizer, schedule -------------------------------------------------------------------------------
@@ -512,7 +541,9 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
             "modalities": list(model.modalities), "trainable": trainable, "frozen": frozen,
             "steps": step, "total_steps": total, "steps_per_epoch": spe, "world_size": ctx.world,
             "device": str(dev), "amp": str(amp_dtype).removeprefix("torch.") if use_amp else None,
-            "epochs": history, "best": best,
+            "epochs": history, "best": best, "pairing": {m.name: m.pairing for m in mans},
+            **({"stopped_early": {"step": stopped_early, "planned_steps": planned, "patience": patience}}
+               if stopped_early else {}),
             **({"lora": lora_run.summary()} if lora_run is not None else {}),
             "wall_s": round(time.time() - started, 1),
         }
@@ -554,6 +585,7 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
     # --- the loop ------------------------------------------------------------------------------------------
     bar = progress_bar(progress if ctx.main else False, total=total, initial=step, desc="train", unit="step")
     done_here, finished = 0, step >= total
+    stopped_early: int | None = None
     rate_pairs, rate_t = 0, time.time()
     while step < total and not (stop_after is not None and done_here >= stop_after):
         epoch, offset = divmod(step, spe)
@@ -588,15 +620,19 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
             n_pairs = 0
             for i, ((za, zb, scale), b) in enumerate(zip(outs, loaded)):
                 rows = b.rows.to(dev)
+                redrawn = b.partners.to(dev) if b.partners is not None else rows
                 if "a" in caches[i]:
-                    za = caches[i]["a"][rows]
+                    za = caches[i]["a"][redrawn if datasets[i].redraw == "a" else rows]
                 if "b" in caches[i]:
-                    zb = caches[i]["b"][rows]
+                    zb = caches[i]["b"][redrawn if datasets[i].redraw == "b" else rows]
+                labels = (torch.as_tensor(mans[i].labels, device=dev)[rows].float()[:, None]
+                          if mans[i].pairing == "label" else None)
                 ok = ~(torch.isnan(za).any(1) | torch.isnan(zb).any(1))  # frozen items that failed to load
                 if not bool(ok.all()):
                     for row in b.rows[~ok.cpu()].tolist():
                         skipped[f"{mans[i].pair}#{i}"].setdefault(row, cache_failed[i].get(row, "failed to load"))
                     za, zb = za[ok], zb[ok]
+                    labels = labels[ok] if labels is not None else None
                 # every output enters the loss (times 0 when a batch is unusable): DDP reduces the same
                 # parameters on every rank and step
                 anchor = torch.zeros((), device=dev)
@@ -604,9 +640,11 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
                     if z is not None and z.requires_grad:
                         anchor = anchor + 0.0 * z.float().sum()
                 za, zb = gather(za.float()), gather(zb.float())
+                if labels is not None:
+                    labels = gather(labels)[:, 0]
                 n_pairs += za.shape[0]
                 usable = za.shape[0] >= 2
-                losses.append(info_nce(za, zb, scale.float()) + anchor if usable else None)
+                losses.append(info_nce(za, zb, scale.float(), labels) + anchor if usable else None)
                 anchors.append(anchor)
             terms = [x for x in losses if x is not None]
             lr_now = scheduler.get_last_lr()[0]
@@ -668,6 +706,11 @@ def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, ba
                 if scores and (best is None or entry["val_score"] > best["val_score"]):
                     best = {"epoch": epoch, "step": step, "val_score": entry["val_score"]}
                     save("best")
+                if patience and best is not None and epoch - best["epoch"] >= patience and step < total:
+                    say(f"early stop: no better held-out score for {patience} epochs (best: epoch "
+                        f"{best['epoch'] + 1}, {best['val_score']:.3f}); publishing the best epoch")
+                    stopped_early = step
+                    total = step
             if end_of_epoch or (save_every and step % save_every == 0) or \
                     (stop_after is not None and done_here >= stop_after):
                 save("last")
