@@ -269,9 +269,9 @@ def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> Any:
     # reads the file instead, and its clear errors (and bomb limit) reach the status box.
     # The status box (beside the query on a wide screen, scrolled into view on a narrow one) shows Gradio's
     # busy indicator while the search runs.
-    for event in (button.click, text.submit):
+    for event, api_name in ((button.click, "search"), (text.submit, None)):
         event(None, js=show_js("status"))
-        event(run, inputs, outputs, preprocess=False)
+        event(run, inputs, outputs, preprocess=False, api_name=api_name)
     if model is not None:
         with examples_slot:
             media = {"image": image, "audio": audio, "imu": files["imu"]}

@@ -43,6 +43,10 @@ for _mod in ("gradio", "playwright"):
 
 from playwright.sync_api import expect  # noqa: E402  (after the skip above)
 
+# expect() has its own bound (5 s by default, not the page's): many of its states come from the server (a kind
+# read from an upload, a preset that follows it), which a loaded machine may take longer than that to answer.
+expect.set_options(timeout=WAIT_MS)
+
 
 def _shot(pg, name: str, full_page: bool = True) -> Path:
     """A screenshot (the whole page, or what the viewport shows), once every picture on the page has loaded
@@ -421,8 +425,7 @@ def test_more_like_this(page, demo_index):
     page.locator("#image-results .thumbnail-item, #image-results button.thumbnail-item").nth(1).click()
     # The click picks the hit through the server; pressing "More like this" before that has answered would
     # search with the previous pick (the first hit), so wait for the pick to show.
-    expect(page.locator("#more-pick input")).to_have_value(re.compile(rf"^image 2\. {re.escape(second)} "),
-                                                           timeout=WAIT_MS)
+    expect(page.locator("#more-pick input")).to_have_value(re.compile(rf"^image 2\. {re.escape(second)} "))
     page.locator("#more-like").click()
     status = page.locator("#status")
     status.get_by_text("More like image").wait_for()
@@ -612,6 +615,27 @@ def test_file_route_serves_copies_of_hits_and_nothing_of_the_disk(locked):
         assert http.get(f"/gradio_api/file={served(hit)}").status_code == 200
 
 
+def test_search_through_the_api_reads_uploads_only(locked):
+    """A client naming a server file as a query (a plain path, or an upload's payload pointing outside Gradio's
+    upload folder) gets an error, never hits: the handler reads uploads only."""
+    import httpx
+
+    secret = locked.outside / "motion.csv"  # a file the IMU loader could read
+    secret.write_text("t,ax,ay,az,gx,gy,gz\n" + "\n".join(f"{i},1,2,3,4,5,6" for i in range(50)))
+
+    def search(text: str, imu: object) -> str:
+        with httpx.Client(base_url=locked.url, timeout=WAIT_MS / 1000) as http:
+            data = [text, None, None, None, None, None, imu, *[1.0] * 7, 3, ["text"], ""]
+            r = http.post("/gradio_api/call/search", json={"data": data})
+            r.raise_for_status()
+            return http.get(f"/gradio_api/call/search/{r.json()['event_id']}").text
+
+    assert "event: complete" in search("a red circle", None) and "hits" in search("a red circle", None)
+    for value in (str(secret), {"path": str(secret), "meta": {"_type": "gradio.FileData"}}, "/etc/passwd"):
+        stream = search("", value)
+        assert "event: error" in stream and "hits" not in stream, (value, stream)
+
+
 def test_without_allow_dir_adding_folders_is_off(browser, demo, demo_model, locked):
     """No --allow-dir: the Index tab shows a note saying how to enable adding (no folder box), and the API refuses."""
     app = demo.build_app(locked.index, demo_model)
@@ -652,13 +676,14 @@ def test_a_non_loopback_host_needs_a_login_or_insecure(demo, host, tmp_path):
     warning (here it then stops at the missing index, before binding anything)."""
     import subprocess
 
-    done = subprocess.run(_app_cmd("--host", host, "--port", "9"), capture_output=True, text=True, env=_env(),
-                          timeout=WAIT_MS / 1000)
+    missing = str(tmp_path / "none")  # were the refusal gone, the start would stop here (exit 1), binding nothing
+    done = subprocess.run(_app_cmd("--host", host, "--port", "9", "--index", missing), capture_output=True, text=True,
+                          env=_env(), timeout=WAIT_MS / 1000)
     assert done.returncode == 2, done
     err = done.stderr
     assert f"--host {host}" in err and "no login" in err and "Traceback" not in err, err
     assert "--auth-file" in err and "BINDKIT_DEMO_AUTH" in err and "--insecure" in err, err
-    done = subprocess.run(_app_cmd("--host", host, "--port", "9", "--insecure", "--index", str(tmp_path / "none")),
+    done = subprocess.run(_app_cmd("--host", host, "--port", "9", "--insecure", "--index", missing),
                           capture_output=True, text=True, env=_env(), timeout=WAIT_MS / 1000)
     assert done.returncode == 1 and "warning: --insecure" in done.stderr and "no login" in done.stderr, done
     for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
@@ -678,7 +703,8 @@ def test_bad_logins_and_allow_dirs_are_refused_at_start(tmp_path):
              ([], {"BINDKIT_DEMO_AUTH": "ann"}, "$BINDKIT_DEMO_AUTH: expected USER:PASSWORD"),
              (["--allow-dir", str(tmp_path / "nope")], {}, f"--allow-dir {tmp_path / 'nope'}: not a folder")]
     for args, env, words in cases:
-        done = subprocess.run(_app_cmd("--port", "9", *args), capture_output=True, text=True, env=_env(**env),
+        done = subprocess.run(_app_cmd("--port", "9", "--index", str(tmp_path / "none"), *args), capture_output=True,
+                              text=True, env=_env(**env),
                               timeout=WAIT_MS / 1000)
         assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, (args, done)
         assert "secret" not in done.stderr  # a password is never echoed
