@@ -287,8 +287,12 @@ def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> Any:
     return result_kinds
 
 
-def _preset_for(kind: Any) -> Any:
-    return gr.Dropdown(value=PRESET_FOR[kind]) if kind in PRESET_FOR else gr.Dropdown()
+def _example_kind(example: Any) -> tuple:
+    """A picked example ("kind:id") sets the input kind and the preset that kind carries, in one answer."""
+    if not isinstance(example, str) or ":" not in example:
+        return gr.skip(), gr.skip()
+    kind = example.partition(":")[0]
+    return gr.Radio(value=kind), gr.Dropdown(value=PRESET_FOR[kind]) if kind in PRESET_FOR else gr.skip()
 
 
 def _zero_shot_tab(index: Any, model: Any, no_model_note: str) -> None:
@@ -323,10 +327,8 @@ def _zero_shot_tab(index: Any, model: Any, no_model_note: str) -> None:
                                height=260, sort="-y")
     preset.change(_preset, [preset], [classes, templates])
     # A new upload or example sets the kind (the user may change it back) and a preset that kind carries.
-    upload.change(handlers.upload_kind_fn, [kind, upload], [kind, kind_note], preprocess=False).then(
-        _preset_for, [kind], [preset])
-    example.change(lambda ex: gr.Radio(value=ex.partition(":")[0]) if isinstance(ex, str) and ":" in ex
-                   else gr.Radio(), [example], [kind]).then(_preset_for, [kind], [preset])
+    upload.change(handlers.upload_kind_fn(PRESET_FOR), [upload], [kind, kind_note, preset], preprocess=False)
+    example.change(_example_kind, [example], [kind, preset])
     run = handlers.zero_shot_fn(index, model, no_model_note)
     button.click(None, js=show_js("zs-status"))
     button.click(run, [kind, text, upload, example, classes, templates], [chart, status], preprocess=False)
@@ -413,8 +415,9 @@ def _credentials(text: str, where: str) -> tuple[str, str]:
 def load_auth(pairs: Sequence[str] = (), file: str | os.PathLike | None = None,
               env: str | None = None) -> list[tuple[str, str]]:
     """The logins the demo accepts, as Gradio's ``auth`` takes them: ``--auth USER:PASSWORD`` values, the lines
-    of ``--auth-file`` (USER:PASSWORD per line; blank lines and lines starting with # ignored) and ``$BINDKIT_DEMO_AUTH``
-    (``env``: USER:PASSWORD). Raises ValueError naming the entry (never its password) that cannot be read."""
+    of ``--auth-file`` (USER:PASSWORD per line; blank lines and lines starting with # ignored) and
+    ``$BINDKIT_DEMO_AUTH`` (``env``: USER:PASSWORD). Raises ValueError naming the entry (never its password) that
+    cannot be read."""
     out = [_credentials(v, "--auth") for v in pairs]
     if file is not None:
         try:
@@ -531,7 +534,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        description="The bindkit demo: search, zero-shot and index tabs in the browser (Gradio, local only).",
+        description="The bindkit demo: search, zero-shot and index tabs in the browser (Gradio; this machine "
+                    "only unless --host says otherwise).",
         epilog="examples:\n  python demos/app.py                       # weights/bindkit_toy over a generated "
                "gallery\n  python demos/app.py --index my_index --port 7861\n"
                "  python demos/app.py --allow-dir ~/media       # the Index tab may add folders under ~/media\n"

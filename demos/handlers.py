@@ -392,12 +392,21 @@ def upload_kind(path: Any) -> tuple[str | None, str]:
     return kind, f"{name}: read as {kind} (from its extension {ext})"
 
 
-def upload_kind_fn(current: Any, upload: Any) -> tuple:
-    """Zero-shot tab: a new upload sets the input kind (the user may change it back) and says why."""
-    kind, why = upload_kind(upload)
-    if kind is None:
-        return gr.Radio(value=current), why and f"⚠️ {why}"
-    return gr.Radio(value=kind), f"Input kind: **{kind}** — {why}"
+def upload_kind_fn(presets: dict[str, str]) -> Callable[[Any], tuple]:
+    """Zero-shot tab: a new upload sets the input kind (the user may change it back), says why, and picks the
+    preset of ``presets`` that kind carries: (kind, note, preset) in one answer. A cleared upload (or one whose kind
+    cannot be told) leaves kind and preset as they are. One answer, not a chain of steps that reads the kind back
+    from the page: with quick uploads, a later step of an earlier upload (or of a clear) could set a stale kind or
+    preset after the new upload's (a flake of the browser tests under load)."""
+
+    def run(upload: Any) -> tuple:
+        kind, why = upload_kind(upload)
+        if kind is None:
+            return gr.skip(), why and f"⚠️ {why}", gr.skip()
+        preset = gr.Dropdown(value=presets[kind]) if kind in presets else gr.skip()
+        return gr.Radio(value=kind), f"Input kind: **{kind}** — {why}", preset
+
+    return run
 
 
 # ---- examples that work ------------------------------------------------------------------------------------------

@@ -880,6 +880,13 @@ def test_upload_kind_reads_the_file_as_the_cli_does(demo, media, tmp_path):
         assert k is None and "choose" in why and path.name in why
     assert kind({"path": str(media["imu"][0])})[0] == "imu"  # Gradio's payload of an upload
     assert kind(None) == (None, "")
+    # The tab's answer to an upload: kind, note and preset at once; a cleared upload sets no (stale) kind back.
+    on_upload = demo.handlers.upload_kind_fn(demo.PRESET_FOR)
+    new_kind, note, preset = on_upload({"path": str(media["imu"][0])})
+    assert new_kind.value == "imu" and "imu" in note and preset.value == "motion"
+    import gradio as gr
+
+    assert on_upload(None) == (gr.skip(), "", gr.skip())
 
 
 def test_examples_work_and_the_banner_says_what_the_model_knows(demo, demo_index, demo_model, tiny_index, tiny_model):
