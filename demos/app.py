@@ -11,6 +11,11 @@ message saying how to get weights. Built on bindkit's public API (bindkit.load_m
 bindkit.datasets). Nothing leaves the machine: no share links, no analytics, the server binds to 127.0.0.1
 unless told otherwise.
 
+What clients can reach: the index's hits (copies of them; Gradio's file route serves nothing else of the disk)
+and, only with ``--allow-dir DIR``, folders under DIR added from the Index tab (or its API endpoint). Another
+``--host`` than loopback needs a login (``--auth-file FILE``, ``$BINDKIT_DEMO_AUTH=USER:PASSWORD``, ``--auth``)
+or ``--insecure`` (a warning); without either the demo refuses to start.
+
 A banner says what the loaded model knows (bindkit_toy: the synthetic world only; a real photo gets nonsense).
 
 Tabs:
@@ -23,7 +28,8 @@ Tabs:
   Zero-shot  any input + class names -> probabilities (bar chart); the input kind is read from the uploaded file
              as `bindkit embed` reads it (plus: a 16-bit PNG is depth), and a preset that kind carries is offered;
              editable prompt templates.
-  Index      counts, model, index types and measured recall; add a folder (with a progress bar).
+  Index      counts, model, index types and measured recall; add a folder under an --allow-dir root (with a
+             progress bar).
 """
 
 from __future__ import annotations
@@ -35,10 +41,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import argparse
 import importlib.util
+import ipaddress
 import json
+import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 try:
     import gradio as gr
@@ -261,9 +269,9 @@ def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> Any:
     # reads the file instead, and its clear errors (and bomb limit) reach the status box.
     # The status box (beside the query on a wide screen, scrolled into view on a narrow one) shows Gradio's
     # busy indicator while the search runs.
-    for event in (button.click, text.submit):
+    for event, api_name in ((button.click, "search"), (text.submit, None)):
         event(None, js=show_js("status"))
-        event(run, inputs, outputs, preprocess=False)
+        event(run, inputs, outputs, preprocess=False, api_name=api_name)
     if model is not None:
         with examples_slot:
             media = {"image": image, "audio": audio, "imu": files["imu"]}
@@ -279,8 +287,12 @@ def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> Any:
     return result_kinds
 
 
-def _preset_for(kind: Any) -> Any:
-    return gr.Dropdown(value=PRESET_FOR[kind]) if kind in PRESET_FOR else gr.Dropdown()
+def _example_kind(example: Any) -> tuple:
+    """A picked example ("kind:id") sets the input kind and the preset that kind carries, in one answer."""
+    if not isinstance(example, str) or ":" not in example:
+        return gr.skip(), gr.skip()
+    kind = example.partition(":")[0]
+    return gr.Radio(value=kind), gr.Dropdown(value=PRESET_FOR[kind]) if kind in PRESET_FOR else gr.skip()
 
 
 def _zero_shot_tab(index: Any, model: Any, no_model_note: str) -> None:
@@ -315,16 +327,14 @@ def _zero_shot_tab(index: Any, model: Any, no_model_note: str) -> None:
                                height=260, sort="-y")
     preset.change(_preset, [preset], [classes, templates])
     # A new upload or example sets the kind (the user may change it back) and a preset that kind carries.
-    upload.change(handlers.upload_kind_fn, [kind, upload], [kind, kind_note], preprocess=False).then(
-        _preset_for, [kind], [preset])
-    example.change(lambda ex: gr.Radio(value=ex.partition(":")[0]) if isinstance(ex, str) and ":" in ex
-                   else gr.Radio(), [example], [kind]).then(_preset_for, [kind], [preset])
+    upload.change(handlers.upload_kind_fn(PRESET_FOR), [upload], [kind, kind_note, preset], preprocess=False)
+    example.change(_example_kind, [example], [kind, preset])
     run = handlers.zero_shot_fn(index, model, no_model_note)
     button.click(None, js=show_js("zs-status"))
     button.click(run, [kind, text, upload, example, classes, templates], [chart, status], preprocess=False)
 
 
-def _index_tab(index: Any, model: Any, no_model_note: str, result_kinds: Any) -> None:
+def _index_tab(index: Any, model: Any, no_model_note: str, result_kinds: Any, roots: tuple[Path, ...]) -> None:
     stats_md = gr.Markdown(handlers.describe_index(index, model), elem_id="index-stats")
     model_md = (f"**Model**: `{model.card.name}` — {model.dim}-d space, encoders {', '.join(model.modalities)}"
                 if model is not None else "**Model**: none loaded")
@@ -332,18 +342,26 @@ def _index_tab(index: Any, model: Any, no_model_note: str, result_kinds: Any) ->
     table = gr.Dataframe(handlers.stats_rows(index),
                          headers=["modality", "items", "index type", "search params", "measured recall@10"],
                          interactive=False, elem_id="index-table", label="Per modality")
-    with gr.Row():
-        folder = gr.Textbox(label="Add a folder (a path on the machine running the demo)", elem_id="add-folder",
-                            placeholder="/data/my_media", scale=4)
+    # Without --allow-dir the action is hidden and its endpoint refuses (a client can call it without the page).
+    shown = bool(roots)
+    gr.Markdown(handlers.ADD_DISABLED, elem_id="add-disabled", visible=not shown)
+    where = ", ".join(str(r) for r in roots)
+    with gr.Row(visible=shown):
+        folder = gr.Textbox(label=f"Add a folder under {where}" if shown else "Add a folder",
+                            elem_id="add-folder", placeholder=str(roots[0]) if shown else "", scale=4)
         button = gr.Button("Add folder", elem_id="add-button", scale=1)
     status = gr.Markdown("", elem_id="add-status")
-    run = handlers.add_folder_fn(index, model, no_model_note)
-    button.click(run, [folder], [status, stats_md, table, result_kinds])
+    run = handlers.add_folder_fn(index, model, no_model_note, roots)
+    button.click(run, [folder], [status, stats_md, table, result_kinds], api_name="add_folder")
 
 
-def build_app(index: Any, model: Any | None, *, note: str | None = None, title: str = "bindkit demo") -> gr.Blocks:
-    """The demo as a ``gr.Blocks`` (not launched). ``model=None`` serves the stats and explains how to get
-    weights (``note``, default: :func:`weights_hint` for the card the index was built with) instead of searching."""
+def build_app(index: Any, model: Any | None, *, note: str | None = None, title: str = "bindkit demo",
+              allow_dirs: Sequence[str | os.PathLike] = ()) -> gr.Blocks:
+    """The demo as a ``gr.Blocks`` (not launched: see :func:`launch`). ``model=None`` serves the stats and explains
+    how to get weights (``note``, default: :func:`weights_hint` for the card the index was built with) instead of
+    searching. ``allow_dirs``: the folders whose sub-folders the Index tab (and its API endpoint) may add; none:
+    adding is off. Raises ValueError naming an ``allow_dirs`` entry that is not a folder."""
+    roots = handlers.allowed_roots(allow_dirs)
     card = (index.stats().get("model") or {}).get("card", "?")
     no_model_note = note or f"No model weights are loaded, so the index cannot be searched. {weights_hint(card)}"
     served = handlers._Served()
@@ -358,8 +376,95 @@ def build_app(index: Any, model: Any | None, *, note: str | None = None, title: 
             with gr.Tab("Zero-shot", id="zero-shot-tab"):
                 _zero_shot_tab(index, model, no_model_note)
             with gr.Tab("Index", id="index-tab"):
-                _index_tab(index, model, no_model_note, result_kinds)
+                _index_tab(index, model, no_model_note, result_kinds, roots)
+    app.bindkit_served = served  # launch() lets Gradio's file route serve this folder (and nothing of the disk)
     return app
+
+
+# ---- who may connect, and what the file route serves -------------------------------------------------------------
+#: Environment variable with the login, USER:PASSWORD (unlike --auth, not shown to other users by `ps`).
+AUTH_ENV = "BINDKIT_DEMO_AUTH"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the demo on this machine: a loopback address (127.0.0.0/8, ::1) or a name
+    resolving to loopback addresses only (localhost). 0.0.0.0, ::, LAN addresses and names that resolve to one
+    (or do not resolve) are not."""
+    name = host.strip().strip("[]")
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(name, None)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos)
+
+
+def _credentials(text: str, where: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ValueError(f"{where}: expected USER:PASSWORD (a user name, a colon, then a password)")
+    if user != user.strip() or password != password.strip():
+        raise ValueError(f"{where}: the user name or password starts or ends with a space, which the login form "
+                         "would never match: remove it")
+    return user, password
+
+
+def load_auth(pairs: Sequence[str] = (), file: str | os.PathLike | None = None,
+              env: str | None = None) -> list[tuple[str, str]]:
+    """The logins the demo accepts, as Gradio's ``auth`` takes them: ``--auth USER:PASSWORD`` values, the lines
+    of ``--auth-file`` (USER:PASSWORD per line; blank lines and lines starting with # ignored) and
+    ``$BINDKIT_DEMO_AUTH`` (``env``: USER:PASSWORD). Raises ValueError naming the entry (never its password) that
+    cannot be read."""
+    out = [_credentials(v, "--auth") for v in pairs]
+    if file is not None:
+        try:
+            lines = Path(file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--auth-file {file}: cannot read it ({exc.__class__.__name__}: "
+                             f"{getattr(exc, 'strerror', None) or exc}); give a text file of USER:PASSWORD lines")
+        found = [_credentials(line, f"--auth-file {file} line {n}") for n, line in enumerate(lines, 1)
+                 if line.strip() and not line.lstrip().startswith("#")]
+        if not found:
+            raise ValueError(f"--auth-file {file}: no USER:PASSWORD line in it")
+        out += found
+    if env:
+        out.append(_credentials(env, f"${AUTH_ENV}"))
+    return out
+
+
+def exposure_check(host: str, port: int, auth: Sequence[tuple[str, str]], insecure: bool,
+                   roots: Sequence[Path] = ()) -> str | None:
+    """None when binding ``host`` is safe as configured (loopback, or a login), else the warning to print for
+    ``--insecure``. Raises PermissionError, saying how to go on, for a non-loopback host without either."""
+    if auth or is_loopback(host):
+        return None
+    can = ["search the index", "download its media"]
+    if roots:
+        can.append(f"add folders under {', '.join(map(str, roots))}")
+    reach = f"anyone who can reach {host}:{port} could {', '.join(can[:-1])} and {can[-1]}"
+    if not insecure:
+        raise PermissionError(
+            f"--host {host} makes the demo reachable from other machines, and no login is set: {reach}. Add a "
+            f"login (--auth-file FILE with USER:PASSWORD lines, ${AUTH_ENV}=USER:PASSWORD, or --auth USER:PASSWORD), "
+            "pass --insecure to serve it without one, or drop --host (127.0.0.1: this machine only).")
+    return f"warning: --insecure: the demo has no login on {host}:{port}; {reach}."
+
+
+def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860,
+           auth: Sequence[tuple[str, str]] | None = None, block: bool = True, quiet: bool = False) -> None:
+    """Serve ``app`` (from :func:`build_app`): no share link, no MCP server, no monitoring page; a login page when
+    ``auth`` is given. Gradio's file route serves its own upload/cache folder and, as ``allowed_paths``, the
+    demo's folder of result copies only (``$GRADIO_ALLOWED_PATHS`` is overridden): never the media folders.
+    ``block=False`` returns once the server answers (tests; ``app.close()`` stops it)."""
+    message = ("bindkit demo: log in with a user name and password given to the demo at start (--auth-file, "
+               f"${AUTH_ENV} or --auth).")
+    app.launch(server_name=host, server_port=port, share=False, show_error=False,
+               auth=list(auth) if auth else None, auth_message=message,
+               allowed_paths=[str(app.bindkit_served.root)], mcp_server=False, enable_monitoring=False,
+               prevent_thread_lock=not block, quiet=quiet)
 
 
 # ---- loading --------------------------------------------------------------------------------------------------
@@ -429,9 +534,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        description="The bindkit demo: search, zero-shot and index tabs in the browser (Gradio, local only).",
+        description="The bindkit demo: search, zero-shot and index tabs in the browser (Gradio; this machine "
+                    "only unless --host says otherwise).",
         epilog="examples:\n  python demos/app.py                       # weights/bindkit_toy over a generated "
-               "gallery\n  python demos/app.py --index my_index --port 7861",
+               "gallery\n  python demos/app.py --index my_index --port 7861\n"
+               "  python demos/app.py --allow-dir ~/media       # the Index tab may add folders under ~/media\n"
+               f"  {AUTH_ENV}=ann:secret python demos/app.py --host 0.0.0.0   # on the network, with a login",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--index", metavar="DIR", help="index folder (bindkit index build ... --out DIR); default: a "
                    "generated gallery of every modality, indexed with the model (cached)")
@@ -442,18 +550,41 @@ def main(argv: list[str] | None = None) -> int:
                    help="scenes in the generated gallery when no --index is given (default 60)")
     p.add_argument("--device", metavar="DEV", help="torch device (default: $BINDKIT_DEVICE, else cuda if "
                    "available, else cpu)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only); "
+                   "another (0.0.0.0, a LAN address) needs a login (--auth-file, $%s, --auth) or --insecure" % AUTH_ENV)
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                   help="let the Index tab add folders under DIR (repeatable; symlinks leading outside are not "
+                   "followed). Default: none, adding is off. Its files become searchable and downloadable by "
+                   "whoever uses the demo")
+    p.add_argument("--auth-file", metavar="FILE", help="a login page: FILE holds USER:PASSWORD lines")
+    p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                   help="a login (repeatable); visible to other users of this machine in `ps`: prefer "
+                   f"--auth-file or ${AUTH_ENV}=USER:PASSWORD")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a login (a "
+                   "warning is printed): anyone who reaches the port can use the demo")
     args = p.parse_args(argv)
     if args.gallery_size < 1:
         p.error("--gallery-size must be at least 1")
+    try:  # before anything slow: a refusal comes at once
+        roots = handlers.allowed_roots(args.allow_dir)
+        auth = load_auth(args.auth, args.auth_file, os.environ.get(AUTH_ENV))
+        warning = exposure_check(args.host, args.port, auth, args.insecure, roots)
+    except (ValueError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if warning:
+        print(warning, file=sys.stderr)
+    if os.environ.get("GRADIO_ALLOWED_PATHS"):
+        print("note: $GRADIO_ALLOWED_PATHS is ignored: the demo serves copies of its hits only (--allow-dir lets "
+              "it index folders)", file=sys.stderr)
     try:
         index, model, note = _load(args)
     except bindkit.BindkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    app = build_app(index, model, note=note)
-    app.launch(server_name=args.host, server_port=args.port, share=False, show_error=False)
+    app = build_app(index, model, note=note, allow_dirs=roots)
+    launch(app, host=args.host, port=args.port, auth=auth)
     index.close()
     return 0
 

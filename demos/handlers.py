@@ -15,7 +15,7 @@ import tempfile
 import time
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import gradio as gr
 import numpy as np
@@ -49,8 +49,9 @@ def parse_filter(text: str | None) -> dict[str, Any] | None:
 
 class _Served:
     """Copies (or renderings) of result files in a private temp folder, so that the browser can fetch exactly
-    the hits and nothing else (Gradio serves only files under the working directory, the temp folder or
-    allowed_paths; allowing the media folders themselves would expose every file in them)."""
+    the hits and nothing else: Gradio's file route serves its own upload/cache folder (where returned files are
+    copied) and the ``allowed_paths`` given at launch, which app.launch sets to this folder alone (allowing the
+    media folders themselves would expose every file in them)."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="bindkit-demo-"))
@@ -391,12 +392,21 @@ def upload_kind(path: Any) -> tuple[str | None, str]:
     return kind, f"{name}: read as {kind} (from its extension {ext})"
 
 
-def upload_kind_fn(current: Any, upload: Any) -> tuple:
-    """Zero-shot tab: a new upload sets the input kind (the user may change it back) and says why."""
-    kind, why = upload_kind(upload)
-    if kind is None:
-        return gr.Radio(value=current), why and f"⚠️ {why}"
-    return gr.Radio(value=kind), f"Input kind: **{kind}** — {why}"
+def upload_kind_fn(presets: dict[str, str]) -> Callable[[Any], tuple]:
+    """Zero-shot tab: a new upload sets the input kind (the user may change it back), says why, and picks the
+    preset of ``presets`` that kind carries: (kind, note, preset) in one answer. A cleared upload (or one whose kind
+    cannot be told) leaves kind and preset as they are. One answer, not a chain of steps that reads the kind back
+    from the page: with quick uploads, a later step of an earlier upload (or of a clear) could set a stale kind or
+    preset after the new upload's (a flake of the browser tests under load)."""
+
+    def run(upload: Any) -> tuple:
+        kind, why = upload_kind(upload)
+        if kind is None:
+            return gr.skip(), why and f"⚠️ {why}", gr.skip()
+        preset = gr.Dropdown(value=presets[kind]) if kind in presets else gr.skip()
+        return gr.Radio(value=kind), f"Input kind: **{kind}** — {why}", preset
+
+    return run
 
 
 # ---- examples that work ------------------------------------------------------------------------------------------
@@ -478,18 +488,83 @@ def stats_rows(index: Any) -> list[list[Any]]:
     return rows
 
 
-def _files_under(folder: Path) -> list[str]:
-    out = []
+# ---- folders a client may add ----------------------------------------------------------------------------------
+#: The answer of the Add folder action (button or API) when the demo was started without ``--allow-dir``.
+ADD_DISABLED = ("Adding folders is off: this demo was started without `--allow-dir`. To let its users add "
+                "folders, restart it with `--allow-dir DIR` (repeatable): folders under DIR only.")
+
+
+def allowed_roots(dirs: Iterable[str | os.PathLike]) -> tuple[Path, ...]:
+    """The ``--allow-dir`` folders, resolved (``~`` expanded, symlinks followed: :func:`os.path.realpath`), in
+    the order given, duplicates dropped. Raises ValueError naming one that is not a folder."""
+    out: list[Path] = []
+    for d in dirs:
+        real = Path(os.path.realpath(os.path.expanduser(os.fspath(d))))
+        if not real.is_dir():
+            raise ValueError(f"--allow-dir {d}: not a folder on this machine; give an existing folder whose "
+                             "files the demo's users may add and see")
+        if real not in out:
+            out.append(real)
+    return tuple(out)
+
+
+def within(path: str | os.PathLike, roots: Sequence[Path]) -> bool:
+    """Whether ``path``, resolved (symlinks followed, ``..`` collapsed), is one of ``roots`` or lies under one."""
+    real = os.path.realpath(path)
+    return any(real == str(r) or real.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots)
+
+
+def resolve_folder(text: Any, roots: Sequence[Path]) -> Path:
+    """The folder a client named, resolved, if it lies under an allowed root; a relative path is taken under
+    the first root. Raises PermissionError (nothing allowed, or the path leads outside the roots; checked
+    before the path is looked at, so a refusal says nothing about what exists outside) or ValueError (not a
+    folder)."""
+    if not roots:
+        raise PermissionError(ADD_DISABLED)
+    named = str(text or "").strip()
+    if not named:
+        raise ValueError(f"type the path of a folder under {_roots_text(roots)}")
+    path = Path(os.path.expanduser(named))
+    if not path.is_absolute():
+        path = roots[0] / path
+    if not within(path, roots):
+        raise PermissionError(f"{named!r} is outside the folders this demo may add ({_roots_text(roots)}): "
+                              "only folders under those given with --allow-dir at start can be added")
+    real = Path(os.path.realpath(path))
+    if not real.is_dir():
+        raise ValueError(f"not a folder: {named!r} (folders under {_roots_text(roots)} can be added)")
+    return real
+
+
+def _roots_text(roots: Sequence[Path]) -> str:
+    return ", ".join(f"`{r}`" for r in roots)
+
+
+def _files_under(folder: Path, roots: Sequence[Path]) -> tuple[list[str], int]:
+    """(the files under ``folder``, resolved, that stay under an allowed root; how many were left out because a
+    symlink leads outside them). Hidden files and folders are skipped; symlinked folders are not entered."""
+    out, outside, seen = [], 0, set()
     for top, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out.extend(os.path.join(top, f) for f in sorted(files) if not f.startswith("."))
-    return out
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            real = os.path.realpath(os.path.join(top, name))
+            if not within(real, roots):
+                outside += 1
+            elif real not in seen and os.path.isfile(real):
+                seen.add(real)
+                out.append(real)
+    return out, outside
 
 
-def add_folder_fn(index: Any, model: Any, no_model_note: str) -> Callable[..., tuple]:
-    """The Add folder button: (folder, progress) -> (status, stats markdown, stats rows, result-kind choices).
-    Files' kinds are inferred by Index.add (extension; depth/, thermal/, imu/ folders); those it cannot read are
-    counted and named, not fatal."""
+def add_folder_fn(index: Any, model: Any, no_model_note: str, roots: Sequence[Path] = ()) -> Callable[..., tuple]:
+    """The Add folder button (and API endpoint ``/add_folder``): (folder, progress) -> (status, stats markdown,
+    stats rows, result-kind choices). Only folders under ``roots`` (:func:`allowed_roots`; none: the action is
+    refused) are read, and of their files only those that stay under a root once symlinks are followed. Files'
+    kinds are inferred by Index.add (extension; depth/, thermal/, imu/ folders); those it cannot read are counted
+    and named, not fatal."""
+    roots = tuple(roots)
 
     def run(folder: Any, progress: gr.Progress = gr.Progress()) -> tuple:
         def done(message: str) -> tuple:
@@ -497,14 +572,19 @@ def add_folder_fn(index: Any, model: Any, no_model_note: str) -> Callable[..., t
             return (message, describe_index(index, model), stats_rows(index),
                     gr.CheckboxGroup(choices=kinds))
 
+        if not roots:
+            return done(f"⚠️ {ADD_DISABLED}")
         if model is None:
             return done(f"⚠️ {no_model_note}")
-        path = Path(str(folder or "").strip()).expanduser()
-        if not str(folder or "").strip() or not path.is_dir():
-            return done(f"⚠️ not a folder on this machine: {str(folder or '').strip()!r}")
-        files = _files_under(path)
+        try:
+            path = resolve_folder(folder, roots)
+        except (PermissionError, ValueError) as exc:
+            return done(f"⚠️ {exc}")
+        files, outside = _files_under(path, roots)
+        left_out = (f" {outside} file(s) left out: symlinks leading outside the allowed folders."
+                    if outside else "")
         if not files:
-            return done(f"⚠️ {path} holds no files")
+            return done(f"⚠️ `{path}` holds no files that can be added.{left_out}")
         added, errors = 0, []
         progress((0, len(files)), desc="embedding", unit="files")
         try:
@@ -522,6 +602,6 @@ def add_folder_fn(index: Any, model: Any, no_model_note: str) -> Callable[..., t
             shown = "; ".join(f"{os.path.basename(str(getattr(e, 'item', '?')))}: {getattr(e, 'reason', e)}"
                               for e in errors[:5])
             msg += f" {len(errors)} skipped ({shown}{' …' if len(errors) > 5 else ''})."
-        return done(msg)
+        return done(msg + left_out)
 
     return run

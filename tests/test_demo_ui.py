@@ -43,6 +43,10 @@ for _mod in ("gradio", "playwright"):
 
 from playwright.sync_api import expect  # noqa: E402  (after the skip above)
 
+# expect() has its own bound (5 s by default, not the page's): many of its states come from the server (a kind
+# read from an upload, a preset that follows it), which a loaded machine may take longer than that to answer.
+expect.set_options(timeout=WAIT_MS)
+
 
 def _shot(pg, name: str, full_page: bool = True) -> Path:
     """A screenshot (the whole page, or what the viewport shows), once every picture on the page has loaded
@@ -67,14 +71,14 @@ def demo():
 
 
 @pytest.fixture(scope="session")
-def demo_model(tmp_path_factory):
+def demo_model_dir(tmp_path_factory) -> Path:
     """weights/bindkit_toy when committed, else a throwaway model of a tiny bindkit_small-like card trained on
     the synthetic world for 3 steps (all six encoders; seconds on a CPU). Only the plumbing is under test."""
     import bindkit
 
     toy = REPO / "weights" / "bindkit_toy"
     if (toy / "card.json").is_file():
-        return bindkit.load_model(str(toy))
+        return toy
     from bindkit.datasets import synthetic
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -87,7 +91,14 @@ def demo_model(tmp_path_factory):
     world = synthetic.generate(root / "world", n=24, splits={"train": 24}, show_progress=False)
     bindkit.train(world["manifests"], root / "demo_tiny", card=str(root / "card.json"), max_steps=3,
                   batch_size=8, val_split=0, progress=False, device="cpu", log=lambda _msg: None)
-    return bindkit.load_model(str(root / "demo_tiny"))
+    return root / "demo_tiny"
+
+
+@pytest.fixture(scope="session")
+def demo_model(demo_model_dir):
+    import bindkit
+
+    return bindkit.load_model(str(demo_model_dir))
 
 
 @pytest.fixture(scope="module")
@@ -109,15 +120,31 @@ def media(demo_index):
     return out
 
 
-@pytest.fixture(scope="module")
-def server(demo, demo_index, demo_model):
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = demo.build_app(demo_index, demo_model)
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True)
-    yield f"http://127.0.0.1:{port}"
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def allowed_root(tmp_path_factory) -> Path:
+    """The folder the demo under test may add folders from (--allow-dir)."""
+    return tmp_path_factory.mktemp("allowed")
+
+
+@pytest.fixture(scope="module")
+def served_app(demo, demo_index, demo_model, allowed_root):
+    """(app, URL): the demo launched as `python demos/app.py --allow-dir ROOT` launches it (demo.launch)."""
+    app = demo.build_app(demo_index, demo_model, allow_dirs=[allowed_root])
+    port = _free_port()
+    demo.launch(app, host="127.0.0.1", port=port, block=False, quiet=True)
+    yield app, f"http://127.0.0.1:{port}"
     app.close()
+
+
+@pytest.fixture(scope="module")
+def server(served_app) -> str:
+    return served_app[1]
 
 
 @pytest.fixture(scope="module")
@@ -398,8 +425,7 @@ def test_more_like_this(page, demo_index):
     page.locator("#image-results .thumbnail-item, #image-results button.thumbnail-item").nth(1).click()
     # The click picks the hit through the server; pressing "More like this" before that has answered would
     # search with the previous pick (the first hit), so wait for the pick to show.
-    expect(page.locator("#more-pick input")).to_have_value(re.compile(rf"^image 2\. {re.escape(second)} "),
-                                                           timeout=WAIT_MS)
+    expect(page.locator("#more-pick input")).to_have_value(re.compile(rf"^image 2\. {re.escape(second)} "))
     page.locator("#more-like").click()
     status = page.locator("#status")
     status.get_by_text("More like image").wait_for()
@@ -408,20 +434,22 @@ def test_more_like_this(page, demo_index):
     assert _names([top]) == [second] and "+1.000" in top  # its own stored vector finds it first
 
 
-def test_index_tab_shows_stats_and_adds_a_folder(page, demo_index, media, tmp_path):
+def test_index_tab_shows_stats_and_adds_a_folder(page, demo_index, media, allowed_root):
     page.get_by_role("tab", name="Index").click()
     stats = page.locator("#index-stats").inner_text()
     assert f"{len(demo_index)}" in stats and demo_index.stats()["model"]["card"] in stats
     rows = _rows(page, "index-table")
     assert {r[0] for r in rows} == set(demo_index.modalities) and all(r[4] == "1.000" for r in rows)
-    folder = tmp_path / "new" / "thermal"  # the folder's name tells the kind of its PNGs
+    expect(page.locator("#add-disabled")).to_be_hidden()
+    assert str(allowed_root) in page.locator("#add-folder label").inner_text()  # says where folders may come from
+    folder = allowed_root / "new" / "thermal"  # the folder's name tells the kind of its PNGs
     folder.mkdir(parents=True)
     from PIL import Image
 
     for i in range(3):
         Image.new("L", (32, 32), 40 + 60 * i).save(folder / f"extra{i}.png")
     before = demo_index.stats()["modalities"]["thermal"]["count"]
-    page.locator("#add-folder textarea").fill(str(tmp_path / "new"))
+    page.locator("#add-folder textarea").fill(str(allowed_root / "new"))
     page.locator("#add-button").click()
     page.locator("#add-status").get_by_text("Added 3 of 3").wait_for()
     assert demo_index.stats()["modalities"]["thermal"]["count"] == before + 3
@@ -488,6 +516,239 @@ def test_unreadable_image_query_gets_a_clear_message(page, media, tmp_path, kind
     assert page.get_by_text("Error", exact=True).count() == 0  # no bare error badge anywhere
     page.goto(page.url)  # the app still answers
     assert "hits" in _search(page, "a car", k=1)
+
+
+# ---- what a client can reach: folders under --allow-dir only; the file route serves copies of hits only -----------
+@pytest.fixture(scope="module")
+def locked(demo, demo_model, tmp_path_factory):
+    """A second demo over a small index of its own (so that the gallery tests see no change): --allow-dir ROOT
+    with a folder of the user's and traps inside ROOT (symlinks leading to a folder OUTSIDE), and
+    $GRADIO_ALLOWED_PATHS naming OUTSIDE (which the demo must not honour). Yields a namespace (url, app, index,
+    root, outside)."""
+    import bindkit
+    from PIL import Image
+
+    base = tmp_path_factory.mktemp("locked")
+    outside = base / "outside"  # what no client may read: a text file and a photo
+    outside.mkdir()
+    (outside / "secret.txt").write_text("the launch codes are 0000")
+    Image.new("RGB", (48, 48), (200, 30, 30)).save(outside / "private.png")
+    root = base / "root"
+    (root / "mine").mkdir(parents=True)
+    (root / "mine" / "note.txt").write_text("a note of mine")
+    (root / "mine" / "leak.txt").symlink_to(outside / "secret.txt")  # a file leading outside
+    (root / "mine" / "leak.png").symlink_to(outside / "private.png")
+    (root / "escape").symlink_to(outside, target_is_directory=True)  # a folder leading outside
+    index = bindkit.Index.create(base / "index", model=demo_model)
+    index.add(["a red circle", "a blue square"], modality="text")
+    old = os.environ.get("GRADIO_ALLOWED_PATHS")
+    os.environ["GRADIO_ALLOWED_PATHS"] = str(outside)
+    app = demo.build_app(index, demo_model, allow_dirs=[root])
+    port = _free_port()
+    try:
+        demo.launch(app, host="127.0.0.1", port=port, block=False, quiet=True)
+    finally:
+        os.environ.pop("GRADIO_ALLOWED_PATHS") if old is None else os.environ.update(GRADIO_ALLOWED_PATHS=old)
+    yield argparse.Namespace(url=f"http://127.0.0.1:{port}", app=app, index=index, root=root, outside=outside)
+    app.close()
+    index.close()
+
+
+def _add_folder(url: str, folder: str, auth: tuple[str, str] | None = None) -> str:
+    """The status of the Add folder action called through Gradio's API, as any client can without the page."""
+    from gradio_client import Client
+
+    return Client(url, auth=auth, verbose=False).predict(folder, api_name="/add_folder")[0]
+
+
+def _add_folder_raw(url: str, folder: str) -> str:
+    """The same through a raw POST to Gradio's REST endpoint (no client library): its final data."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=WAIT_MS / 1000) as http:
+        r = http.post("/gradio_api/call/add_folder", json={"data": [folder]})
+        r.raise_for_status()
+        stream = http.get(f"/gradio_api/call/add_folder/{r.json()['event_id']}").text
+    event, data = [line for line in stream.splitlines() if line.startswith(("event:", "data:"))][-2:]
+    assert event == "event: complete", stream
+    return json.loads(data[len("data:"):])[0]
+
+
+def test_add_folder_through_the_api_stays_under_the_allowed_roots(locked):
+    """A client naming /etc, a folder outside the roots, a `..` way out or a symlink leading out gets a refusal
+    and nothing is indexed; inside a root, files that are symlinks leading out are left out."""
+    before = len(locked.index)
+    out = str(locked.outside)
+    for folder in ("/etc", "/", out, f"{locked.root}/../outside", str(locked.root / "escape"), "escape",
+                   "../outside", "~"):
+        status = _add_folder(locked.url, folder)
+        assert status.startswith("⚠️") and "outside the folders" in status and "--allow-dir" in status, (folder,
+                                                                                                       status)
+        assert out not in status.replace(f"'{out}'", "")  # the refusal names what was asked, nothing it found
+    status = _add_folder_raw(locked.url, "/etc")
+    assert status.startswith("⚠️") and "outside the folders" in status
+    assert len(locked.index) == before
+    status = _add_folder(locked.url, "mine")  # relative: under the (first) root
+    assert "Added 1 of 1" in status and "2 file(s) left out" in status, status
+    assert len(locked.index) == before + 1
+    stored = [h.text for h in locked.index.search(text="launch codes", k=10, modalities=["text"])["text"]]
+    assert "a note of mine" in stored and not any("launch" in t for t in stored)
+    assert "image" not in locked.index.modalities  # the photo behind leak.png was not indexed
+
+
+def test_file_route_serves_copies_of_hits_and_nothing_of_the_disk(locked):
+    """/gradio_api/file= refuses /etc/passwd, files under the allowed root (added or not), a symlink leading out
+    of a served folder, and the folder $GRADIO_ALLOWED_PATHS named; a hit's copy is served."""
+    import httpx
+
+    served = locked.app.bindkit_served
+    (served.root / "passwd.png").symlink_to("/etc/passwd")
+    (served.root / "private.png").symlink_to(locked.outside / "private.png")
+    refused = ["/etc/passwd", str(locked.outside / "private.png"), str(locked.root / "mine" / "note.txt"),
+               str(locked.root / "mine" / "leak.png"), str(served.root / "passwd.png"),
+               str(served.root / "private.png"), f"{served.root}/../../etc/passwd"]
+    with httpx.Client(base_url=locked.url, timeout=WAIT_MS / 1000) as http:
+        for path in refused:
+            r = http.get(f"/gradio_api/file={path}")
+            assert r.status_code == 403 and b"root:" not in r.content, (path, r.status_code)
+        hit = argparse.Namespace(id=1, uri=str(REPO / "docs" / "demo.md"))  # any indexed file: its copy
+        assert http.get(f"/gradio_api/file={served(hit)}").status_code == 200
+
+
+def test_search_through_the_api_reads_uploads_only(locked):
+    """A client naming a server file as a query (a plain path, or an upload's payload pointing outside Gradio's
+    upload folder) gets an error, never hits: the handler reads uploads only."""
+    import httpx
+
+    secret = locked.outside / "motion.csv"  # a file the IMU loader could read
+    secret.write_text("t,ax,ay,az,gx,gy,gz\n" + "\n".join(f"{i},1,2,3,4,5,6" for i in range(50)))
+
+    def search(text: str, imu: object) -> str:
+        with httpx.Client(base_url=locked.url, timeout=WAIT_MS / 1000) as http:
+            data = [text, None, None, None, None, None, imu, *[1.0] * 7, 3, ["text"], ""]
+            r = http.post("/gradio_api/call/search", json={"data": data})
+            r.raise_for_status()
+            return http.get(f"/gradio_api/call/search/{r.json()['event_id']}").text
+
+    assert "event: complete" in search("a red circle", None) and "hits" in search("a red circle", None)
+    for value in (str(secret), {"path": str(secret), "meta": {"_type": "gradio.FileData"}}, "/etc/passwd"):
+        stream = search("", value)
+        assert "event: error" in stream and "hits" not in stream, (value, stream)
+
+
+def test_without_allow_dir_adding_folders_is_off(browser, demo, demo_model, locked):
+    """No --allow-dir: the Index tab shows a note saying how to enable adding (no folder box), and the API refuses."""
+    app = demo.build_app(locked.index, demo_model)
+    port = _free_port()
+    demo.launch(app, host="127.0.0.1", port=port, block=False, quiet=True)
+    page = browser.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        before = len(locked.index)
+        for folder in (str(locked.root / "mine"), "/etc"):
+            status = _add_folder(url, folder)
+            assert "Adding folders is off" in status and "--allow-dir DIR" in status, status
+        assert len(locked.index) == before
+        page.goto(url)
+        page.get_by_role("tab", name="Index").click()
+        expect(page.locator("#add-disabled")).to_contain_text("--allow-dir DIR")
+        expect(page.locator("#add-folder")).to_be_hidden()
+        expect(page.locator("#add-button")).to_be_hidden()
+    finally:
+        page.close()
+        app.close()
+
+
+def _app_cmd(*args: str) -> list[str]:
+    return [sys.executable, str(REPO / "demos" / "app.py"), *args]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "BINDKIT_DEMO_AUTH"}
+    return {**env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(REPO), env.get("PYTHONPATH")])), **extra}
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20"])
+def test_a_non_loopback_host_needs_a_login_or_insecure(demo, host, tmp_path):
+    """A real start: refused at once (exit 2) with a message saying how to go on; --insecure starts with a
+    warning (here it then stops at the missing index, before binding anything)."""
+    import subprocess
+
+    missing = str(tmp_path / "none")  # were the refusal gone, the start would stop here (exit 1), binding nothing
+    done = subprocess.run(_app_cmd("--host", host, "--port", "9", "--index", missing), capture_output=True, text=True,
+                          env=_env(), timeout=WAIT_MS / 1000)
+    assert done.returncode == 2, done
+    err = done.stderr
+    assert f"--host {host}" in err and "no login" in err and "Traceback" not in err, err
+    assert "--auth-file" in err and "BINDKIT_DEMO_AUTH" in err and "--insecure" in err, err
+    done = subprocess.run(_app_cmd("--host", host, "--port", "9", "--insecure", "--index", missing),
+                          capture_output=True, text=True, env=_env(), timeout=WAIT_MS / 1000)
+    assert done.returncode == 1 and "warning: --insecure" in done.stderr and "no login" in done.stderr, done
+    for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert demo.is_loopback(loopback), loopback
+    for other in ("0.0.0.0", "::", "10.1.2.3", "192.168.1.20", "[::]"):
+        assert not demo.is_loopback(other), other
+    assert demo.exposure_check("0.0.0.0", 80, [("ann", "pw")], insecure=False) is None  # a login: no warning
+
+
+def test_bad_logins_and_allow_dirs_are_refused_at_start(tmp_path):
+    import subprocess
+
+    (tmp_path / "auth").write_text("# users\nann\n")
+    cases = [(["--auth-file", str(tmp_path / "auth")], {}, "line 2: expected USER:PASSWORD"),
+             (["--auth-file", str(tmp_path / "none")], {}, "cannot read it"),
+             (["--auth", "ann: secret"], {}, "starts or ends with a space"),
+             ([], {"BINDKIT_DEMO_AUTH": "ann"}, "$BINDKIT_DEMO_AUTH: expected USER:PASSWORD"),
+             (["--allow-dir", str(tmp_path / "nope")], {}, f"--allow-dir {tmp_path / 'nope'}: not a folder")]
+    for args, env, words in cases:
+        done = subprocess.run(_app_cmd("--port", "9", "--index", str(tmp_path / "none"), *args), capture_output=True,
+                              text=True, env=_env(**env),
+                              timeout=WAIT_MS / 1000)
+        assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, (args, done)
+        assert "secret" not in done.stderr  # a password is never echoed
+
+
+def test_login_is_required_when_set(demo_model_dir, locked, tmp_path):
+    """A real start with --auth-file and $BINDKIT_DEMO_AUTH: nothing (page config, API, files) without a login;
+    a wrong password refused; both logins work, through the login form and through gradio_client."""
+    import subprocess
+    import threading
+
+    import httpx
+
+    (tmp_path / "logins").write_text("# who may use the demo\nann:correct horse\n")
+    port = _free_port()
+    proc = subprocess.Popen(_app_cmd("--index", str(locked.index.path), "--model", str(demo_model_dir), "--port",
+                                     str(port), "--auth-file", str(tmp_path / "logins")),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_env(BINDKIT_DEMO_AUTH="bob:battery staple"))
+    bound = threading.Timer(WAIT_MS / 1000, proc.kill)  # a bound on the start, not a wait
+    bound.start()
+    seen = []
+    try:
+        for line in proc.stdout:  # until the server says it is up (or the process ends)
+            seen.append(line)
+            if "Running on" in line:
+                break
+        bound.cancel()
+        assert proc.poll() is None, "".join(seen)
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=WAIT_MS / 1000) as http:
+            assert http.get("/config").status_code == 401
+            assert http.post("/gradio_api/call/add_folder", json={"data": ["/etc"]}).status_code == 401
+            assert http.get("/gradio_api/file=/etc/passwd").status_code == 401
+            assert http.post("/login", data={"username": "ann", "password": "wrong"}).status_code == 400
+            assert http.get("/config").status_code == 401
+            assert http.post("/login", data={"username": "ann", "password": "correct horse"}).status_code == 200
+            assert http.get("/config").status_code == 200
+        status = _add_folder(url, "/etc", auth=("bob", "battery staple"))  # a logged-in client, no --allow-dir
+        assert "Adding folders is off" in status
+    finally:
+        bound.cancel()
+        proc.terminate()
+        proc.communicate(timeout=WAIT_MS / 1000)
 
 
 # ---- no browser ------------------------------------------------------------------------------------------------
@@ -619,6 +880,13 @@ def test_upload_kind_reads_the_file_as_the_cli_does(demo, media, tmp_path):
         assert k is None and "choose" in why and path.name in why
     assert kind({"path": str(media["imu"][0])})[0] == "imu"  # Gradio's payload of an upload
     assert kind(None) == (None, "")
+    # The tab's answer to an upload: kind, note and preset at once; a cleared upload sets no (stale) kind back.
+    on_upload = demo.handlers.upload_kind_fn(demo.PRESET_FOR)
+    new_kind, note, preset = on_upload({"path": str(media["imu"][0])})
+    assert new_kind.value == "imu" and "imu" in note and preset.value == "motion"
+    import gradio as gr
+
+    assert on_upload(None) == (gr.skip(), "", gr.skip())
 
 
 def test_examples_work_and_the_banner_says_what_the_model_knows(demo, demo_index, demo_model, tiny_index, tiny_model):
