@@ -2,7 +2,10 @@
 
 * ``clips_per_video`` clips of ``clip_duration`` s starting at k * max(duration - clip, 0) / clips (exact
   fractions; pytorchvideo's ConstantClipsPerVideoSampler); a clip holds the frames whose presentation time t
-  (from the stream start) satisfies start <= t < end;
+  (from the stream start) satisfies start <= t < end. The duration is the container's when it agrees with
+  the frames' timestamps (within 1 s or 10 %); a header that lies (hours claimed over seconds of frames, a
+  second over minutes) is ignored and the span of the frames is used, so a header never moves the clips
+  off the frames nor makes the loader convert more than the picked frames;
 * ``frames_per_clip`` frames per clip at indices ``linspace(0, T - 1, n).long()`` (frames repeat when a clip
   has fewer; a clip with none takes the frame shown at its start);
 * frames / 255, short side scaled to ``size`` with bilinear ``interpolate`` (align_corners=False, long side
@@ -85,7 +88,9 @@ _AV_LOCK = threading.Lock()
 
 
 def _stream_info(src: Source):
-    """(sorted presentation times in s from the stream start, the pts of each, duration in s), no decoding."""
+    """(sorted presentation times in s from the stream start, the pts of each, duration in s), no decoding.
+    The duration is the header's when it agrees with the frames' timestamps (:func:`header_agrees`), else
+    the span of the frames (the same as for a file with no duration in its header)."""
     import av
 
     with av.open(src.open(), mode="r") as container:
@@ -106,11 +111,24 @@ def _stream_info(src: Source):
             duration = None
     if not pts:
         raise src.fail("the video stream has no frames")
-    if duration is None:
-        step = pts[1] - pts[0] if len(pts) > 1 else 0
-        duration = float((pts[-1] - start + step) * tb)
+    step = pts[1] - pts[0] if len(pts) > 1 else 0
+    spanned = float((pts[-1] - start + step) * tb)  # what the frames cover: the last one shown for one step
+    if duration is None or not header_agrees(duration, spanned):
+        duration = spanned  # no header, or one that lies: the frames' own timestamps place the clips
     times = [Fraction(p - start) * tb for p in pts]
     return times, pts, duration
+
+
+#: A header duration within this many seconds, or this fraction, of what the frames span is kept.
+HEADER_SLACK_S, HEADER_SLACK_FRACTION = 1.0, 0.1
+
+
+def header_agrees(header_s: float, spanned_s: float) -> bool:
+    """Whether a container's duration ``header_s`` is plausible for frames spanning ``spanned_s`` seconds: within
+    :data:`HEADER_SLACK_S` or :data:`HEADER_SLACK_FRACTION` of it. Honest files (whose header the reference's
+    clip placement uses, so it is kept bit for bit) agree; a header claiming hours on seconds of frames, or a
+    second on minutes, does not, and the clips are then placed from the frames' timestamps."""
+    return abs(header_s - spanned_s) <= max(HEADER_SLACK_S, HEADER_SLACK_FRACTION * spanned_s)
 
 
 def _decode_frames(src: Source, wanted: set[int], p: dict[str, Any]
