@@ -178,3 +178,19 @@ def test_video_header_within_the_slack_is_kept_as_the_reference_does():
     src = to_source(lying_video(40, 4.5), 0, "video")
     times, pts, duration = video._stream_info(src)
     assert duration == 4.5 and len(times) == 40
+
+
+def test_a_video_of_many_tiny_frames_is_refused_while_its_timestamps_are_read():
+    # 8192 frames of 16 x 16 (a few bytes each once compressed): the timestamp table the clips are placed with
+    # is charged to the budget as the file is read, so a small budget refuses it before any frame is converted
+    from bindkit.inputs import video
+
+    data = lying_video(8192, None, fps=100, size=(16, 16))
+    budget = DecodeBudget(max_bytes=1_000_000)
+    with use_budget(budget), pytest.raises(DecodeLimitError) as err:
+        video.load(to_source(data, 0, "video"), dict(video.DEFAULTS))
+    assert err.value.limit == "bytes" and err.value.modality == "video"
+    # stopped at the first block of timestamps past the bound: half the file unread, no frame converted
+    assert budget.used == video._TABLE_BLOCK * video.TIMESTAMP_BYTES
+    times, _, duration = video._stream_info(to_source(data, 0, "video"))  # no budget: read as before
+    assert len(times) == 8192 and duration == pytest.approx(81.92)

@@ -45,7 +45,8 @@ class DecodeBudget:
 
     Attributes:
         max_bytes: most decoded bytes (samples x channels x 4 for audio, width x height x 3 per converted video
-            frame, width x height x bands per image) all items together may produce; None: unbounded.
+            frame and ``video.TIMESTAMP_BYTES`` per video frame's timestamp, width x height x bands per image) all
+            items together may produce; None: unbounded.
         max_audio_seconds: longest audio, counted in decoded samples (not the header's duration); None: unbounded.
         max_pixels: most pixels of one decoded video frame; None: unbounded.
         used: decoded bytes charged so far.

@@ -19,6 +19,7 @@ frame at a time, never all of them), so memory stays small for long or high-reso
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from fractions import Fraction
@@ -72,19 +73,22 @@ def clip_windows(duration: float, clip_s: float, clips: int) -> list[tuple[Fract
 
 def pick_frames(times: list[Fraction], windows: list[tuple[Fraction, Fraction]], n: int) -> list[list[int]]:
     """For each window, ``n`` indices into the sorted ``times``: linspace(0, T - 1, n) over the frames inside;
-    a window with no frame uses the last frame before its end (or the first frame)."""
+    a window with no frame uses the last frame before its end (or the first frame). Binary searches: a file of
+    many frames costs log(frames) per window."""
     picks = []
     for start, end in windows:
-        inside = [i for i, t in enumerate(times) if start <= t < end]
-        if not inside:
-            before = [i for i, t in enumerate(times) if t < end]
-            inside = [before[-1] if before else 0]
+        lo, hi = bisect.bisect_left(times, start), bisect.bisect_left(times, end)  # times[lo:hi] in [start, end)
+        inside: range | list[int] = range(lo, hi) if lo < hi else [max(hi - 1, 0)]
         idx = torch.linspace(0, len(inside) - 1, n).long().tolist()
         picks.append([inside[i] for i in idx])
     return picks
 
 
 _AV_LOCK = threading.Lock()
+#: Memory one frame's timestamp takes while the clips are placed (its pts, in a set and a sorted list, and
+#: its time as a Fraction): charged to the decode budget, :data:`_TABLE_BLOCK` frames at a time, so that a file
+#: of millions of tiny frames is refused while it is read rather than after it filled memory.
+TIMESTAMP_BYTES, _TABLE_BLOCK = 256, 4096
 
 
 def _stream_info(src: Source):
@@ -93,6 +97,7 @@ def _stream_info(src: Source):
     the span of the frames (the same as for a file with no duration in its header)."""
     import av
 
+    budget = current_budget()
     with av.open(src.open(), mode="r") as container:
         fmt = container.format.name
         if fmt in ("image2", "image2pipe") or fmt.endswith("_pipe"):
@@ -102,7 +107,14 @@ def _stream_info(src: Source):
         stream = container.streams.video[0]
         tb = stream.time_base
         start = stream.start_time or 0
-        pts = sorted({pk.pts for pk in container.demux(stream) if pk.pts is not None and pk.size})
+        seen: set[int] = set()
+        for pk in container.demux(stream):
+            if pk.pts is not None and pk.size and pk.pts not in seen:
+                seen.add(pk.pts)
+                if len(seen) % _TABLE_BLOCK == 0:  # a file of many tiny frames: its timestamp table is budgeted
+                    budget.charge(_TABLE_BLOCK * TIMESTAMP_BYTES, src.label, "video")
+        pts = sorted(seen)
+        del seen
         if stream.duration:
             duration = float(stream.duration * tb)
         elif container.duration:
