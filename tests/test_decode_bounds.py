@@ -176,7 +176,7 @@ def test_video_header_within_the_slack_is_kept_as_the_reference_does():
     from bindkit.inputs import video
 
     src = to_source(lying_video(40, 4.5), 0, "video")
-    times, pts, duration = video._stream_info(src)
+    times, _, duration = video._stream_info(src)
     assert duration == 4.5 and len(times) == 40
 
 
