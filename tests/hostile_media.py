@@ -1,6 +1,7 @@
 """Generated media that pass header checks but cost a server memory when decoded naively (issue 19): audio
 whose container header understates its length, video with huge frames, video whose header lies about its
-duration, WAV with many channels. Used by tests/test_decode_bounds.py, tests/test_serve_bounds.py and benchmarks/bench_serve_hostile.py."""
+duration, WAV with many channels. Used by tests/test_decode_bounds.py, tests/test_serve_bounds.py and
+benchmarks/bench_serve_hostile.py."""
 
 from __future__ import annotations
 
