@@ -22,7 +22,7 @@ import torch
 from bindkit.inputs import audio
 from bindkit.inputs.budget import DecodeBudget, DecodeLimitError, use_budget
 from bindkit.inputs.sources import to_source
-from hostile_media import huge_frame_video, lying_audio, many_channel_wav
+from hostile_media import huge_frame_video, lying_audio, lying_video, many_channel_wav
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 2**20
@@ -138,3 +138,59 @@ def test_video_frames_over_the_budget_pixels_are_refused_while_decoding():
     with use_budget(DecodeBudget(max_pixels=100_000)), pytest.raises(DecodeLimitError) as err:
         video.load(to_source(data, 0, "video"), dict(video.DEFAULTS))
     assert err.value.limit == "pixels" and err.value.value == 640 * 480
+
+
+def _video(data: bytes) -> tuple[torch.Tensor, DecodeBudget]:
+    """The video loader's output for ``data`` (tiny-card sizes) and the budget it charged (bytes of the frames
+    it converted)."""
+    from bindkit.inputs import video
+
+    budget = DecodeBudget()
+    with use_budget(budget):
+        out = video.load(to_source(data, 0, "video"), dict(video.DEFAULTS, mean=[0, 0, 0], std=[1, 1, 1]))
+    return out, budget
+
+
+@pytest.mark.parametrize("fmt", ["matroska", "mp4"])
+def test_video_clips_are_placed_from_the_frames_when_the_header_claims_too_little(fmt):
+    # 20 s of frames whose header says 1 s: the clips spread over the 20 s, as for the honest file (the
+    # header alone put all five on the first 2 s), and only the picked frames are converted
+    honest, _ = _video(lying_video(200, None, fmt=fmt))
+    lying, budget = _video(lying_video(200, 1.0, fmt=fmt))
+    assert torch.equal(lying, honest)
+    assert not torch.equal(lying[0], lying[-1])  # first and last clip: different frames
+    assert budget.used <= 10 * 64 * 48 * 3  # 5 clips x 2 frames, each charged once as it is converted
+
+
+def test_video_whose_header_claims_ten_hours_places_clips_on_its_two_seconds():
+    # 2 s of frames whose Matroska header says 10 hours: the same clips as the honest file (the header put
+    # four of the five clips past the end, on the last frame), nothing sought or held for the 10 hours
+    honest, _ = _video(lying_video(20, None))
+    lying, budget = _video(lying_video(20, 36000.0))
+    assert torch.equal(lying, honest)
+    assert budget.used <= 10 * 64 * 48 * 3
+
+
+def test_video_header_within_the_slack_is_kept_as_the_reference_does():
+    # honest headers (and ones off by less than the slack) keep placing the clips: bit-identical to before
+    from bindkit.inputs import video
+
+    src = to_source(lying_video(40, 4.5), 0, "video")
+    times, _, duration = video._stream_info(src)
+    assert duration == 4.5 and len(times) == 40
+
+
+def test_a_video_of_many_tiny_frames_is_refused_while_its_timestamps_are_read():
+    # 8192 frames of 16 x 16 (a few bytes each once compressed): the timestamp table the clips are placed with
+    # is charged to the budget as the file is read, so a small budget refuses it before any frame is converted
+    from bindkit.inputs import video
+
+    data = lying_video(8192, None, fps=100, size=(16, 16))
+    budget = DecodeBudget(max_bytes=1_000_000)
+    with use_budget(budget), pytest.raises(DecodeLimitError) as err:
+        video.load(to_source(data, 0, "video"), dict(video.DEFAULTS))
+    assert err.value.limit == "bytes" and err.value.modality == "video"
+    # stopped at the first block of timestamps past the bound: half the file unread, no frame converted
+    assert budget.used == video._TABLE_BLOCK * video.TIMESTAMP_BYTES
+    times, _, duration = video._stream_info(to_source(data, 0, "video"))  # no budget: read as before
+    assert len(times) == 8192 and duration == pytest.approx(81.92)

@@ -162,3 +162,29 @@ def test_cli_bounds_options_are_checked_and_documented():
     for option in ("--max-decoded-size", "--max-connections", "--max-inflight-size", "--header-timeout",
                    "--body-timeout", "--queue-timeout", "--keep-alive-timeout"):
         assert option in help_text
+
+
+def test_add_is_bounded_by_the_same_per_request_decode_budget(model, tmp_path):
+    """``/add`` decodes through the index, in its own threads: the request's budget reaches them (413 naming
+    the item, nothing added), as on the embedding routes."""
+    path = tmp_path / "idx"
+    bindkit.Index.create(path, model=model).close()
+    image = png(size=(640, 480))  # 921,600 bytes decoded
+    config = ServeConfig(limits=Limits(max_decoded_bytes=2_000_000, max_audio_seconds=5.0), index_dir=str(path),
+                         allow_writes=True)
+    with ServerThread(create_app(config, model=model)) as srv:
+        items = [{"modality": "image", "data": b64(png((10 * i, 30, 30), size=(640, 480)))} for i in range(3)]
+        r = httpx.post(srv.url + "/add", json={"items": items}, timeout=WAIT)
+        assert r.status_code == 413, r.text
+        assert "items[2]" in r.json()["error"] and "--max-decoded-size" in r.json()["error"], r.text
+        lying = {"modality": "audio", "data": b64(lying_audio(60.0, claimed_seconds=1.0, rate=8000))}
+        r = httpx.post(srv.url + "/add", json={"items": [{"modality": "text", "text": "a dog"}, lying]},
+                       timeout=WAIT)
+        assert r.status_code == 413, r.text
+        error = r.json()["error"]
+        assert "items[1]" in error and "counted while decoding" in error and "--max-audio-seconds" in error, error
+        ok = httpx.post(srv.url + "/add", json={"items": [{"modality": "image", "data": b64(image)}] * 2},
+                        timeout=WAIT)
+        assert ok.status_code == 200, ok.text
+    with bindkit.Index.open(path, model=model) as index:
+        assert len(index) == 1  # only the accepted request's image (the same file twice: one item)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -285,7 +286,8 @@ def _embed_kind(model, kind, items, params, batch_size, strict, pool, errors, ba
         idx = range(start, min(start + batch_size, n))
         if pool is None or kind == "text":  # tokenising is cheaper than a thread hop
             return [_safe_load(kind, items[i], i, params) for i in idx]
-        return [pool.submit(_safe_load, kind, items[i], i, params) for i in idx]
+        # in the caller's context, so that its decode budget (bindkit.inputs.budget) bounds the loads too
+        return [pool.submit(copy_context().run, _safe_load, kind, items[i], i, params) for i in idx]
 
     pending = submit(0) if n else []
     for start in range(0, n, batch_size):

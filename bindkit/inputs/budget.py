@@ -45,16 +45,20 @@ class DecodeBudget:
 
     Attributes:
         max_bytes: most decoded bytes (samples x channels x 4 for audio, width x height x 3 per converted video
-            frame, width x height x bands per image) all items together may produce; None: unbounded.
+            frame and ``video.TIMESTAMP_BYTES`` per video frame's timestamp, width x height x bands per image) all
+            items together may produce; None: unbounded.
         max_audio_seconds: longest audio, counted in decoded samples (not the header's duration); None: unbounded.
         max_pixels: most pixels of one decoded video frame; None: unbounded.
         used: decoded bytes charged so far.
+        breaches: every DecodeLimitError this budget raised, in order (a caller that gets an item's failure
+            back as a plain reason, like ``Index.add``, can tell a budget's refusal from undecodable data).
     """
 
     max_bytes: int | None = None
     max_audio_seconds: float | None = None
     max_pixels: int | None = None
     used: int = 0
+    breaches: list[DecodeLimitError] = field(default_factory=list, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def charge(self, nbytes: int, item: object, modality: str) -> None:
@@ -63,8 +67,8 @@ class DecodeBudget:
             self.used += int(nbytes)
             used = self.used
         if self.max_bytes is not None and used > self.max_bytes:
-            raise DecodeLimitError(item, modality, f"decoding the request's media needs more than {self.max_bytes} "
-                                   "bytes of memory", "bytes", used, self.max_bytes)
+            raise self._breach(DecodeLimitError(item, modality, f"decoding the request's media needs more than "
+                                                f"{self.max_bytes} bytes of memory", "bytes", used, self.max_bytes))
 
     def refund(self, nbytes: int) -> None:
         """Take back ``nbytes`` charged earlier for data that was released before decoding went on."""
@@ -75,16 +79,27 @@ class DecodeBudget:
         """DecodeLimitError when ``samples`` decoded at ``rate`` Hz pass ``max_audio_seconds``."""
         if self.max_audio_seconds is not None and rate > 0 and samples > self.max_audio_seconds * rate:
             seconds = samples / rate
-            raise DecodeLimitError(item, "audio", f"the audio lasts at least {seconds:.1f} s (counted while "
-                                   f"decoding), over the limit of {self.max_audio_seconds:g} s",
-                                   "audio_seconds", seconds, self.max_audio_seconds)
+            raise self._breach(DecodeLimitError(item, "audio", f"the audio lasts at least {seconds:.1f} s (counted "
+                                                f"while decoding), over the limit of {self.max_audio_seconds:g} s",
+                                                "audio_seconds", seconds, self.max_audio_seconds))
 
     def check_pixels(self, width: int, height: int, item: object, modality: str) -> None:
         """DecodeLimitError when a decoded frame of ``width`` x ``height`` passes ``max_pixels``."""
         if self.max_pixels is not None and width * height > self.max_pixels:
-            raise DecodeLimitError(item, modality, f"a decoded frame is {width} x {height} = {width * height} "
-                                   f"pixels, over the limit of {self.max_pixels}", "pixels", width * height,
-                                   self.max_pixels)
+            raise self._breach(DecodeLimitError(item, modality, f"a decoded frame is {width} x {height} = "
+                                                f"{width * height} pixels, over the limit of {self.max_pixels}",
+                                                "pixels", width * height, self.max_pixels))
+
+    def _breach(self, exc: DecodeLimitError) -> DecodeLimitError:
+        with self._lock:
+            self.breaches.append(exc)
+        return exc
+
+    def breach_for(self, reason: str) -> DecodeLimitError | None:
+        """The breach whose reason starts ``reason`` (an item failure reported as text), or None: whether an
+        item failed because this budget refused it rather than because it could not be decoded."""
+        with self._lock:
+            return next((b for b in self.breaches if reason.startswith(b.reason)), None)
 
 
 _UNBOUNDED = DecodeBudget()

@@ -2,7 +2,10 @@
 
 * ``clips_per_video`` clips of ``clip_duration`` s starting at k * max(duration - clip, 0) / clips (exact
   fractions; pytorchvideo's ConstantClipsPerVideoSampler); a clip holds the frames whose presentation time t
-  (from the stream start) satisfies start <= t < end;
+  (from the stream start) satisfies start <= t < end. The duration is the container's when it agrees with
+  the frames' timestamps (within 1 s or 10 %); a header that lies (hours claimed over seconds of frames, a
+  second over minutes) is ignored and the span of the frames is used, so a header never moves the clips
+  off the frames nor makes the loader convert more than the picked frames;
 * ``frames_per_clip`` frames per clip at indices ``linspace(0, T - 1, n).long()`` (frames repeat when a clip
   has fewer; a clip with none takes the frame shown at its start);
 * frames / 255, short side scaled to ``size`` with bilinear ``interpolate`` (align_corners=False, long side
@@ -16,6 +19,7 @@ frame at a time, never all of them), so memory stays small for long or high-reso
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from fractions import Fraction
@@ -69,25 +73,31 @@ def clip_windows(duration: float, clip_s: float, clips: int) -> list[tuple[Fract
 
 def pick_frames(times: list[Fraction], windows: list[tuple[Fraction, Fraction]], n: int) -> list[list[int]]:
     """For each window, ``n`` indices into the sorted ``times``: linspace(0, T - 1, n) over the frames inside;
-    a window with no frame uses the last frame before its end (or the first frame)."""
+    a window with no frame uses the last frame before its end (or the first frame). Binary searches: a file of
+    many frames costs log(frames) per window."""
     picks = []
     for start, end in windows:
-        inside = [i for i, t in enumerate(times) if start <= t < end]
-        if not inside:
-            before = [i for i, t in enumerate(times) if t < end]
-            inside = [before[-1] if before else 0]
+        lo, hi = bisect.bisect_left(times, start), bisect.bisect_left(times, end)  # times[lo:hi] in [start, end)
+        inside: range | list[int] = range(lo, hi) if lo < hi else [max(hi - 1, 0)]
         idx = torch.linspace(0, len(inside) - 1, n).long().tolist()
         picks.append([inside[i] for i in idx])
     return picks
 
 
 _AV_LOCK = threading.Lock()
+#: Memory one frame's timestamp takes while the clips are placed (its pts, in a set and a sorted list, and
+#: its time as a Fraction): charged to the decode budget, :data:`_TABLE_BLOCK` frames at a time, so that a file
+#: of millions of tiny frames is refused while it is read rather than after it filled memory.
+TIMESTAMP_BYTES, _TABLE_BLOCK = 256, 4096
 
 
 def _stream_info(src: Source):
-    """(sorted presentation times in s from the stream start, the pts of each, duration in s), no decoding."""
+    """(sorted presentation times in s from the stream start, the pts of each, duration in s), no decoding.
+    The duration is the header's when it agrees with the frames' timestamps (:func:`header_agrees`), else
+    the span of the frames (the same as for a file with no duration in its header)."""
     import av
 
+    budget = current_budget()
     with av.open(src.open(), mode="r") as container:
         fmt = container.format.name
         if fmt in ("image2", "image2pipe") or fmt.endswith("_pipe"):
@@ -97,7 +107,14 @@ def _stream_info(src: Source):
         stream = container.streams.video[0]
         tb = stream.time_base
         start = stream.start_time or 0
-        pts = sorted({pk.pts for pk in container.demux(stream) if pk.pts is not None and pk.size})
+        seen: set[int] = set()
+        for pk in container.demux(stream):
+            if pk.pts is not None and pk.size and pk.pts not in seen:
+                seen.add(pk.pts)
+                if len(seen) % _TABLE_BLOCK == 0:  # a file of many tiny frames: its timestamp table is budgeted
+                    budget.charge(_TABLE_BLOCK * TIMESTAMP_BYTES, src.label, "video")
+        pts = sorted(seen)
+        del seen
         if stream.duration:
             duration = float(stream.duration * tb)
         elif container.duration:
@@ -106,11 +123,24 @@ def _stream_info(src: Source):
             duration = None
     if not pts:
         raise src.fail("the video stream has no frames")
-    if duration is None:
-        step = pts[1] - pts[0] if len(pts) > 1 else 0
-        duration = float((pts[-1] - start + step) * tb)
+    step = pts[1] - pts[0] if len(pts) > 1 else 0
+    spanned = float((pts[-1] - start + step) * tb)  # what the frames cover: the last one shown for one step
+    if duration is None or not header_agrees(duration, spanned):
+        duration = spanned  # no header, or one that lies: the frames' own timestamps place the clips
     times = [Fraction(p - start) * tb for p in pts]
     return times, pts, duration
+
+
+#: A header duration within this many seconds, or this fraction, of what the frames span is kept.
+HEADER_SLACK_S, HEADER_SLACK_FRACTION = 1.0, 0.1
+
+
+def header_agrees(header_s: float, spanned_s: float) -> bool:
+    """Whether a container's duration ``header_s`` is plausible for frames spanning ``spanned_s`` seconds: within
+    :data:`HEADER_SLACK_S` or :data:`HEADER_SLACK_FRACTION` of it. Honest files (whose header the reference's
+    clip placement uses, so it is kept bit for bit) agree; a header claiming hours on seconds of frames, or a
+    second on minutes, does not, and the clips are then placed from the frames' timestamps."""
+    return abs(header_s - spanned_s) <= max(HEADER_SLACK_S, HEADER_SLACK_FRACTION * spanned_s)
 
 
 def _decode_frames(src: Source, wanted: set[int], p: dict[str, Any]

@@ -37,12 +37,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ArgumentError, BindkitError, IndexStoreError, InputError, ModalityError, describe_exc
+from ..inputs.budget import DecodeBudget, use_budget
 from ..modality import input_kind
 from . import protocol as P
 from .auth import PUBLIC_PATHS, authorized, token_problem
 from .bounds import BodyTimeout, InflightBytes, ServerBounds, read_body
 from .docs import add_docs_routes, is_doc_path
-from .engine import Engine, normalize, start_request
+from .engine import Engine, check_media, limit_error, normalize, request_budget, start_request
 from .errors import ApiError, error_response
 from .limits import Limits
 from .observe import METRICS_PATH, Metrics, Observe, make_metrics, note_items
@@ -495,6 +496,7 @@ def _add_index_routes(app: FastAPI, state: ServerState, engine: Callable[[], Eng
         payloads: list[Any] = []
         kinds: list[str] = []
         loop = asyncio.get_running_loop()
+        budget = request_budget(config.limits)  # --max-decoded-size etc., as on the embedding routes
         for i, item in enumerate(req.items):
             label = f"items[{i}]"
             try:
@@ -510,16 +512,17 @@ def _add_index_routes(app: FastAPI, state: ServerState, engine: Callable[[], Eng
                 if item.data is None:
                     raise ApiError(422, f"{label}: a {kind} item needs \"data\" (base64 of the file)", param=label)
                 data = await loop.run_in_executor(eng.pool, P.decode_media, item.data, label)
-                await loop.run_in_executor(eng.pool, config.limits.check_media, kind, data, label)
+                await loop.run_in_executor(eng.pool, check_media, config.limits, kind, data, label, budget)
                 payloads.append(data)  # bytes, never a str: a str would be read as a server-side path
             kinds.append(kind)
         metas = [item.metadata for item in req.items]
 
         def run() -> list:
-            return list(state.index.add(payloads, modality=kinds, metadata=metas, strict=True,
-                                        show_progress_bar=False))
+            with use_budget(budget):  # the index decodes in its own threads; they inherit this context
+                return list(state.index.add(payloads, modality=kinds, metadata=metas, strict=True,
+                                            show_progress_bar=False))
 
-        ids = await _index_call(run, writer=state.writer, prefix="items")
+        ids = await _index_call(run, writer=state.writer, prefix="items", budget=budget)
         return JSONResponse({"ids": [str(i) for i in ids]})  # strings: 64-bit ids survive JavaScript
 
     @app.post("/remove", tags=["index"], openapi_extra=_body_schema(P.RemoveRequest),
@@ -539,13 +542,18 @@ def _add_index_routes(app: FastAPI, state: ServerState, engine: Callable[[], Eng
         return JSONResponse({"removed": await _index_call(run, writer=state.writer)})
 
 
-async def _index_call(fn: Callable[[], Any], writer: ThreadPoolExecutor | None = None, prefix: str = "") -> Any:
-    """Run an index operation in a thread; bad requests (filters, modalities, items) become 422."""
+async def _index_call(fn: Callable[[], Any], writer: ThreadPoolExecutor | None = None, prefix: str = "",
+                      budget: DecodeBudget | None = None) -> Any:
+    """Run an index operation in a thread; bad requests (filters, modalities, items) become 422, an item the
+    request's decode ``budget`` refused 413."""
     try:
         return await asyncio.get_running_loop().run_in_executor(writer, fn)
     except InputError as exc:
         item = str(exc.item)
         label = f"{prefix}[{item[1:]}]" if prefix and item.startswith("#") else item
+        breach = budget.breach_for(exc.reason) if budget is not None else None
+        if breach is not None:
+            raise limit_error(label, breach) from None
         raise ApiError(422, f"{label}: {exc.reason}", param=label) from None
     except ValueError as exc:  # ModalityError, a bad where filter, remove() without a selection
         raise ApiError(422, describe_exc(exc, with_type=False)) from None

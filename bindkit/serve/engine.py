@@ -85,7 +85,7 @@ class Engine:
                     self.limits.check_media(kind, bytes(item), label, budget)
                 return load_item(kind, item, 0, self.params(kind))
         except DecodeLimitError as exc:
-            raise ApiError(413, f"{label}: {exc.reason} ({_LIMIT_OPTIONS[exc.limit]})", param=label) from None
+            raise limit_error(label, exc) from None
         except InputError as exc:
             reason = _BUFFER_REPR.sub("", exc.reason)
             what = _what(bytes(item[:16])) if isinstance(item, (bytes, bytearray)) else None
@@ -129,6 +129,20 @@ class Engine:
 
 _REQUEST_BUDGET: ContextVar[DecodeBudget | None] = ContextVar("bindkit_request_budget", default=None)
 _LIMIT_OPTIONS = {"bytes": "--max-decoded-size", "audio_seconds": "--max-audio-seconds", "pixels": "--max-pixels"}
+
+
+def limit_error(label: str, exc: DecodeLimitError) -> ApiError:
+    """The 413 answer for item ``label`` refused by the request's decode budget (names the option to raise)."""
+    return ApiError(413, f"{label}: {exc.reason} ({_LIMIT_OPTIONS[exc.limit]})", param=label)
+
+
+def check_media(limits: Limits, kind: str, data: bytes, label: str, budget: DecodeBudget) -> None:
+    """``limits.check_media`` charging ``budget`` (what a file's header makes its decoder allocate); 413 naming
+    ``label`` when over a limit."""
+    try:
+        limits.check_media(kind, data, label, budget)
+    except DecodeLimitError as exc:
+        raise limit_error(label, exc) from None
 
 
 def start_request(limits: Limits) -> None:
