@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import IndexStoreError
 from .api import Index
 from .cache import Caches
-from .faiss_index import VectorIndex
+from .vectors import VectorIndex
 from .store import DB_NAME, FORMAT_VERSION, ItemRow, Store, from_db
 
 _PART = re.compile(r"^part-(\d+)-of-(\d+)$")
