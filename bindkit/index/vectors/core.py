@@ -9,7 +9,7 @@ Kinds, by FAISS factory key:
 - ``"Flat"``: IndexIDMap2 over IndexFlatIP; exact. The default, and the choice for small collections.
 - any ``"IVF..."`` key (``"IVF1024,Flat"``, ``"IVF1024,PQ64"``, ``"OPQ64,IVF1024,PQ64"``): the IVF stores the ids
   itself (``add_with_ids``), so removal and on-disk merge work natively. Lossy codecs (PQ, SQ) keep fp16 copies of
-  the vectors on disk (:mod:`bindkit.index.raw_store`) and re-rank ``rerank x k`` candidates exactly.
+  the vectors on disk (:mod:`bindkit.index.vectors.raw`) and re-rank ``rerank x k`` candidates exactly.
 - ``"HNSW<M>[,Flat]"`` or other flat-code keys: IndexIDMap2 over the factory index. FAISS cannot remove from HNSW,
   so ``remove()`` rebuilds it.
 - ``"exact:raw-f16"`` (not a FAISS key): no FAISS index at all; exact search by scanning the fp16 vectors on disk
