@@ -94,3 +94,8 @@ def describe_exc(exc: BaseException, with_type: bool = True) -> str:
     if not lines:
         return type(exc).__name__
     return f"{type(exc).__name__}: {lines[0]}" if with_type else lines[0]
+
+
+class FilterError(BindkitError, ValueError):
+    """A ``where`` filter that does not follow the grammar or is over a limit; the message says what was
+    expected."""

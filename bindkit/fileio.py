@@ -86,3 +86,12 @@ def disk_usage(folder: str | os.PathLike, skip_suffixes: tuple[str, ...] = ()) -
             blocks = getattr(st, "st_blocks", None)
             total += blocks * 512 if blocks is not None else st.st_size
     return total
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync the directory ``path`` itself, so a rename or new entry in it survives a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bindkit.errors import IndexStoreError, InputError
-from bindkit.index import faiss_index
+from bindkit.index.vectors import core as faiss_index
 from bindkit.index.faiss_index import VectorIndex
 
 DIM = 64
@@ -344,7 +344,7 @@ def test_uniform_over_budget_falls_back_to_exact_disk_scan(exact_disk, monkeypat
         assert recall(found, ref_ids) >= 0.99
         np.testing.assert_allclose(scores, ref_scores, atol=2e-3)
         # many small blocks (block edges mid-collection) give the same answer as one big block
-        from bindkit.index import raw_store
+        from bindkit.index.vectors import raw as raw_store
 
         monkeypatch.setattr(raw_store, "SCAN_BYTES", 50 * DIM * 2)
         np.testing.assert_array_equal(vi.search(q, 10)[1], found)
@@ -353,7 +353,7 @@ def test_uniform_over_budget_falls_back_to_exact_disk_scan(exact_disk, monkeypat
 
 @pytest.mark.parametrize("filter_path", ["exact", "scan"])
 def test_exact_disk_scan_remove_add_and_allowed_ids(exact_disk, monkeypatch, filter_path):
-    from bindkit.index import raw_store
+    from bindkit.index.vectors import raw as raw_store
 
     folder, ids, x, _ = exact_disk
     monkeypatch.setattr(raw_store, "SCAN_BYTES", 256 * DIM * 2)  # several blocks, and one run of added rows

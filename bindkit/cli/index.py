@@ -207,16 +207,16 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_remove(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..index import Index
-    from ..index.where import parse_cli_filters
+    from ..index import Index, parse_where
+    from ..index.api import writer
 
-    where = parse_cli_filters(args.where or [])
+    where = parse_where(args.where or [])
     if not (args.ids or args.uri or where):
         raise IndexStoreError("nothing to remove: give --id, --uri or --where")
     with Index.open(args.index) as index:
         ids = list(args.ids or [])
         if args.uri:
-            keys = index._store.lookup([os.path.abspath(u) for u in args.uri])
+            keys = writer(index).store.lookup([os.path.abspath(u) for u in args.uri])
             ids += [v[0] for v in keys.values()]
             if not ids and not where:
                 _print_removed(args, 0, " (no such uri)")

@@ -71,15 +71,14 @@ def run(args: argparse.Namespace) -> int:
         import numpy as np
 
         from .. import factory  # noqa: F401  (torch: timed here rather than inside the model load)
-        from ..index import Index
-        from ..index.where import parse_cli_filters
+        from ..index import Index, parse_where
         from ..modality import encoder_of
 
     inputs = {kind: getattr(args, kind) for kind in QUERY_KINDS if getattr(args, kind)}
     if not inputs:
         raise BindkitError("give at least one query input: --text, --image, --audio, --video, --depth, "
                            "--thermal or --imu")
-    where = parse_cli_filters(args.where or [])
+    where = parse_where(args.where or [])
     weights = _weights(args.weight, list(inputs))
     with prof.phase("model load (query encoders)"):
         model = load_model_for(args.index, args.model, args.weights, args.device, require_index=True,

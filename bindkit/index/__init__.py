@@ -8,5 +8,6 @@ from __future__ import annotations
 
 from .api import Hit, Index
 from .ingest import AddResult
+from .where import parse_where
 
-__all__ = ["AddResult", "Hit", "Index"]
+__all__ = ["AddResult", "Hit", "Index", "parse_where"]

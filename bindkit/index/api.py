@@ -18,7 +18,6 @@ import os
 import sqlite3
 import threading
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -26,19 +25,19 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import numpy as np
 
 from ..errors import (ArgumentError, CardError, CheckpointError, IndexClosedError, IndexStoreError, InputError,
-                      ModelRefusedError, ReadOnlyIndexError)
+                      ReadOnlyIndexError)
 from ..fileio import disk_usage
 from ..modality import encoder_of, input_kind
-from ..models.quantize import split_fingerprint
 from .args import check_ids, check_k, check_model, check_modalities
 from .cache import Caches
 from .diskio import can_write, is_out_of_space, storage_full
 from .ingest import AddResult, ingest, item_error
 from .items import Prepared, check_metadata, prepare
 from .query import QUERY_KINDS, compose
-from .store import DB_FILES, DB_NAME, FORMAT_VERSION, ItemRow, Store, crash_point
-from .student import check_student, refuse_add, refuse_other_kinds
+from .store import DB_FILES, DB_NAME, FORMAT_VERSION, ItemRow, Store
+from .student import check_same_model, check_student, refuse_add, refuse_other_kinds
 from .where import compile_where
+from .writer import IndexWriter
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,9 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
     text: str | None = None
 
+
+#: One query's hits: {result modality: [Hit, ...] best first}.
+Hits = dict[str, list[Hit]]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -87,18 +89,19 @@ def _identity(model: Any) -> dict[str, Any]:
 class Index:
     """A searchable collection of embeddings from one model. Create with :meth:`create`, open with :meth:`open`."""
 
-    def __init__(self, path: Path, store: Store, model: Any | None, mmap: bool, read_only: str | None = None):
+    def __init__(self, path: Path, store: Store, model: Any | None, mmap: bool, read_only: str | None = None, *,
+                 student: dict[str, Any] | None = None, mixed_variants: dict[str, tuple[str, str]] | None = None):
         self.path = path
         self.model = model
         self._store = store
         self._mmap = mmap
-        self._read_only = read_only  # why this index may not be written (None: writable)
         self._lock = threading.RLock()
         self._dim = int(store.get_info("dim"))
         self._caches = Caches(path, store, self._dim, mmap, read_only=read_only is not None)
         self._closed = False
-        self._mixed_variants: dict[str, tuple[str, str]] = {}  # set by open(): see _check_model
-        self._student: dict[str, Any] | None = None  # set by open(): a distilled student of the index's model
+        # student: a distilled student of the index's model (see bindkit.index.student); mixed_variants: see
+        # bindkit.index.student.check_same_model
+        self._writer = IndexWriter(path, store, self._caches, self._lock, model, read_only, student, mixed_variants)
         self._recorded_model: Any | None = None  # opened without a model: the one it records, once a query needs it
 
     # ---- life cycle -----------------------------------------------------------------------------------------
@@ -183,7 +186,7 @@ class Index:
         if model is not None:
             try:  # a student of the index's model (bindkit distill) may query it: see bindkit.index.student
                 student = check_student(path, stored, model)
-                mixed = cls._check_model(path, stored, model) if student is None else {}
+                mixed = check_same_model(path, stored, model) if student is None else {}
             except IndexStoreError:
                 store.close()
                 raise
@@ -193,9 +196,7 @@ class Index:
                 with store.transaction():
                     stored["fingerprints"].update({e: model.fingerprint(e) for e in extra})
                     store.set_info("model", stored)
-        index = cls(path, store, model, mmap=mmap, read_only=why)
-        index._mixed_variants = mixed
-        index._student = student
+        index = cls(path, store, model, mmap=mmap, read_only=why, student=student, mixed_variants=mixed)
         with index._lock:
             index._caches.load()
         return index
@@ -216,62 +217,16 @@ class Index:
             return "it was opened with mmap=True; reopen it without mmap to change it"
         return None
 
-    @staticmethod
-    def _check_model(path: Path, stored: dict[str, Any], model: Any) -> dict[str, tuple[str, str]]:
-        """Refuse another card or other weights; for the same weights computed another way (fp32 vs int8, the
-        fingerprint's ``+int8`` suffix) warn and return {encoder: (stored variant, model's variant)}: queries
-        are fine (cosine to fp32 ~0.998), adding such vectors is refused (see ``_refuse_mixed_variants``)."""
-        if stored["card"] != model.card.name or int(stored["dim"]) != int(model.dim):
-            raise IndexStoreError(
-                f"index {path} was built with model {stored['card']!r} (dim {stored['dim']}), but the model given "
-                f"is {model.card.name!r} (dim {model.dim}); vectors of different models never mix: open it with "
-                f"bindkit.load_model({stored['card']!r}, ...) or build a new index"
-            )
-        mixed: dict[str, tuple[str, str]] = {}
-        for enc in sorted(set(stored["fingerprints"]) & set(model.modalities)):
-            mine, theirs = stored["fingerprints"][enc], model.fingerprint(enc)
-            (mine_base, mine_var), (theirs_base, theirs_var) = split_fingerprint(mine), split_fingerprint(theirs)
-            if mine_base == theirs_base and mine_var != theirs_var:
-                mixed[enc] = (mine_var or "fp32", theirs_var or "fp32")
-            elif mine != theirs:
-                raise IndexStoreError(
-                    f"index {path} was built with {stored['card']!r} weights whose {enc} encoder has fingerprint "
-                    f"{_short(mine)}, but the model given has {_short(theirs)} (other weights of {model.card.name!r}); "
-                    "open it with the weights it was built with, or build a new index"
-                )
-        if mixed:
-            for stored_var, given in sorted(set(mixed.values())):
-                encs = [e for e, v in mixed.items() if v == (stored_var, given)]
-                warnings.warn(
-                    f"index {path} holds {stored_var} vectors of the {', '.join(encs)} encoder(s) and the model "
-                    f"given computes {given} (same weights): searching works (cosine to fp32 is typically >= 0.998 "
-                    f"for int8, >= 0.9999 for bf16), but adding such items with this model is refused",
-                    RuntimeWarning, stacklevel=3)
-        return mixed
+    _check_model = staticmethod(check_same_model)  # (moved to bindkit.index.student)
 
     def _refuse_mixed_variants(self, kinds: Iterable[str]) -> None:
-        """ModelRefusedError before embedding items of ``kinds`` with a model whose variant (fp32/int8/bf16) differs
-        from the one the index's vectors of that encoder came from: one index keeps one kind of vectors.
-        StudentModelError for a distilled student of the index's model (it may search, never add)."""
-        if self._student is not None:
-            raise refuse_add(self.path, self.model, self._student)
-        for kind in kinds:
-            enc = encoder_of(kind)
-            if enc in self._mixed_variants:
-                stored, given = self._mixed_variants[enc]
-                raise ModelRefusedError(
-                    f"index {self.path} holds {stored} vectors of the {enc} encoder; the model given computes "
-                    f"{given}, and one index never mixes the two: add with the {stored} model "
-                    f"({'no --quantize' if stored == 'fp32' else '--quantize ' + stored}), or build a new index "
-                    f"(searching this one with the {given} model is fine)")
+        """See :meth:`IndexWriter.refuse_mixed_variants`."""
+        self._writer.refuse_mixed_variants(kinds)
 
     @_open_only
     def _record_model_hint(self, weights: str) -> None:
-        """Remember where the weights came from, so CLI searches can load the same model by default."""
-        with self._lock, self._store.transaction():
-            info = self._store.get_info("model")
-            info["weights"] = os.path.abspath(weights) if os.path.exists(weights) else weights
-            self._store.set_info("model", info)
+        """See :meth:`IndexWriter.record_model_hint`."""
+        self._writer.record_model_hint(weights)
 
     def close(self) -> None:
         """Write pending FAISS caches and close the SQLite connection."""
@@ -322,39 +277,14 @@ class Index:
 
     # ---- writes -----------------------------------------------------------------------------------------------
     def _require_writable(self) -> None:
-        if self._read_only is not None:
-            raise ReadOnlyIndexError(f"{self.path} is open read-only: {self._read_only}")
+        self._writer.require_writable()
 
     def _commit(self, rows: Sequence[ItemRow], delete: Sequence[int] = (), embedded: int = 0,
                 failures: Sequence[tuple[str, str | None, str | None, str]] = (),
                 metadata: Sequence[tuple[int, dict[str, Any]]] = (), save: bool = True,
                 file_stats: Sequence[tuple[int, int | None, int | None]] = ()) -> list[int]:
-        """One transaction: upsert ``rows``, delete ids, count embeddings, record failures, update metadata
-        and file stats;
-        then mirror it into the in-memory FAISS indexes and (``save``) their files. Returns the ids of ``rows``."""
-        with self._lock:
-            self._require_writable()
-            needed = sum(r.vector.size * 2 + len(r.key) * 2 + len(str(r.metadata)) + 200 for r in rows)
-            with self._store.transaction(needed=2 * needed + 64 * len(delete)):
-                self._caches.catch_up()
-                version = self._store.bump_counter("version")
-                crash_point("add:begin")
-                ids, replaced = self._store.upsert(rows, version)
-                crash_point("add:rows")
-                gone = self._store.delete(delete, version)
-                if embedded:
-                    self._store.bump_counter("embedded", embedded)
-                if failures:
-                    self._store.record_failures(failures)
-                if metadata:
-                    self._store.update_metadata([i for i, _ in metadata], [m for _, m in metadata])
-                if file_stats:
-                    self._store.update_file_stats(file_stats)
-            crash_point("add:committed")
-            self._caches.mirror(rows, ids, list(replaced) + list(gone), version)
-            if save:  # committed: a cache that cannot be written now is repaired from SQLite later
-                self._caches.save_quietly(self._caches.due())
-            return ids
+        """See :meth:`IndexWriter.commit`."""
+        return self._writer.commit(rows, delete, embedded, failures, metadata, save, file_stats)
 
     @_open_only
     def flush(self) -> None:
@@ -384,8 +314,8 @@ class Index:
         with self._lock:
             if self.model is None:
                 raise IndexStoreError(f"{self.path} was opened without a model; pass model= to Index.open to add items")
-            if self._student is not None:
-                raise refuse_add(self.path, self.model, self._student)
+            if self._writer.student is not None:
+                raise refuse_add(self.path, self.model, self._writer.student)
             self._require_writable()
             if not isinstance(items, list):  # one item (a tuple may be one item: (waveform, sample_rate))
                 items = [items]
@@ -404,7 +334,7 @@ class Index:
                         raise
                     prepared.append(None)
                     errors.append(item_error(exc.modality, pos, exc.item, exc.reason))
-            result = ingest(self, prepared, strict=strict, batch_size=batch_size, show_progress_bar=show_progress_bar)
+            result = ingest(self._writer, prepared, strict=strict, batch_size=batch_size, show_progress_bar=show_progress_bar)
             result.errors[:0] = errors
             result.errors.sort(key=lambda e: e.index)
             return result
@@ -436,7 +366,7 @@ class Index:
             present = self.select(ids, where=where)
             if not present:
                 return 0
-            self._commit([], delete=present)
+            self._writer.commit([], delete=present)
             return len(present)
 
     # ---- reads ------------------------------------------------------------------------------------------------
@@ -444,7 +374,8 @@ class Index:
     def search(self, text: Any = None, image: Any = None, audio: Any = None, video: Any = None, depth: Any = None,
                thermal: Any = None, imu: Any = None, *, vector: Any = None,
                weights: dict[str, float] | Sequence[float] | None = None, k: int = 10,
-               modalities: str | Sequence[str] | None = None, where: dict[str, Any] | None = None):
+               modalities: str | Sequence[str] | None = None, where: dict[str, Any] | None = None
+               ) -> Hits | list[Hits]:
         """Top-``k`` hits per result modality for a query built from one or several inputs.
 
         Each query input is embedded to a unit vector; several inputs are combined by embedding arithmetic
@@ -471,15 +402,15 @@ class Index:
         modalities = check_modalities(modalities)
         inputs = {kind: value for kind, value in zip(QUERY_KINDS, (text, image, audio, video, depth, thermal, imu))
                   if value is not None}
-        if inputs and self._student is not None:
-            refuse_other_kinds(self.path, self.model, self._student, inputs)
+        if inputs and self._writer.student is not None:
+            refuse_other_kinds(self.path, self.model, self._writer.student, inputs)
         model = self._query_model(inputs) if inputs else self.model
         queries, batched = compose(model, inputs, vector, weights, self._dim)
         with self._lock:
             self._caches.catch_up()
             kinds = self._result_kinds(modalities)
             flt = compile_where(where) if where is not None else None
-            results: list[dict[str, list[Hit]]] = [{} for _ in range(len(queries))]
+            results: list[Hits] = [{} for _ in range(len(queries))]
             for kind in kinds:
                 vi = self._caches.vi.get(kind)
                 allowed = self._store.ids(kind, flt) if flt is not None else None
@@ -527,7 +458,7 @@ class Index:
                 f"{self.path} was opened without a model, so the {'/'.join(kinds)} query needs the model the index "
                 f"records, {card!r}{where}, which could not be loaded: {exc} (or pass "
                 f"model=bindkit.load_model(...) to Index.open, or search by vector=)") from None
-        self._check_model(self.path, stored, model)  # other weights than the index's are refused, naming both
+        check_same_model(self.path, stored, model)  # other weights than the index's are refused, naming both
         return model
 
     def _result_kinds(self, modalities: str | Sequence[str] | None) -> list[str]:
@@ -629,7 +560,14 @@ class Index:
             return self.stats()
 
 
-def _short(fingerprint: str) -> str:
-    """A fingerprint for messages: 16 digits of the base, and a LoRA suffix (``~lora:<digest>``) in full."""
-    base, sep, rest = str(fingerprint).partition("~")
-    return base[:16] + (sep + rest if sep else "")
+
+def writer(index: Index) -> IndexWriter:
+    """The write interface of an open ``index`` (:class:`~bindkit.index.writer.IndexWriter`), for bindkit's own
+    pipelines (offline builds, merges); applications write with :meth:`Index.add` and :meth:`Index.remove`.
+
+    Raises:
+        IndexClosedError: ``index`` was closed.
+    """
+    if index.closed:
+        raise IndexClosedError(f"index {index.path} is closed; open it again with bindkit.Index.open(path)")
+    return index._writer

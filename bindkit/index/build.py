@@ -36,12 +36,13 @@ from ..errors import (InputError, ModalityError, ModelRefusedError, ReadOnlyInde
 from ..fileio import atomic_write_bytes
 from ..modality import INPUT_KINDS, input_kind
 from ..progress import progress_bar
-from .api import Index
+from .api import Index, writer
 from .diskio import is_out_of_space, storage_full
 from .ingest import ingest
 from .items import Prepared, check_metadata, check_text, prepare_file
 from .manifests import Row, manifest_rows
 from .store import hash_object, id_for
+from .writer import IndexWriter
 
 REPORT_NAME = "build_report.json"
 _RESERVED = ("path", "modality", "text")
@@ -266,17 +267,18 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
         candidates = [c for c in candidates if id_for(c.key) % shard[1] == shard[0]]
     index = Index.create(target, model, exist_ok=True)
     try:
-        if index._read_only is not None:  # refused before any item is read, not item by item
-            raise ReadOnlyIndexError(f"cannot update the index {target}: it is read-only ({index._read_only}); "
+        index_writer = writer(index)
+        if index_writer.read_only is not None:  # refused before any item is read, not item by item
+            raise ReadOnlyIndexError(f"cannot update the index {target}: it is read-only ({index_writer.read_only}); "
                                      "build into a folder this process can write (--out NEW_FOLDER)")
         if weights:
-            index._record_model_hint(weights)
+            index_writer.record_model_hint(weights)
         removed = 0
         if sync:
             wanted = {c.key for c in candidates}
-            vanished = [i for k, i in index._store.keys().items() if k not in wanted]
+            vanished = [i for k, i in index_writer.store.keys().items() if k not in wanted]
             if vanished:
-                index._commit([], delete=vanished, save=False)
+                index_writer.commit([], delete=vanished, save=False)
                 removed = len(vanished)
         # One kind per batch keeps model batches full.
         candidates.sort(key=lambda c: (c.kind or "", c.key))
@@ -287,7 +289,7 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
                            smoothing=0.1)
         for start in range(0, len(candidates), batch_size):
             chunk = candidates[start:start + batch_size]
-            stored = index._store.lookup([c.key for c in chunk])
+            stored = index_writer.store.lookup([c.key for c in chunk])
             prepared: list[Prepared | None] = []
             bad: list[tuple[str, str | None, str | None, str]] = []
             for c in chunk:
@@ -299,12 +301,12 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
                     bad.append((c.key, kind if kind and kind != "unknown" else _kind_guess(c), c.path,
                                 getattr(exc, "reason", None) or describe_exc(exc)))
             try:
-                result = ingest(index, prepared, strict=False, batch_size=batch_size, save=False, workers=workers,
+                result = ingest(index_writer, prepared, strict=False, batch_size=batch_size, save=False, workers=workers,
                                 failed=bad)
             except (StorageFullError, ModelRefusedError, ReadOnlyIndexError):  # item by item cannot help: stop
                 raise
             except Exception as exc:  # a loader bug must not end a long build: retry item by item
-                result = _one_by_one(index, prepared, bad, batch_size, workers, exc)
+                result = _one_by_one(index_writer, prepared, bad, batch_size, workers, exc)
             for p, item_id in zip(prepared, result):
                 if p is not None and item_id is not None and p.key not in stored:
                     counts["new"] += 1
@@ -332,8 +334,8 @@ def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: A
             "shard": f"{shard[0]}/{shard[1]}" if shard else None,
             "counts": counts,
             "items_in_index": len(index),
-            "per_modality": index._store.modality_counts(),
-            "embedded_total": index._store.embedded_total(),
+            "per_modality": index_writer.store.modality_counts(),
+            "embedded_total": index_writer.store.embedded_total(),
             "elapsed_s": round(elapsed, 3),
             "items_per_s": round(counts["embedded"] / elapsed, 3) if elapsed > 0 else None,
             "failures": failures,
@@ -371,21 +373,21 @@ def nothing_indexed(report: dict[str, Any]) -> bool:
     return c["selected"] > 0 or c["found"] == 0
 
 
-def _one_by_one(index: Index, prepared: list[Prepared | None], bad: list, batch_size: int, workers: int | None,
+def _one_by_one(index_writer: IndexWriter, prepared: list[Prepared | None], bad: list, batch_size: int, workers: int | None,
                 exc: Exception):
     """Fallback when a whole batch raised: ingest each item alone so only the culprit fails."""
     from .ingest import AddResult
 
     warnings.warn(f"a batch failed ({describe_exc(exc)}); retrying its items one by one", RuntimeWarning)
     if bad:
-        index._commit([], failures=bad, save=False)
+        index_writer.commit([], failures=bad, save=False)
     ids, errors, embedded, unchanged = [], [], 0, 0
     for p in prepared:
         try:
-            r = ingest(index, [p], strict=False, batch_size=batch_size, save=False, workers=workers)
+            r = ingest(index_writer, [p], strict=False, batch_size=batch_size, save=False, workers=workers)
         except Exception as item_exc:
             bad.append((p.key, p.kind, p.uri, describe_exc(item_exc)))
-            index._commit([], failures=[bad[-1]], save=False)
+            index_writer.commit([], failures=[bad[-1]], save=False)
             ids.append(None)
             continue
         ids.append(r[0])

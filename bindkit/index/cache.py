@@ -18,8 +18,8 @@ import numpy as np
 
 from ..errors import IndexStoreError
 from ..modality import INPUT_KINDS
-from .faiss_index import VectorIndex
-from .keys import EXACT_RAW
+from .vectors import VectorIndex
+from .vectors import EXACT_RAW
 from .diskio import is_out_of_space, storage_full
 from .store import FORMAT_VERSION, MANIFEST_NAME, ItemRow, Store, crash_point, read_manifest, to_f16, write_manifest
 

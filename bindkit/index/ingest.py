@@ -13,7 +13,7 @@ from .items import Prepared
 from .store import ItemRow
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import Index
+    from .writer import IndexWriter
 
 
 class AddResult(list):
@@ -35,12 +35,12 @@ def item_error(kind: str, index: int, item: object, reason: str):
     return ItemError(kind, index, item, reason)
 
 
-def _embed(index: "Index", prepared: Sequence[Prepared | None], todo: dict[str, list[int]], batch_size: int,
+def _embed(model: Any, prepared: Sequence[Prepared | None], todo: dict[str, list[int]], batch_size: int,
            show_progress_bar: bool | None, workers: int | None) -> tuple[dict[int, np.ndarray], list]:
     kwargs: dict[str, Any] = {k: [prepared[p].payload for p in pos] for k, pos in todo.items()}
     if workers is not None:
         kwargs["num_workers"] = workers
-    emb = index.model.embed(**kwargs, batch_size=batch_size, show_progress_bar=show_progress_bar, strict=False)
+    emb = model.embed(**kwargs, batch_size=batch_size, show_progress_bar=show_progress_bar, strict=False)
     failed = {(e.kind, e.index): e.reason for e in emb.errors}
     vectors: dict[int, np.ndarray] = {}
     errors = []
@@ -57,13 +57,13 @@ def _embed(index: "Index", prepared: Sequence[Prepared | None], todo: dict[str, 
     return vectors, errors
 
 
-def ingest(index: "Index", prepared: Sequence[Prepared | None], *, strict: bool, batch_size: int = 32,
+def ingest(writer: "IndexWriter", prepared: Sequence[Prepared | None], *, strict: bool, batch_size: int = 32,
            show_progress_bar: bool | None = False, save: bool = True, workers: int | None = None,
            failed: Sequence[tuple[str, str | None, str | None, str]] = ()) -> AddResult:
     """Embed what is new or changed among ``prepared`` (None entries are items that already failed; ``failed``
     lists them as (key, kind, uri, reason) to record) and commit it, with metadata updates of unchanged items
-    and the failures, in one transaction."""
-    stored = index._store.lookup([p.key for p in prepared if p is not None])
+    and the failures, in one transaction through ``writer`` (:func:`bindkit.index.api.writer`)."""
+    stored = writer.store.lookup([p.key for p in prepared if p is not None])
     todo: dict[str, list[int]] = defaultdict(list)
     first_of: dict[str, int] = {}  # key -> first position needing an embedding (duplicates embed once)
     dup_of: dict[int, int] = {}
@@ -88,8 +88,8 @@ def ingest(index: "Index", prepared: Sequence[Prepared | None], *, strict: bool,
             first_of[p.key] = pos
             todo[p.kind].append(pos)
     if todo:
-        index._refuse_mixed_variants(todo)  # before any embedding: one index never mixes fp32 and int8 vectors
-    vectors, errors = _embed(index, prepared, todo, batch_size, show_progress_bar, workers) if todo else ({}, [])
+        writer.refuse_mixed_variants(todo)  # before any embedding: one index never mixes fp32 and int8 vectors
+    vectors, errors = _embed(writer.model, prepared, todo, batch_size, show_progress_bar, workers) if todo else ({}, [])
     if errors and strict:
         e = errors[0]
         raise InputError(e.item, e.kind, f"{e.reason} ({len(errors)} of {len(prepared)} items failed; nothing "
@@ -100,12 +100,12 @@ def ingest(index: "Index", prepared: Sequence[Prepared | None], *, strict: bool,
         meta = p.metadata
         if meta is None:  # a changed file re-added without metadata keeps what it had
             old = stored.get(p.key)
-            meta = index._store.rows([old[0]])[old[0]]["metadata"] if old else {}
+            meta = writer.store.rows([old[0]])[old[0]]["metadata"] if old else {}
         rows.append(ItemRow(key=p.key, modality=p.kind, content_hash=p.content_hash, vector=vec, uri=p.uri,
                             metadata=meta, text=p.text, file_size=p.file_size, file_mtime_ns=p.file_mtime_ns))
     failures = list(failed) + [(prepared[e.index].key, e.kind, prepared[e.index].uri, e.reason) for e in errors]
     if rows or unchanged or failures or touched:
-        new_ids = index._commit(rows, embedded=len(vectors), failures=failures, metadata=unchanged, save=save,
+        new_ids = writer.commit(rows, embedded=len(vectors), failures=failures, metadata=unchanged, save=save,
                                 file_stats=touched)
         for pos, item_id in zip(vectors, new_ids):
             ids[pos] = item_id

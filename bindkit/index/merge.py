@@ -21,9 +21,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import IndexStoreError
-from .api import Index
+from .api import Index, writer
 from .cache import Caches
-from .faiss_index import VectorIndex
+from .vectors import VectorIndex
 from .store import DB_NAME, FORMAT_VERSION, ItemRow, Store, from_db
 
 _PART = re.compile(r"^part-(\d+)-of-(\d+)$")
@@ -193,7 +193,7 @@ def merge(parts: Sequence[str | os.PathLike], out: str | os.PathLike, *, optimiz
         if not clashed:
             for part in dirs:
                 with Index.open(part) as p_index:  # repairs a stale part cache from its SQLite first
-                    for kind, vi in p_index._caches.vi.items():
+                    for kind, vi in writer(p_index).caches.vi.items():
                         if len(vi) and kind in pieces:
                             pieces[kind].append(vi)
         for kind, n in kinds.items():

@@ -17,6 +17,7 @@ index never imports the distillation package.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -42,9 +43,48 @@ def card_record(card: Any) -> dict[str, Any] | None:
     return record
 
 
-def _short(fp: str) -> str:
-    base, sep, rest = str(fp).partition("~")
+def _short(fingerprint: str) -> str:
+    """A fingerprint for messages: 16 digits of the base, and a LoRA suffix (``~lora:<digest>``) in full."""
+    base, sep, rest = str(fingerprint).partition("~")
     return base[:16] + (sep + rest if sep else "")
+
+
+def check_same_model(path: Path, stored: dict[str, Any], model: Any) -> dict[str, tuple[str, str]]:
+    """Refuse another card or other weights than the index at ``path`` records (``stored``: its ``model`` info);
+    for the same weights computed another way (fp32 vs int8, the fingerprint's ``+int8`` suffix) warn and return
+    {encoder: (stored variant, model's variant)}: queries are fine (cosine to fp32 ~0.998), adding such vectors
+    is refused (see :meth:`bindkit.index.writer.IndexWriter.refuse_mixed_variants`).
+
+    Raises:
+        IndexStoreError: another card, dimension or weights (the message names both).
+    """
+    if stored["card"] != model.card.name or int(stored["dim"]) != int(model.dim):
+        raise IndexStoreError(
+            f"index {path} was built with model {stored['card']!r} (dim {stored['dim']}), but the model given "
+            f"is {model.card.name!r} (dim {model.dim}); vectors of different models never mix: open it with "
+            f"bindkit.load_model({stored['card']!r}, ...) or build a new index"
+        )
+    mixed: dict[str, tuple[str, str]] = {}
+    for enc in sorted(set(stored["fingerprints"]) & set(model.modalities)):
+        mine, theirs = stored["fingerprints"][enc], model.fingerprint(enc)
+        (mine_base, mine_var), (theirs_base, theirs_var) = split_fingerprint(mine), split_fingerprint(theirs)
+        if mine_base == theirs_base and mine_var != theirs_var:
+            mixed[enc] = (mine_var or "fp32", theirs_var or "fp32")
+        elif mine != theirs:
+            raise IndexStoreError(
+                f"index {path} was built with {stored['card']!r} weights whose {enc} encoder has fingerprint "
+                f"{_short(mine)}, but the model given has {_short(theirs)} (other weights of {model.card.name!r}); "
+                "open it with the weights it was built with, or build a new index"
+            )
+    if mixed:
+        for stored_var, given in sorted(set(mixed.values())):
+            encs = [e for e, v in mixed.items() if v == (stored_var, given)]
+            warnings.warn(
+                f"index {path} holds {stored_var} vectors of the {', '.join(encs)} encoder(s) and the model "
+                f"given computes {given} (same weights): searching works (cosine to fp32 is typically >= 0.998 "
+                f"for int8, >= 0.9999 for bf16), but adding such items with this model is refused",
+                RuntimeWarning, stacklevel=3)
+    return mixed
 
 
 def check_student(path: Path, stored: dict[str, Any], model: Any) -> dict[str, Any] | None:

@@ -32,9 +32,9 @@ from __future__ import annotations
 import math
 import operator
 import re
-from typing import Any
+from typing import Any, Sequence
 
-from ..errors import BindkitError
+from ..errors import FilterError  # noqa: F401  (moved to bindkit.errors)
 
 _COMPARE = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _OPERATORS = tuple(_COMPARE) + ("$in", "$nin")
@@ -49,11 +49,6 @@ MAX_DEPTH = 32
 MAX_TERMS = 1024
 _INT64 = (-(2**63), 2**63 - 1)
 _GROUP = 16  # long AND/OR chains are compiled as groups of this many, keeping SQLite's expression tree shallow
-
-
-class FilterError(BindkitError, ValueError):
-    """A ``where`` filter that does not follow the grammar or is over a limit; the message says what was
-    expected."""
 
 
 def _describe(value: Any) -> str:
@@ -346,3 +341,20 @@ def parse_cli_filters(exprs: list[str]) -> dict[str, Any] | None:
     clauses = [parse_cli_filter(expr) for expr in exprs]
     compile_where({"$and": clauses})
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def parse_where(text: str | Sequence[str] | None) -> dict[str, Any] | None:
+    """A filter dict from CLI-style expressions (``year>=2020``, ``split=test``; see :func:`parse_cli_filter`),
+    all of which must hold; None when there are none.
+
+    ``text`` is one string of expressions separated by commas or new lines (a filter box), or a list of
+    expressions, one each (repeated ``--where`` options: a comma there belongs to the value).
+
+    Raises:
+        FilterError: an expression it cannot read (the message names it and shows the accepted syntax).
+    """
+    if text is None:
+        return None
+    if isinstance(text, str):
+        text = [part.strip() for part in re.split(r"[,\n]", text) if part.strip()]
+    return parse_cli_filters(list(text))
