@@ -8,7 +8,8 @@ accepts a path, a card dict, or a flat dict of the reference constructor's hyper
 
 A card may take its image and/or text encoder from open_clip: the modality entry is ``{"source": "open_clip"}``
 and a top-level ``"open_clip"`` block names the architecture and its weights
-(``{"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}``); see :mod:`bindkit.models.open_clip_tower`.
+(``{"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}``); see :mod:`bindkit.models.open_clip_tower` (the
+towers) and :mod:`bindkit.openclip` (its config, image transform and tokenizer).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Mapping
 
 from .errors import CardError
 from .modality import ENCODERS, INPUT_KINDS
+from .openclip import preprocess_params as _open_clip_preprocess
 from .resources import cards_dir, weights_search_dirs
 
 _EXTRA_PATHS: list[Path] = []
@@ -106,9 +108,7 @@ class Card:
         taken from open_clip (``image``, ``text``) they are open_clip's own (its transform and tokenizer), which
         the card's ``preprocess`` section may still override key by key."""
         if kind in ("image", "text") and is_open_clip(self.modalities.get("vision" if kind == "image" else kind)):
-            from .models.open_clip_tower import preprocess_params
-
-            return {**preprocess_params(self, kind), **self.preprocess.get(kind, {})}
+            return {**_open_clip_preprocess(self, kind), **self.preprocess.get(kind, {})}
         if kind in self.preprocess:
             return dict(self.preprocess[kind])
         return dict(_default_card_dict()["preprocess"].get(kind, {}))
