@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeAlias, Union
 
 from .errors import CardError
 from .modality import ENCODERS, INPUT_KINDS
@@ -112,6 +112,11 @@ class Card:
         if kind in self.preprocess:
             return dict(self.preprocess[kind])
         return dict(_default_card_dict()["preprocess"].get(kind, {}))
+
+
+#: What :func:`load_card` (and ``build_model`` / ``load_model``) accept: a card name, a path to a card JSON or a
+#: model directory, a card dict (or the reference constructor's flat hyper-parameters), or a Card.
+CardSpec: TypeAlias = Union[str, os.PathLike, Mapping[str, Any], Card]
 
 
 def _search_dirs() -> list[Path]:
@@ -326,7 +331,7 @@ def model_dir(spec: Any) -> Path | None:
     return None
 
 
-def load_card(spec: "str | os.PathLike | Mapping[str, Any] | Card") -> Card:
+def load_card(spec: CardSpec) -> Card:
     """Resolve ``spec`` (card name, path to a card JSON, a model directory holding ``card.json``, card dict,
     reference kwargs dict, or Card) to a Card."""
     if isinstance(spec, Card):
