@@ -15,12 +15,20 @@ import json
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Mapping, Protocol
 
 from .errors import CardError, ModalityError
 
-if TYPE_CHECKING:
-    from .cards import Card
+
+class OpenClipCard(Protocol):
+    """What this module reads of a :class:`bindkit.cards.Card` (which imports this module, so it is not imported
+    here): its name and its ``"open_clip"`` block."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def open_clip(self) -> Mapping[str, Any] | None: ...
 
 
 def require_open_clip(card_name: str = "") -> Any:
@@ -34,20 +42,20 @@ def require_open_clip(card_name: str = "") -> Any:
     return open_clip
 
 
-def open_clip_block(card: "Card") -> dict[str, Any]:
+def open_clip_block(card: OpenClipCard) -> dict[str, Any]:
     """The card's ``"open_clip"`` block (model, pretrained, config, cache_dir); CardError when it has none."""
     if not card.open_clip:
         raise CardError(f"card {card.name!r} has no \"open_clip\" block naming the open_clip model")
     return card.open_clip
 
 
-def _key(card: "Card") -> str:
+def _key(card: OpenClipCard) -> str:
     return json.dumps(open_clip_block(card), sort_keys=True)
 
 
 # --- configs ------------------------------------------------------------------------------------------------
 
-def model_config(card: "Card") -> dict[str, Any]:
+def model_config(card: OpenClipCard) -> dict[str, Any]:
     """The open_clip model config of ``card`` (a copy): its inline ``config`` (registered with open_clip under the
     model name) or open_clip's built-in/registered config of that name. CardError for an unknown name."""
     return copy.deepcopy(_model_config(_key(card), card.name))
@@ -91,7 +99,7 @@ def register(oc: Any, name: str, config: dict[str, Any], card_name: str) -> None
         oc.add_model_config(path)  # read now; the registry keeps the entry after the file is gone
 
 
-def tag_config(card: "Card") -> dict[str, Any] | None:
+def tag_config(card: OpenClipCard) -> dict[str, Any] | None:
     """open_clip's pretrained config for the card's ``pretrained`` tag (None: no tag, or a file path)."""
     pretrained = open_clip_block(card).get("pretrained")
     if not pretrained or Path(pretrained).expanduser().is_file():
@@ -100,7 +108,7 @@ def tag_config(card: "Card") -> dict[str, Any] | None:
     return oc.get_pretrained_cfg(open_clip_block(card)["model"], pretrained) or None
 
 
-def square(size: Any, card: "Card") -> int:
+def square(size: Any, card: OpenClipCard) -> int:
     """An open_clip image size (an int, or an (h, w) pair) as one int; CardError for a non-square tower."""
     if isinstance(size, (list, tuple)):
         if len(set(size)) != 1:
@@ -110,7 +118,7 @@ def square(size: Any, card: "Card") -> int:
     return int(size)
 
 
-def preprocess_cfg(card: "Card") -> dict[str, Any]:
+def preprocess_cfg(card: OpenClipCard) -> dict[str, Any]:
     """open_clip's image preprocessing for ``card`` (size, mean, std, interpolation, resize_mode, fill_color): its
     defaults, overridden by the pretrained tag's config, with the model's image size, as ``create_model`` sets."""
     require_open_clip(card.name)
@@ -122,7 +130,7 @@ def preprocess_cfg(card: "Card") -> dict[str, Any]:
     return cfg
 
 
-def preprocess_params(card: "Card", kind: str) -> dict[str, Any]:
+def preprocess_params(card: OpenClipCard, kind: str) -> dict[str, Any]:
     """Loader parameters for ``image`` or ``text`` items of a card whose encoder for them comes from open_clip:
     open_clip's transform (``"transform": "open_clip"``) and tokenizer (``"tokenizer": "open_clip"``)."""
     if kind == "image":
