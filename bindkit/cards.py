@@ -8,7 +8,8 @@ accepts a path, a card dict, or a flat dict of the reference constructor's hyper
 
 A card may take its image and/or text encoder from open_clip: the modality entry is ``{"source": "open_clip"}``
 and a top-level ``"open_clip"`` block names the architecture and its weights
-(``{"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}``); see :mod:`bindkit.models.open_clip_tower`.
+(``{"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}``); see :mod:`bindkit.models.open_clip_tower` (the
+towers) and :mod:`bindkit.openclip` (its config, image transform and tokenizer).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeAlias, Union
 
 from .errors import CardError
 from .modality import ENCODERS, INPUT_KINDS
+from .openclip import preprocess_params as _open_clip_preprocess
 from .resources import cards_dir, weights_search_dirs
 
 _EXTRA_PATHS: list[Path] = []
@@ -106,12 +108,15 @@ class Card:
         taken from open_clip (``image``, ``text``) they are open_clip's own (its transform and tokenizer), which
         the card's ``preprocess`` section may still override key by key."""
         if kind in ("image", "text") and is_open_clip(self.modalities.get("vision" if kind == "image" else kind)):
-            from .models.open_clip_tower import preprocess_params
-
-            return {**preprocess_params(self, kind), **self.preprocess.get(kind, {})}
+            return {**_open_clip_preprocess(self, kind), **self.preprocess.get(kind, {})}
         if kind in self.preprocess:
             return dict(self.preprocess[kind])
         return dict(_default_card_dict()["preprocess"].get(kind, {}))
+
+
+#: What :func:`load_card` (and ``build_model`` / ``load_model``) accept: a card name, a path to a card JSON or a
+#: model directory, a card dict (or the reference constructor's flat hyper-parameters), or a Card.
+CardSpec: TypeAlias = Union[str, os.PathLike, Mapping[str, Any], Card]
 
 
 def _search_dirs() -> list[Path]:
@@ -326,7 +331,7 @@ def model_dir(spec: Any) -> Path | None:
     return None
 
 
-def load_card(spec: "str | os.PathLike | Mapping[str, Any] | Card") -> Card:
+def load_card(spec: CardSpec) -> Card:
     """Resolve ``spec`` (card name, path to a card JSON, a model directory holding ``card.json``, card dict,
     reference kwargs dict, or Card) to a Card."""
     if isinstance(spec, Card):

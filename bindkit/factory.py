@@ -1,23 +1,29 @@
-"""``build_model`` / ``load_model``: turn a card (name, path, dict) and optional weights into a BindModel."""
+"""``build_model`` / ``load_model``: turn a card (name, path, dict) and optional weights into a BindModel.
+
+``load_model`` is one dispatcher: :func:`spec_kind` decides once what it was given, and one loader runs —
+:func:`load_card_model` for a card, a model directory or a distilled student, :func:`load_lora_model` for the
+directory of a LoRA run (its base through :func:`load_card_model`, then :mod:`bindkit.adapt.lora_model` attaches
+the adapters). Neither calls ``load_model`` again, and :mod:`bindkit.adapt` never imports this module.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 import torch
 from torch import nn
 
-from .cards import Card, load_card, model_dir
-from .errors import CheckpointError, DeviceError, ModalityError, WeightsNotFoundError
+from .cards import Card, CardSpec, load_card, model_dir
+from .errors import BindkitError, CheckpointError, DeviceError, ModalityError, WeightsNotFoundError
 from .modality import ENCODERS, canonical_modalities
 from .models import BindModel, Encoder, encoder_fingerprint
 from .models import reference_layout as layout
 from .models.fastinit import skip_meta_init
 from .weights.convert import parse_dtype as _parse_dtype
 
-CardSpec = "str | os.PathLike | Mapping[str, Any] | Card"
 _SHOW = 5  # how many offending keys an error message lists
 
 
@@ -187,6 +193,33 @@ def _to_our_layout(state: Mapping[str, torch.Tensor], model: BindModel) -> dict[
     return out
 
 
+#: What :func:`load_model` was given, decided once by :func:`spec_kind`.
+SpecKind = Literal["card", "model_dir", "lora_dir", "student"]
+_MANIFEST = "manifest.json"  # beside card.json in a model directory (weights.read / adapt.lora_model)
+
+
+def spec_kind(spec: Any) -> SpecKind:
+    """Which loader :func:`load_model` uses for ``spec``: ``"lora_dir"`` (a model directory written by ``bindkit
+    train --lora``: adapters on a base), ``"student"`` (one written by ``bindkit distill``), ``"model_dir"`` (any
+    other directory holding ``card.json``), else ``"card"`` (a card name, file, dict or Card)."""
+    directory = model_dir(spec)
+    if directory is None:
+        return "card"
+    manifest = directory / _MANIFEST
+    if manifest.is_file():
+        from .adapt.lora_model import is_lora_dir
+
+        if is_lora_dir(directory):
+            return "lora_dir"
+        try:
+            record = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            record = None
+        if isinstance(record, dict) and "distilled" in record:
+            return "student"
+    return "model_dir"
+
+
 def load_model(
     spec: CardSpec,
     weights: "str | os.PathLike | Mapping[str, torch.Tensor] | None" = None,
@@ -224,15 +257,30 @@ def load_model(
         CheckpointError: unreadable file, or missing/unexpected/mis-shaped keys (listed, with counts).
         WeightsNotFoundError: no weights found and ``download`` is False or the card has no URL.
     """
+    if spec_kind(spec) == "lora_dir":
+        return load_lora_model(spec, weights=weights, modalities=modalities, device=device, dtype=dtype,
+                               download=download, quantize=quantize, adapters=adapters)
+    return load_card_model(spec, weights, modalities, device, dtype, download=download, quantize=quantize,
+                           adapters=adapters)
+
+
+def load_card_model(
+    spec: CardSpec,
+    weights: "str | os.PathLike | Mapping[str, torch.Tensor] | None" = None,
+    modalities: Iterable[str] | None = None,
+    device: "str | torch.device" = "cpu",
+    dtype: "torch.dtype | str | None" = None,
+    *,
+    download: bool = True,
+    quantize: str | None = None,
+    adapters: "Iterable[str | os.PathLike] | None" = None,
+) -> BindModel:
+    """:func:`load_model` for a card (name, file, dict, Card) or a model directory that is not a LoRA run's (a
+    trained or converted model, a distilled student): the card's architecture with its weights, then ``adapters``
+    and ``quantize``. Arguments as for :func:`load_model`."""
     from . import weights as wio
 
     directory = model_dir(spec)
-    if directory is not None and (directory / "manifest.json").is_file():
-        from .adapt.lora_model import is_lora_dir, load_lora_model
-
-        if is_lora_dir(directory):  # written by `bindkit train --lora`: its base (weights= if it moved) + adapters
-            return load_lora_model(directory, weights=weights, modalities=modalities, device=device, dtype=dtype,
-                                   download=download, quantize=quantize, adapters=adapters)
     card = load_card(spec)
     if directory is not None and weights is None:
         # A model directory (bindkit train / convert --card): its own weights, and by default the encoders it
@@ -269,6 +317,35 @@ def load_model(
 
         quantize_model(model.eval(), quantize)
     return model.eval()
+
+
+def load_lora_model(directory: "str | os.PathLike", *, weights: Any = None, modalities: Iterable[str] | None = None,
+                    device: "str | torch.device" = "cpu", dtype: "torch.dtype | str | None" = None,
+                    download: bool = True, quantize: str | None = None,
+                    adapters: "Iterable[str | os.PathLike] | None" = None) -> BindModel:
+    """:func:`load_model` for a LoRA model directory (``bindkit train --lora``; see :mod:`bindkit.adapt.lora_model`):
+    its base (found once by :func:`~bindkit.adapt.lora_model.resolve_base`, loaded by :func:`load_card_model`),
+    checked against the recorded fingerprints, with its adapters, named after the run.
+
+    ``weights``: where the base is now, when it moved (a model directory, or weights for the base's card).
+    ``quantize="int8"`` (or ``"bf16"``): the adapters are folded into the weights first (the fingerprints stay the
+    adapted ones, with ``+int8`` / ``+bf16``). ``adapters``: more adapter files stacked on top.
+
+    Raises:
+        CheckpointError: the base is missing, or one of its encoders has another fingerprint than the one the
+            adapters were trained on (both named); a damaged adapter file.
+    """
+    from .adapt.lora_model import attach_adapters, base_load_error, resolve_base
+
+    base = resolve_base(directory, weights, modalities)
+    try:
+        model = load_card_model(base.spec, base.weights, base.modalities, device, dtype, download=download)
+    except BindkitError as exc:
+        again = base_load_error(exc, base)
+        if again is exc:
+            raise exc from None
+        raise again from None
+    return attach_adapters(model, base, adapters=adapters, quantize=quantize)
 
 
 def _load_weights(card: Card, weights: Any, mods: list[str], dev: torch.device, dtype: Any,

@@ -1,6 +1,7 @@
 """Adapting encoders: LoRA adapters on trunk projections (:mod:`bindkit.adapt.lora`), the settings of a LoRA
 run (:mod:`bindkit.adapt.spec`) and the model directories ``bindkit train --lora`` writes
-(:mod:`bindkit.adapt.lora_model`).
+(:mod:`bindkit.adapt.lora_model`: written here; loaded by :func:`bindkit.load_model`, which finds the base with
+``resolve_base`` and puts the adapters on it with ``attach_adapters``; this package never imports the factory).
 
 Names are imported on first use, so ``bindkit.adapt.spec`` (what ``bindkit train --lora`` checks its argument
 with) loads without torch."""
@@ -15,7 +16,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("LoRAAdapter", "LoRALinear", "adapter_digest", "adapter_names", "adapter_parameters",
                      "apply_lora", "base_fingerprint", "head_owner", "load_adapter", "merge_adapters",
                      "read_adapter", "save_adapter", "unmerge_adapters"), "lora"),
-    **dict.fromkeys(("is_lora_dir", "load_lora_model", "read_lora_manifest"), "lora_model"),
+    **dict.fromkeys(("LoRABase", "attach_adapters", "is_lora_dir", "load_lora_model", "read_lora_manifest",
+                     "resolve_base"), "lora_model"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,8 +19,10 @@ weights changed is refused, naming both locations or both fingerprints.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -165,49 +167,74 @@ def _base_source(directory: Path, base: Mapping[str, Any], weights: Any) -> tupl
     return spec, base.get("weights"), f"{spec!r}" + (f" with weights {base['weights']}" if base.get("weights") else "")
 
 
-def load_lora_model(directory: str | os.PathLike, *, weights: Any = None, modalities: Iterable[str] | None = None,
-                    device: Any = "cpu", dtype: Any = None, download: bool = True, quantize: str | None = None,
-                    adapters: Iterable[str | os.PathLike] | None = None) -> Any:
-    """``bindkit.load_model(DIR)`` for a LoRA model directory (see the module docstring).
+@dataclass(frozen=True)
+class LoRABase:
+    """Where the base of a LoRA model directory is, resolved once (see :func:`resolve_base`): ``spec`` and
+    ``weights`` to load it with (a model directory, or a card plus weights), ``where`` to name it in messages, the
+    encoders to load (None: all the base has), and the directory with its manifest."""
 
-    ``weights``: where the base is now, when it moved (a model directory, or weights for the base's card).
-    ``quantize="int8"`` (or ``"bf16"``): the adapters are folded into the weights first (the fingerprints stay the
-    adapted ones, with ``+int8`` / ``+bf16``). ``adapters``: more adapter files stacked on top.
+    directory: Path
+    manifest: dict[str, Any]
+    spec: Any
+    weights: Any
+    where: str
+    modalities: list[str] | None
+
+
+def resolve_base(directory: str | os.PathLike, weights: Any = None,
+                 modalities: Iterable[str] | None = None) -> LoRABase:
+    """Find the base of the LoRA model directory ``directory`` (``weights``: where it is now, if it moved).
+    Loads nothing: :func:`bindkit.load_model` loads the base this returns, then :func:`attach_adapters`.
 
     Raises:
-        CheckpointError: the base is missing, or one of its encoders has another fingerprint than the one the
-            adapters were trained on (both named); a damaged adapter file.
+        CheckpointError: ``directory`` is not a LoRA model directory; the base is missing; the base found is
+            itself a LoRA model directory (a base is a plain model: its card and weights).
     """
-    from ..factory import load_model
     from ..modality import canonical_modalities
 
     d = Path(os.fspath(directory)).expanduser()
     manifest = read_lora_manifest(d)
     if manifest is None:
         raise CheckpointError(f"{d} is not a LoRA model directory (no {MANIFEST} of format {FORMAT!r})")
-    base = manifest["base"]
     mods = canonical_modalities(modalities) if modalities is not None else list(manifest.get("modalities") or [])
-    src, src_weights, where = _base_source(d, base, weights)
+    src, src_weights, where = _base_source(d, manifest["base"], weights)
+    if is_lora_dir(src):
+        raise CheckpointError(f"LoRA model {d}: its base {where} is itself a LoRA model directory; a base is a "
+                              "plain model (a card and its weights): pass the model that LoRA run adapted")
+    return LoRABase(d, manifest, src, src_weights, where, mods or None)
+
+
+def base_load_error(exc: BindkitError, base: LoRABase) -> BindkitError:
+    """``exc`` (raised loading ``base``) reworded to name the LoRA model and its base; ``exc`` itself when its
+    type takes other constructor arguments."""
     try:
-        model = load_model(src, weights=src_weights, modalities=mods or None, device=device, dtype=dtype,
-                           download=download)
-    except BindkitError as exc:
-        try:
-            again = type(exc)(f"LoRA model {d}: loading its base {where} failed: {exc}")
-        except TypeError:  # an error type with other constructor arguments: keep it as it is
-            raise exc from None
-        raise again from None
-    for enc in model.modalities:
-        theirs, mine = (base.get("fingerprints") or {}).get(enc), model.fingerprint(enc)
-        if theirs and mine != theirs:
-            raise CheckpointError(
-                f"LoRA model {d} was trained on the {enc} encoder of {base.get('card')!r} with fingerprint {theirs}, "
-                f"but the base found at {where} has fingerprint {mine} for it: other weights. Put back the base it "
-                f"was trained on (recorded at {base.get('path') or where}), or pass it with weights=PATH "
-                "(--weights PATH)")
+        return type(exc)(f"LoRA model {base.directory}: loading its base {base.where} failed: {exc}")
+    except TypeError:  # an error type with other constructor arguments: keep it as it is
+        return exc
+
+
+def attach_adapters(model: Any, base: LoRABase, *, adapters: Iterable[str | os.PathLike] | None = None,
+                    quantize: str | None = None) -> Any:
+    """Put the adapters of the LoRA model directory of ``base`` on ``model`` (its base, as loaded), then
+    ``adapters`` (more adapter files, stacked on top); the model is renamed after the run. ``quantize="int8"``
+    (or ``"bf16"``): the adapters are folded into the weights first (see :func:`quantize_adapted`).
+
+    Raises:
+        CheckpointError: one of the base's encoders has another fingerprint than the one the adapters were
+            trained on (both named); a damaged adapter file.
+    """
     from ..weights.verify import verify_file
 
-    for enc, info in manifest["files"].items():
+    d, recorded = base.directory, base.manifest["base"]
+    for enc in model.modalities:
+        theirs, mine = (recorded.get("fingerprints") or {}).get(enc), model.fingerprint(enc)
+        if theirs and mine != theirs:
+            raise CheckpointError(
+                f"LoRA model {d} was trained on the {enc} encoder of {recorded.get('card')!r} with fingerprint "
+                f"{theirs}, but the base found at {base.where} has fingerprint {mine} for it: other weights. Put back "
+                f"the base it was trained on (recorded at {recorded.get('path') or base.where}), or pass it with "
+                "weights=PATH (--weights PATH)")
+    for enc, info in base.manifest["files"].items():
         if enc in model.modalities:
             verify_file(d / info["file"], info, d / MANIFEST)  # the adapter's bytes against the manifest's sha256
             load_adapter(model, d / info["file"])
@@ -242,3 +269,12 @@ def _fold(model: Any) -> None:
             plain.weight, plain.bias = mod.weight, mod.bias
             parent, _, child = path.rpartition(".")
             setattr(encoder.get_submodule(parent), child, plain)
+
+
+def __getattr__(name: str) -> Any:
+    # ``load_lora_model`` moved to :mod:`bindkit.factory`, beside the other loaders ``load_model`` dispatches to:
+    # loading the base is the factory's job, and this module must not import it (the factory imports this one).
+    # Looked up by name on first use, as the package's other lazy exports (``bindkit.adapt.__getattr__``).
+    if name == "load_lora_model":
+        return importlib.import_module("bindkit.factory").load_lora_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,6 +20,7 @@ from PIL import Image
 from torchvision import transforms
 
 from ..errors import describe_exc
+from ..openclip import image_transform
 from .sources import Source
 
 DEFAULTS: dict[str, Any] = {
@@ -191,8 +192,6 @@ def load(src: Source, p: dict[str, Any]) -> torch.Tensor:
     """One image -> float32 tensor (3, size, size), CLIP-normalised."""
     im = to_mode(open_image(src), "RGB", src, p.get("high_bit_depth", "scale"))
     if p.get("transform") == "open_clip":
-        from ..models.open_clip_tower import image_transform
-
         pipe = image_transform(int(p["size"]), str(p["interpolation"]), tuple(p["mean"]), tuple(p["std"]),
                                str(p.get("resize_mode", "shortest")), int(p.get("fill_color", 0)))
     else:

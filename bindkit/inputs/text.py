@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..openclip import tokenizer as open_clip_tokenizer
 from .sources import Source
 
 DEFAULTS: dict[str, Any] = {"tokenizer": "clip_bpe", "context_length": 77}
@@ -83,9 +84,7 @@ def tokenize(texts: Sequence[str], p: dict[str, Any] | None = None) -> torch.Ten
     """Token ids, int64 tensor (len(texts), context_length). Empty strings give [49406, 49407, 0, ...]."""
     p = p or DEFAULTS
     if p["tokenizer"] == "open_clip":
-        from ..models.open_clip_tower import tokenizer
-
-        return tokenizer(p)(list(texts)).long()
+        return open_clip_tokenizer(p)(list(texts)).long()
     return _get_tokenizer()(list(texts), context_length=int(p["context_length"])).long()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from torch import nn
 from ..cards import Card
 from ..errors import ModalityError
 from ..modality import ENCODERS, encoder_of, input_kind
+from .config import AudioCfg, DepthCfg, EncoderCfg, ImuCfg, TextCfg, VisionCfg, encoder_config
 from .stems import ConvStem, IMUStem, TextStem, VisionStem
 from .transformer import LN_EPS, Trunk, pooled_rows
 from .trim import Packing, run_trimmed
@@ -38,46 +39,45 @@ class Encoder(nn.Module):
     ``exp(log_logit_scale)``); bindkit keeps it as metadata and never applies it to returned vectors.
     """
 
-    def __init__(self, name: str, cfg: dict[str, Any], out_dim: int):
+    def __init__(self, name: str, cfg: "Mapping[str, Any] | EncoderCfg", out_dim: int):
         super().__init__()
         self.name = name
-        dim, blocks, heads = int(cfg["embed_dim"]), int(cfg["num_blocks"]), int(cfg["num_heads"])
-        if name == "vision":
-            self.stem = VisionStem(dim, cfg["image_size"], cfg["patch_size"], cfg.get("num_frames", 2),
-                                   cfg.get("conv_stem", ()))
-        elif name == "text":
-            self.stem = TextStem(dim, cfg["vocab_size"], cfg["context_length"])
-        elif name == "audio":
-            size = (cfg["num_mel_bins"], cfg["target_length"])
-            self.stem = ConvStem(dim, size, cfg["kernel_size"], cfg.get("stride"), cfg.get("conv_stem", ()))
-        elif name in ("depth", "thermal"):
-            self.stem = ConvStem(dim, cfg["image_size"], cfg["kernel_size"], cfg.get("stride"),
-                                 cfg.get("conv_stem", ()))
-        elif name == "imu":
-            self.stem = IMUStem(dim, cfg["channels"], cfg["length"], cfg["kernel_size"])
+        #: The typed hyper-parameters (a card's modality entry read into its dataclass, defaults filled in).
+        self.config = c = encoder_config(name, cfg)
+        dim, blocks, heads = int(c.embed_dim), int(c.num_blocks), int(c.num_heads)
+        if isinstance(c, VisionCfg):
+            self.stem = VisionStem(dim, c.image_size, c.patch_size, c.num_frames, c.conv_stem)
+        elif isinstance(c, TextCfg):
+            self.stem = TextStem(dim, c.vocab_size, c.context_length)
+        elif isinstance(c, AudioCfg):
+            self.stem = ConvStem(dim, (c.num_mel_bins, c.target_length), c.kernel_size, c.stride, c.conv_stem)
+        elif isinstance(c, DepthCfg):  # depth and thermal
+            self.stem = ConvStem(dim, c.image_size, c.kernel_size, c.stride, c.conv_stem)
+        elif isinstance(c, ImuCfg):
+            self.stem = IMUStem(dim, c.channels, c.length, c.kernel_size)
         else:  # pragma: no cover - cards are validated before this point
             raise ModalityError(f"unknown encoder {name!r}")
         self.trunk = Trunk(
             dim,
             blocks,
             heads,
-            pre_norm=bool(cfg.get("pre_transformer_ln", name == "vision")),
-            add_bias_kv=bool(cfg.get("add_bias_kv", name not in ("vision", "text"))),
-            drop_path=float(cfg.get("drop_path", 0.0)),
+            pre_norm=bool(c.pre_transformer_ln),
+            add_bias_kv=bool(c.add_bias_kv),
+            drop_path=float(c.drop_path),
             causal=name == "text",
             # ImageBind: 4. Students may use less, or one ratio per block: text pools one token, so a last block's
             # MLP runs on one row per text and can be wide at little cost (Trunk.pooled)
-            mlp_ratio=cfg.get("mlp_ratio", 4),
+            mlp_ratio=c.mlp_ratio,
         )
-        self.head = Head(dim, out_dim, float(cfg.get("head_dropout", 0.0)))
-        scale = cfg.get("logit_scale")
+        self.head = Head(dim, out_dim, float(c.head_dropout))
+        scale = c.logit_scale
         if scale == "learnable":  # text: learned temperature, clipped at max_logit_scale
             self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         elif scale is not None:
             self.register_buffer("log_logit_scale", torch.tensor(math.log(float(scale))))
         else:
             self.log_logit_scale = None
-        self.max_logit_scale = float(cfg.get("max_logit_scale", math.inf))
+        self.max_logit_scale = float(c.max_logit_scale)
 
     @property
     def logit_scale(self) -> float | None:
@@ -131,7 +131,7 @@ def _expected_shape(kind: str, cfg: dict[str, Any]) -> tuple[str, ...]:
         return ("N", "3", s, s)
     if kind == "video":
         s = str(cfg["image_size"])
-        return ("N", "S", "3", str(cfg.get("num_frames", 2)), s, s)
+        return ("N", "S", "3", str(cfg.get("num_frames", VisionCfg.num_frames)), s, s)
     if kind == "text":
         return ("N", f"<={cfg['context_length']}")
     if kind == "audio":

@@ -30,18 +30,19 @@ in ImageBind, so binding audio to images uses the audio encoder's own temperatur
 In a model directory (``bindkit train --out DIR``) the towers are saved like every encoder, one safetensors file
 per modality, under the keys ``modality_open_clip.<vision|text>.<open_clip state-dict key>``; loading DIR needs no
 open_clip cache. open_clip itself (a dependency: its tokenizer is bindkit's) is imported only for cards that use it.
+
+This module holds what needs ``torch.nn``: the towers, their construction and their checkpoints. The card's
+open_clip config, image transform and tokenizer live in :mod:`bindkit.openclip`, which the cards and the loaders
+use without importing model code (re-exported here).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -51,154 +52,15 @@ from torch import nn
 
 from ..cards import Card
 from ..errors import CardError, CheckpointError, ModalityError, WeightsNotFoundError, describe_exc
+from ..openclip import model_config, open_clip_block, preprocess_cfg, require_open_clip, square, tag_config
+# moved to bindkit.openclip (configs, transform and tokenizer: no model code); re-exported for old imports
+from ..openclip import image_transform, preprocess_params, tokenizer  # noqa: F401  (moved)
 
 #: Set to 1 to let bindkit ask open_clip to download a pretrained tag missing from the local cache.
 DOWNLOAD_ENV = "BINDKIT_OPEN_CLIP_DOWNLOAD"
 #: open_clip clamps its learned temperature to ln(100) while training; bindkit caps it the same way.
 MAX_LOGIT_SCALE = 100.0
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
-
-
-def require_open_clip(card_name: str = "") -> Any:
-    """The ``open_clip`` module; CardError with the install command when it is missing."""
-    try:
-        import open_clip
-    except ImportError:
-        who = f"card {card_name!r}" if card_name else "this card"
-        raise CardError(f"{who} takes encoders from open_clip, which is not installed; install it with pip install "
-                        "open_clip_torch (a dependency of bindkit: was it installed with --no-deps?)") from None
-    return open_clip
-
-
-def _block(card: Card) -> dict[str, Any]:
-    if not card.open_clip:
-        raise CardError(f"card {card.name!r} has no \"open_clip\" block naming the open_clip model")
-    return card.open_clip
-
-
-def _key(card: Card) -> str:
-    return json.dumps(_block(card), sort_keys=True)
-
-
-# --- configs ------------------------------------------------------------------------------------------------
-
-def model_config(card: Card) -> dict[str, Any]:
-    """The open_clip model config of ``card`` (a copy): its inline ``config`` (registered with open_clip under the
-    model name) or open_clip's built-in/registered config of that name. CardError for an unknown name."""
-    return copy.deepcopy(_model_config(_key(card), card.name))
-
-
-@lru_cache(maxsize=16)
-def _model_config(key: str, card_name: str) -> dict[str, Any]:
-    block = json.loads(key)
-    oc = require_open_clip(card_name)
-    name = block["model"]
-    if ":" in name or "/" in name or "\\" in name:
-        raise CardError(f"card {card_name!r}: open_clip model {name!r}: bindkit takes an open_clip architecture name "
-                        "or an inline \"config\", not a hub or directory reference; put the model's config in the "
-                        "card's open_clip.config and its checkpoint file in open_clip.pretrained")
-    if block.get("config") is not None:
-        config = block["config"]
-        _register(oc, name, config, card_name)
-        return config
-    config = oc.get_model_config(name)
-    if config is None:
-        import difflib
-
-        close = difflib.get_close_matches(name, oc.list_models(), n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models()"
-        raise CardError(f"card {card_name!r}: open_clip has no model named {name!r}{hint} (or give the model's "
-                        "config inline as open_clip.config)")
-    return config
-
-
-def _register(oc: Any, name: str, config: dict[str, Any], card_name: str) -> None:
-    """Make an inline config known to open_clip under ``name`` (its public ``add_model_config``)."""
-    known = oc.get_model_config(name)
-    if known is not None:
-        if known == config:
-            return
-        raise CardError(f"card {card_name!r}: open_clip already knows a model {name!r} with another config; give "
-                        "the card's inline open_clip.config a name of its own (open_clip.model)")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}.json"
-        path.write_text(json.dumps(config))
-        oc.add_model_config(path)  # read now; the registry keeps the entry after the file is gone
-
-
-def _tag_config(card: Card) -> dict[str, Any] | None:
-    """open_clip's pretrained config for the card's ``pretrained`` tag (None: no tag, or a file path)."""
-    pretrained = _block(card).get("pretrained")
-    if not pretrained or Path(pretrained).expanduser().is_file():
-        return None
-    oc = require_open_clip(card.name)
-    return oc.get_pretrained_cfg(_block(card)["model"], pretrained) or None
-
-
-def _square(size: Any, card: Card) -> int:
-    if isinstance(size, (list, tuple)):
-        if len(set(size)) != 1:
-            raise CardError(f"card {card.name!r}: open_clip model {_block(card)['model']!r} takes {size[0]}x{size[1]} "
-                            "images; bindkit supports square image towers only")
-        size = size[0]
-    return int(size)
-
-
-def preprocess_cfg(card: Card) -> dict[str, Any]:
-    """open_clip's image preprocessing for ``card`` (size, mean, std, interpolation, resize_mode, fill_color): its
-    defaults, overridden by the pretrained tag's config, with the model's image size, as ``create_model`` sets."""
-    require_open_clip(card.name)
-    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
-
-    cfg = merge_preprocess_dict(PreprocessCfg(), _tag_config(card) or {})
-    cfg["size"] = _square(model_config(card)["vision_cfg"].get("image_size", cfg["size"]), card)
-    cfg["mean"], cfg["std"] = list(cfg["mean"]), list(cfg["std"])
-    return cfg
-
-
-def preprocess_params(card: Card, kind: str) -> dict[str, Any]:
-    """Loader parameters for ``image`` or ``text`` items of a card whose encoder for them comes from open_clip:
-    open_clip's transform (``"transform": "open_clip"``) and tokenizer (``"tokenizer": "open_clip"``)."""
-    if kind == "image":
-        p = preprocess_cfg(card)
-        return {"transform": "open_clip", "size": p["size"], "interpolation": p["interpolation"], "mean": p["mean"],
-                "std": p["std"], "resize_mode": p["resize_mode"], "fill_color": p["fill_color"]}
-    if kind == "text":
-        block = _block(card)
-        config = model_config(card)
-        out = {"tokenizer": "open_clip", "open_clip_model": block["model"],
-               "context_length": int(config["text_cfg"].get("context_length", 77))}
-        if block.get("config") is not None:
-            out["open_clip_config"] = block["config"]  # lets a worker process register it for the tokenizer
-        return out
-    raise ModalityError(f"open_clip provides image and text preprocessing only, not {kind!r}")
-
-
-# --- loaders' hooks -------------------------------------------------------------------------------------------
-
-@lru_cache(maxsize=16)
-def image_transform(size: int, interpolation: str, mean: tuple, std: tuple, resize_mode: str,
-                    fill_color: int) -> Any:
-    """open_clip's evaluation transform (``open_clip.image_transform(..., is_train=False)``) for these values."""
-    oc = require_open_clip()
-    return oc.image_transform(int(size), is_train=False, mean=mean, std=std, resize_mode=resize_mode,
-                              interpolation=interpolation, fill_color=int(fill_color))
-
-
-def tokenizer(params: dict[str, Any]) -> Any:
-    """open_clip's tokenizer for the text parameters ``params`` (``open_clip.get_tokenizer(model,
-    context_length)``), built once per model."""
-    config = params.get("open_clip_config")
-    return _tokenizer(str(params["open_clip_model"]), int(params["context_length"]),
-                      json.dumps(config, sort_keys=True) if config is not None else None)
-
-
-@lru_cache(maxsize=8)
-def _tokenizer(name: str, context_length: int, config: str | None) -> Any:
-    oc = require_open_clip()
-    if config is not None:
-        _register(oc, name, json.loads(config), name)
-    return oc.get_tokenizer(name, context_length=context_length)
 
 
 # --- the towers -----------------------------------------------------------------------------------------------
@@ -273,7 +135,7 @@ def _instantiate(config: dict[str, Any], card: Card) -> nn.Module:
     try:
         return cls(**cfg)
     except Exception as exc:  # noqa: BLE001 - an open_clip/timm/transformers failure, quoted in one line
-        raise CardError(f"card {card.name!r}: open_clip could not build model {_block(card)['model']!r} "
+        raise CardError(f"card {card.name!r}: open_clip could not build model {open_clip_block(card)['model']!r} "
                         f"({describe_exc(exc)})") from None
 
 
@@ -284,8 +146,8 @@ def build_towers(card: Card, names: list[str]) -> tuple[Card, dict[str, nn.Modul
     config = model_config(card)
     if int(config["embed_dim"]) != card.out_embed_dim:
         raise CardError(f"card {card.name!r}: out_embed_dim is {card.out_embed_dim} but open_clip model "
-                        f"{_block(card)['model']!r} embeds into {config['embed_dim']} dimensions; the shared space is "
-                        f"open_clip's: set out_embed_dim to {config['embed_dim']}")
+                        f"{open_clip_block(card)['model']!r} embeds into {config['embed_dim']} dimensions; the shared "
+                        f"space is open_clip's: set out_embed_dim to {config['embed_dim']}")
     clip = _instantiate(config, card)
     from open_clip.model import set_model_preprocess_cfg
 
@@ -293,7 +155,7 @@ def build_towers(card: Card, names: list[str]) -> tuple[Card, dict[str, nn.Modul
     modalities = {m: dict(cfg) for m, cfg in card.modalities.items()}
     towers: dict[str, nn.Module] = {}
     if "vision" in wanted:
-        size = _square(getattr(clip.visual, "image_size", config["vision_cfg"].get("image_size", 224)), card)
+        size = square(getattr(clip.visual, "image_size", config["vision_cfg"].get("image_size", 224)), card)
         modalities["vision"] = {"source": "open_clip", "image_size": size}
         towers["vision"] = OpenClipVision(clip.visual)
     if "text" in wanted:
@@ -349,14 +211,14 @@ def resolve_checkpoint(card: Card, download: bool | None = None) -> str | None:
     A file path is taken as is; a tag is looked up in the local caches. When it is not there, ``download`` (default:
     ``$BINDKIT_OPEN_CLIP_DOWNLOAD=1``) lets open_clip download it; otherwise WeightsNotFoundError says how to fetch.
     """
-    block = _block(card)
+    block = open_clip_block(card)
     pretrained, model = block.get("pretrained"), block["model"]
     if not pretrained:
         return None
     path = Path(pretrained).expanduser()
     if path.is_file():
         return str(path)
-    tag = _tag_config(card)
+    tag = tag_config(card)
     if tag is None:
         if pretrained.lower().endswith(_CHECKPOINT_SUFFIXES) or os.sep in pretrained or "/" in pretrained:
             raise WeightsNotFoundError(f"card {card.name!r}: open_clip checkpoint {path} does not exist; fix "
@@ -411,7 +273,7 @@ def load_pretrained(model: nn.Module, path: str) -> None:
             oc.load_checkpoint(host, path, strict=True)
     except Exception as exc:  # noqa: BLE001 - torch/open_clip loading errors, quoted in one line
         raise CheckpointError(f"card {card.name!r}: open_clip checkpoint {path} does not fit model "
-                              f"{_block(card)['model']!r} ({describe_exc(exc)})") from None
+                              f"{open_clip_block(card)['model']!r} ({describe_exc(exc)})") from None
     finally:
         if "text" in towers:
             del host.visual

@@ -109,7 +109,7 @@ class ConvStem(_TokenStem):
                 raise ValueError(f"kernel {k} / stride {s} are not divisible by the conv stem's downsampling "
                                  f"{factor}")
             k, s = k // factor, s // factor
-            for _ in range(len(conv) // 3):
+            for _ in range(factor.bit_length() - 1):  # factor = 2 ** (stride-2 convolutions): each halves, rounding up
                 h, w = (h + 1) // 2, (w + 1) // 2
         n = ((h - k) // s + 1) * ((w - k) // s + 1)
         super().__init__(dim, n)
