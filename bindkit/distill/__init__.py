@@ -29,4 +29,6 @@ class _CallableModule(types.ModuleType):
         return distill(*args, **kwargs)
 
 
+# Why this stays: as in bindkit.train, the function and the package share one name; importing a submodule
+# (``bindkit.distill.data``) rebinds ``bindkit.distill`` to the package, so the package itself must be callable.
 sys.modules[__name__].__class__ = _CallableModule
