@@ -78,8 +78,8 @@ def _load_teacher(teacher: Any, weights: Any, kind: str, device: torch.device) -
 
     if hasattr(teacher, "encoders") and hasattr(teacher, "fingerprint"):
         if encoder_of(kind) not in teacher.modalities:
-            raise DistillError(f"the teacher model has no {encoder_of(kind)} encoder for {kind} items (it has "
-                               f"{', '.join(teacher.modalities)})")
+            raise DistillArgumentError(f"the teacher model has no {encoder_of(kind)} encoder for {kind} items (it "
+                                       f"has {', '.join(teacher.modalities)})")
         return teacher
     return bindkit.load_model(teacher, weights=weights, modalities=[kind], device=device)
 
@@ -160,7 +160,8 @@ def distill(
         :class:`DistillResult`.
 
     Raises:
-        DistillError: unusable data. CardError: a student card without the encoder, or of another dimension.
+        DistillError: unusable data; DistillArgumentError (an ArgumentError and a DistillError): a bad argument.
+        CardError: a student card without the encoder, or of another dimension.
         CheckpointError: ``out`` not empty without ``resume``; ``resume`` with other arguments or data; a cache
             of other vectors.
     """

@@ -257,6 +257,7 @@ def train(
 
     Raises:
         ManifestError: bad manifests (before training starts). CardError: a card without a needed encoder.
+        ArgumentError (a ValueError): a bad argument (augment, epochs, batch size, val_split...).
         CheckpointError: ``resume`` without a checkpoint, or with other arguments.
     """
     return train_with(TrainOptions(
