@@ -195,6 +195,16 @@ def run_result_json(result: Any) -> str:
                        "finished": result.finished, "best": result.best, "epochs": epochs}, default=str)
 
 
+def options_from(cls: Any, args: argparse.Namespace, **given: Any) -> Any:
+    """An options dataclass (:class:`bindkit.train.options.TrainOptions`, ``DistillOptions``) from the parsed
+    arguments: each field from ``given`` when there, else from the argument of the same name, else its default.
+    The options are declared once, in the dataclass; a command passes in ``given`` what its namespace holds under
+    another name or in another form (``command``: the namespace's ``command`` is the subcommand's name)."""
+    values = {name: given[name] if name in given else getattr(args, name) for name in cls.names()
+              if name in given or hasattr(args, name)}
+    return cls(**values)
+
+
 def default_device() -> str:
     """The device of a command given no ``--device``: ``$BINDKIT_DEVICE``, else ``cuda:<LOCAL_RANK>`` when CUDA is
     available, else ``cpu`` (:func:`bindkit.factory.auto_device`)."""

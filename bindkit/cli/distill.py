@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from .common import (add_checkpoint_args, add_device_arg, add_download_arg, add_optimiser_args, add_result_args,
-                     non_negative_float, positive_int, run_result_json)
+                     non_negative_float, options_from, positive_int, run_result_json)
 
 _EPILOG = """\
 examples:
@@ -120,21 +120,12 @@ def _blocks(text: str) -> list[int]:
 def run_distill(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..distill import distill
+    from ..distill.loop import distill_with
+    from ..distill.options import DistillOptions
 
-    result = distill(
-        args.teacher, [Path(d) for d in args.data], args.out, student_card=args.student_card, modality=args.modality,
-        teacher_weights=args.teacher_weights, column=args.column, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,
-        contrastive=args.contrastive, temperature=args.temperature, teacher_targets=args.teacher_targets,
-        seed=args.seed, val_split=args.val_split,
-        init_from_teacher=args.init_from_teacher, teacher_blocks=args.teacher_blocks, max_steps=args.max_steps,
-        save_every=args.save_every,
-        stop_after=args.stop_after, resume=args.resume, cache=args.cache,
-        teacher_batch_size=args.teacher_batch_size, device=args.device, workers=args.workers, name=args.name,
-        progress=False if args.quiet else None,
-        command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["distill"] else None,
-    )
+    result = distill_with(options_from(
+        DistillOptions, args, data=[Path(d) for d in args.data], progress=False if args.quiet else None,
+        command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["distill"] else None))
     if result.finished:
         print(run_result_json(result) if args.json else result.out)
     return 0

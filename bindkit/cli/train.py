@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from .common import (add_checkpoint_args, add_device_arg, add_download_arg, add_optimiser_args, add_result_args,
-                     non_negative_float, run_result_json)
+                     non_negative_float, options_from, run_result_json)
 
 _EPILOG = """\
 examples:
@@ -161,19 +161,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..train import train
+    from ..train.options import TrainOptions
+    from ..train.trainer import train_with
 
-    result = train(
-        args.manifests, args.out, card=args.card, init=args.init, weights=args.weights, freeze=args.freeze,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup=args.warmup, grad_clip=args.grad_clip, seed=args.seed, val_split=args.val_split,
-        augment=args.augment, resume=args.resume, device=args.device, workers=args.workers,
-        max_steps=args.max_steps, save_every=args.save_every, stop_after=args.stop_after,
-        max_bad_rows=args.max_bad_rows, cache_mb=args.cache_mb, amp=args.amp, name=args.name, lora=args.lora,
-        pairing=args.pairing, patience=args.patience,
-        progress=False if args.quiet else None,
-        command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["train"] else None,
-    )
+    result = train_with(options_from(
+        TrainOptions, args, progress=False if args.quiet else None,
+        command=["bindkit"] + sys.argv[1:] if sys.argv[1:2] == ["train"] else None))
     if result.record:
         print(run_result_json(result) if args.json else result.out)
     return 0

@@ -3,7 +3,8 @@
 Call it like a function — ``bindkit.distill("bindkit_toy", "captions.txt", "student", student_card=
 "bindkit_toy_text_student")`` — or use the parts: :mod:`.data` (unpaired items from files, manifests, folders),
 :mod:`.cache` (the teacher's vectors, computed once, resumable), :mod:`.loss` (1 - cosine + InfoNCE),
-:mod:`.student` (the student's card and record) and :mod:`.loop` (:func:`distill`). The CLI is ``bindkit
+:mod:`.student` (the student's card and record), :mod:`.options` (the arguments as a dataclass) and :mod:`.loop`
+(:func:`distill`, built on the run shell of :mod:`bindkit.train.run`). The CLI is ``bindkit
 distill``; ``bindkit eval STUDENT --distill HELDOUT`` measures it (:func:`bindkit.evaluate.distillation`).
 
 The student's card records the teacher it serves, so ``bindkit.Index.open(teacher_index, model=student)``
@@ -17,9 +18,10 @@ import types
 from typing import Any
 
 from .data import DistillError
-from .loop import DistillResult, distill
+from .loop import DistillResult, distill, distill_with
+from .options import DistillArgumentError, DistillOptions
 
-__all__ = ["DistillError", "DistillResult", "distill"]
+__all__ = ["DistillArgumentError", "DistillError", "DistillOptions", "DistillResult", "distill", "distill_with"]
 
 
 class _CallableModule(types.ModuleType):
@@ -29,4 +31,6 @@ class _CallableModule(types.ModuleType):
         return distill(*args, **kwargs)
 
 
+# Why this stays: as in bindkit.train, the function and the package share one name; importing a submodule
+# (``bindkit.distill.data``) rebinds ``bindkit.distill`` to the package, so the package itself must be callable.
 sys.modules[__name__].__class__ = _CallableModule

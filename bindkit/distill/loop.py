@@ -35,15 +35,19 @@ import numpy as np
 import torch
 
 from ..cards import load_card
-from ..errors import CheckpointError
-from ..fileio import atomic_write_bytes
 from ..modality import encoder_of, input_kind
 from ..train import checkpoint as ck
-from ..train.loop import encode_side, fraction_or_steps, lr_lambda, param_groups
-from ..train.trainer import _args_snapshot, _log_to_stderr, _rng_state, _set_rng_state
+from ..train.encode import encode_side
+from ..train.optim import fraction_or_steps, param_groups
+from ..train.run import (RunState, Throughput, args_snapshot, build_adamw, build_scheduler, fingerprints,
+                         log_to_stderr, refuse_changed_args, refuse_non_empty, restore_optimiser, rng_state,
+                         run_record, say_done, set_rng_state)
+from ..train.run import publish as run_publish
+from ..train.run import save as run_save
 from .cache import TeacherCache, cache_meta
 from .data import DistillError, Items, read_items, split_rows
 from .loss import distill_loss
+from .options import DistillArgumentError, DistillOptions
 from .student import StudentInputs, copy_teacher_tensors, make_student_card, teacher_fingerprints, teacher_source
 
 RECORD_FILE = "distill_record.json"
@@ -74,8 +78,8 @@ def _load_teacher(teacher: Any, weights: Any, kind: str, device: torch.device) -
 
     if hasattr(teacher, "encoders") and hasattr(teacher, "fingerprint"):
         if encoder_of(kind) not in teacher.modalities:
-            raise DistillError(f"the teacher model has no {encoder_of(kind)} encoder for {kind} items (it has "
-                               f"{', '.join(teacher.modalities)})")
+            raise DistillArgumentError(f"the teacher model has no {encoder_of(kind)} encoder for {kind} items (it "
+                                       f"has {', '.join(teacher.modalities)})")
         return teacher
     return bindkit.load_model(teacher, weights=weights, modalities=[kind], device=device)
 
@@ -156,245 +160,286 @@ def distill(
         :class:`DistillResult`.
 
     Raises:
-        DistillError: unusable data. CardError: a student card without the encoder, or of another dimension.
+        DistillError: unusable data; DistillArgumentError (an ArgumentError and a DistillError): a bad argument.
+        CardError: a student card without the encoder, or of another dimension.
         CheckpointError: ``out`` not empty without ``resume``; ``resume`` with other arguments or data; a cache
             of other vectors.
     """
-    from ..factory import auto_device, resolve_device
+    return distill_with(DistillOptions(
+        teacher=teacher, data=data, out=out, student_card=student_card, modality=modality,
+        teacher_weights=teacher_weights, column=column, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, contrastive=contrastive,
+        temperature=temperature, teacher_targets=teacher_targets, seed=seed, val_split=val_split,
+        init_from_teacher=init_from_teacher, teacher_blocks=teacher_blocks, max_steps=max_steps,
+        save_every=save_every, stop_after=stop_after, resume=resume, cache=cache, cache_chunk=cache_chunk,
+        teacher_batch_size=teacher_batch_size, device=device, workers=workers, name=name, progress=progress, log=log,
+        command=command))
 
-    started = time.time()
-    say = log or _log_to_stderr
-    kind = input_kind(modality)
-    enc = encoder_of(kind)
-    for label, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("cache_chunk", cache_chunk, 1)):
-        if int(v) < lo:
-            raise DistillError(f"{label} must be at least {lo}, got {v!r}")
-    if not 0 <= val_split < 1:
-        raise DistillError(f"val_split must be in [0, 1), got {val_split!r}")
-    if temperature <= 0 or contrastive < 0:
-        raise DistillError(f"temperature must be > 0 and contrastive >= 0 (got {temperature}, {contrastive})")
-    out = Path(out).expanduser().resolve()
-    name = name or out.name
-    dev = resolve_device(device) if device else auto_device()
-    if not resume and out.exists() and any(out.iterdir()):
-        raise CheckpointError(f"output directory {out} is not empty; continue that run with --resume "
-                              "(resume=True), or choose another --out")
 
-    # --- data, teacher, student card (all checked before any teacher forward pass) -----------------------------
-    items = read_items(data, kind, column)
-    say(items.summary())
-    data_sha = items.digest()
-    t_model = _load_teacher(teacher, teacher_weights, kind, dev)
-    t_model.eval()
-    t_source = teacher_source(teacher, teacher_weights)
-    fingerprints = teacher_fingerprints(t_model, teacher)
-    record = {"teacher": t_model.card.name, "teacher_dim": int(t_model.dim), "modality": kind, "encoder": enc,
-              "teacher_fingerprint": t_model.fingerprint(enc), "teacher_fingerprints": fingerprints,
-              "teacher_source": t_source,
-              "teacher_weights": str(Path(teacher_weights).resolve()) if teacher_weights is not None and
-              isinstance(teacher_weights, (str, os.PathLike)) else None}
-    record["student_card"] = load_card(student_card).name
-    card = make_student_card(student_card, t_model, kind, name, record)
-    if teacher_blocks is not None:
-        teacher_blocks = [int(b) for b in teacher_blocks]
-        n_student = int(card["modalities"][enc]["num_blocks"])
-        if len(teacher_blocks) != n_student:
-            raise DistillError(f"teacher_blocks {teacher_blocks}: give one teacher block per student block (the "
-                               f"student has {n_student})")
-    args = _args_snapshot(teacher=t_model.card.name, teacher_fingerprint=record["teacher_fingerprint"],
-                          teacher_source=t_source, modality=kind, student_card=record["student_card"],
-                          data=[str(s) for s in items.sources], data_sha256=data_sha, epochs=epochs,
-                          batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
-                          grad_clip=grad_clip, contrastive=contrastive, temperature=temperature,
-                          teacher_targets=teacher_targets, seed=seed,
-                          val_split=val_split, max_steps=max_steps, name=name, init_from_teacher=init_from_teacher,
-                          teacher_blocks=teacher_blocks,
-                          save_every=save_every, cache=str(cache) if cache is not None else None, device=str(dev))
-    state: dict[str, Any] | None = None
-    last = ck.checkpoint_dir(out, "last") if resume else None
-    if last is not None:
-        state = ck.load_trainer_state(last)
-        changed = [k for k in _RESUME_KEYS if state["args"].get(k) != args.get(k)]
-        if changed:
-            diffs = "; ".join(f"{k}: {_brief(state['args'].get(k))} then, {_brief(args.get(k))} now" for k in changed)
-            raise CheckpointError(f"--resume needs the arguments and data of the run in {out}; changed: {diffs}")
-    elif resume:
-        say(f"{out}: no checkpoint yet; training starts at step 0 (teacher vectors already cached are reused)")
-    out.mkdir(parents=True, exist_ok=True)
+def distill_with(options: DistillOptions) -> DistillResult:
+    """:func:`distill` with its arguments as :class:`~bindkit.distill.options.DistillOptions` (what the CLI
+    builds)."""
+    return _Distillation(options).run()
 
-    # --- teacher vectors, once ------------------------------------------------------------------------------
-    from ..inputs.batch import resolve_params
 
-    t_params = resolve_params(kind, t_model)
-    tcache = TeacherCache.open(Path(cache).expanduser() if cache is not None else out / CACHE_DIR,
-                               cache_meta(t_model, kind, t_params, len(items), data_sha, cache_chunk))
-    fill = tcache.fill(t_model, items.items, batch_size=teacher_batch_size, progress=progress, log=say)
-    if fill["computed"]:
-        say(f"teacher {t_model.card.name}: {fill['computed']} {kind} vectors computed in {fill['seconds']:.1f}s "
-            f"({fill['items_per_s']} items/s), cached in {tcache.root}")
-    targets_np, failed = tcache.load()
-    if failed:
-        first = "; ".join(f"{items.items[r]}: {why}" for r, why in list(failed.items())[:3])
-        say(f"{len(failed)} item(s) the teacher could not load are left out (first: {first})")
-    usable = [r for r in range(len(items)) if r not in failed]
-    train_rows, val_rows = split_rows(usable, val_split, seed)
-    if len(train_rows) < 2:
-        raise DistillError(f"only {len(train_rows)} usable training item(s); distillation needs many more")
+class _Distillation:
+    """One call of :func:`distill`: the setup phases (:meth:`_arguments` ... :meth:`_optimiser`) fill in the
+    attributes in order; :meth:`run` then runs the epochs and publishes."""
 
-    # --- student --------------------------------------------------------------------------------------------
-    import bindkit
+    def __init__(self, options: DistillOptions) -> None:
+        self.o = options
+        self.started = time.time()
+        self.say = options.log or log_to_stderr
+        self.kind = input_kind(options.modality)
+        self.enc = encoder_of(self.kind)
 
-    torch.manual_seed(seed)
-    student = bindkit.build_model(card, modalities=[enc])
-    s_enc = student.encoders[enc]
-    whole, sliced = copy_teacher_tensors(s_enc, t_model.encoders[enc], teacher_blocks) \
-        if init_from_teacher and state is None else ([], [])
-    copied = {"whole": whole, "sliced": sliced}
-    if state is not None:  # what the run started from, as recorded then
-        copied = state.get("initialised_from_teacher", copied)
-    if whole or sliced:
-        say("student initialised from the teacher: " + "; ".join(
-            f"{what} {_summary(names)}" for what, names in (("copied", whole), ("sliced", sliced)) if names))
-    s_params = resolve_params(kind, student)
-    if teacher is not t_model:  # we loaded it: free it before training
-        del t_model
-    inputs = StudentInputs(kind, items.items, s_params, workers)
-    targets = torch.from_numpy(targets_np)
-    if state is not None:
-        student.encoders.load_state_dict(ck.load_model_state(last), strict=True)
-    student.to(dev)
-    s_enc.train()
-    n_params = sum(p.numel() for p in s_enc.parameters())
+    def run(self) -> DistillResult:
+        self._arguments()
+        self._teacher()
+        state = self._resume_state()
+        self._teacher_vectors()
+        self._student(state)
+        self._optimiser(state)
+        self._train_epochs()
+        return self._finish()
 
-    spe = math.ceil(len(train_rows) / batch_size)
-    total = epochs * spe if max_steps is None else int(max_steps)
-    n_epochs = math.ceil(total / spe)
-    optimizer = _adamw(param_groups([s_enc], weight_decay), lr, dev)
-    warm = fraction_or_steps(warmup, total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, warm, total))
-    step, history, best = 0, [], None
-    skipped: dict[int, str] = {}
-    if state is not None:
-        step = int(state["step"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best, skipped = list(state["history"]), state["best"], dict(state.get("skipped", {}))
-        _set_rng_state(state["rng"])
-        say(f"resuming {out} at step {step} of {total}")
-    metrics = ck.CsvLog(out / ck.METRICS_FILE, ["step", "epoch", "loss", "cosine", "nce", "lr", "items_per_s",
-                                                "elapsed_s"])
-    metrics.truncate_after(step)
-    cfg = card["modalities"][enc]
-    say(f"distilling {record['teacher']}'s {kind} encoder into {name} (width {cfg['embed_dim']}, "
-        f"{cfg['num_blocks']} block(s), {n_params / 1e6:.2f}M parameters): "
-        f"{len(train_rows)} train / {len(val_rows)} held-out items; {total} steps ({n_epochs} epoch(s) of {spe}), "
-        f"batch {batch_size}, device {dev}")
+    # --- setup ------------------------------------------------------------------------------------------------
+    def _arguments(self) -> None:
+        from ..factory import auto_device, resolve_device
 
-    def record_of(status: str) -> dict[str, Any]:
-        return {"format": "bindkit-distill-record", "format_version": 1, "status": status,
-                "bindkit_version": bindkit.__version__, "torch_version": torch.__version__, "command": command,
-                "arguments": args, "distilled": record, "student_parameters": n_params,
-                "data": {"sources": items.sources, "items": len(items), "sha256": data_sha,
+        o = self.o
+        o.check()
+        self.out = Path(o.out).expanduser().resolve()
+        self.name = o.name or self.out.name
+        self.dev = resolve_device(o.device) if o.device else auto_device()
+        if not o.resume:
+            refuse_non_empty(self.out, "--resume (resume=True)")
+
+    def _teacher(self) -> None:
+        """Data, teacher, student card and the arguments' snapshot (all checked before any teacher forward pass)."""
+        o, kind, enc = self.o, self.kind, self.enc
+        self.items = items = read_items(o.data, kind, o.column)
+        self.say(items.summary())
+        self.data_sha = items.digest()
+        self.t_model = t_model = _load_teacher(o.teacher, o.teacher_weights, kind, self.dev)
+        t_model.eval()
+        t_source = teacher_source(o.teacher, o.teacher_weights)
+        weights = o.teacher_weights
+        self.distilled = distilled = {
+            "teacher": t_model.card.name, "teacher_dim": int(t_model.dim), "modality": kind, "encoder": enc,
+            "teacher_fingerprint": t_model.fingerprint(enc),
+            "teacher_fingerprints": teacher_fingerprints(t_model, o.teacher), "teacher_source": t_source,
+            "teacher_weights": str(Path(weights).resolve()) if weights is not None and
+            isinstance(weights, (str, os.PathLike)) else None}
+        distilled["student_card"] = load_card(o.student_card).name
+        self.card = make_student_card(o.student_card, t_model, kind, self.name, distilled)
+        self.teacher_blocks = o.teacher_blocks
+        if self.teacher_blocks is not None:
+            self.teacher_blocks = [int(b) for b in self.teacher_blocks]
+            n_student = int(self.card["modalities"][enc]["num_blocks"])
+            if len(self.teacher_blocks) != n_student:
+                raise DistillArgumentError(f"teacher_blocks {self.teacher_blocks}: give one teacher block per "
+                                           f"student block (the student has {n_student})")
+        self.args = args_snapshot(
+            teacher=t_model.card.name, teacher_fingerprint=distilled["teacher_fingerprint"], teacher_source=t_source,
+            modality=kind, student_card=distilled["student_card"], data=[str(s) for s in items.sources],
+            data_sha256=self.data_sha, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
+            weight_decay=o.weight_decay, warmup=o.warmup, grad_clip=o.grad_clip, contrastive=o.contrastive,
+            temperature=o.temperature, teacher_targets=o.teacher_targets, seed=o.seed, val_split=o.val_split,
+            max_steps=o.max_steps, name=self.name, init_from_teacher=o.init_from_teacher,
+            teacher_blocks=self.teacher_blocks, save_every=o.save_every,
+            cache=str(o.cache) if o.cache is not None else None, device=str(self.dev))
+
+    def _resume_state(self) -> dict[str, Any] | None:
+        state: dict[str, Any] | None = None
+        self.last = ck.checkpoint_dir(self.out, "last") if self.o.resume else None
+        if self.last is not None:
+            state = ck.load_trainer_state(self.last)
+            refuse_changed_args(state["args"], self.args, _RESUME_KEYS, self.out, what="the arguments and data",
+                                show=_brief)
+        elif self.o.resume:
+            self.say(f"{self.out}: no checkpoint yet; training starts at step 0 (teacher vectors already cached are "
+                     "reused)")
+        self.out.mkdir(parents=True, exist_ok=True)
+        return state
+
+    def _teacher_vectors(self) -> None:
+        """The teacher's vectors of every item, once (cached), and the split of the usable ones."""
+        from ..inputs.batch import resolve_params
+
+        o, kind, t_model, items, say = self.o, self.kind, self.t_model, self.items, self.say
+        t_params = resolve_params(kind, t_model)
+        self.tcache = tcache = TeacherCache.open(
+            Path(o.cache).expanduser() if o.cache is not None else self.out / CACHE_DIR,
+            cache_meta(t_model, kind, t_params, len(items), self.data_sha, o.cache_chunk))
+        self.fill = fill = tcache.fill(t_model, items.items, batch_size=o.teacher_batch_size, progress=o.progress,
+                                       log=say)
+        if fill["computed"]:
+            say(f"teacher {t_model.card.name}: {fill['computed']} {kind} vectors computed in {fill['seconds']:.1f}s "
+                f"({fill['items_per_s']} items/s), cached in {tcache.root}")
+        self.targets_np, self.failed = tcache.load()
+        if self.failed:
+            first = "; ".join(f"{items.items[r]}: {why}" for r, why in list(self.failed.items())[:3])
+            say(f"{len(self.failed)} item(s) the teacher could not load are left out (first: {first})")
+        usable = [r for r in range(len(items)) if r not in self.failed]
+        self.train_rows, self.val_rows = split_rows(usable, o.val_split, o.seed)
+        if len(self.train_rows) < 2:
+            raise DistillError(f"only {len(self.train_rows)} usable training item(s); distillation needs many more")
+
+    def _student(self, state: dict[str, Any] | None) -> None:
+        """The student, from the teacher's tensors (or the checkpoint), on the device, in train mode."""
+        import bindkit
+        from ..inputs.batch import resolve_params
+
+        o, enc = self.o, self.enc
+        torch.manual_seed(o.seed)
+        self.student = student = bindkit.build_model(self.card, modalities=[enc])
+        self.s_enc = s_enc = student.encoders[enc]
+        whole, sliced = copy_teacher_tensors(s_enc, self.t_model.encoders[enc], self.teacher_blocks) \
+            if o.init_from_teacher and state is None else ([], [])
+        self.copied = {"whole": whole, "sliced": sliced}
+        if state is not None:  # what the run started from, as recorded then
+            self.copied = state.get("initialised_from_teacher", self.copied)
+        if whole or sliced:
+            self.say("student initialised from the teacher: " + "; ".join(
+                f"{what} {_summary(names)}" for what, names in (("copied", whole), ("sliced", sliced)) if names))
+        s_params = resolve_params(self.kind, student)
+        if o.teacher is not self.t_model:  # we loaded it: free it before training
+            del self.t_model
+        self.inputs = StudentInputs(self.kind, self.items.items, s_params, o.workers)
+        self.targets = torch.from_numpy(self.targets_np)
+        if state is not None:
+            student.encoders.load_state_dict(ck.load_model_state(self.last), strict=True)
+        student.to(self.dev)
+        s_enc.train()
+        self.n_params = sum(p.numel() for p in s_enc.parameters())
+
+    def _optimiser(self, state: dict[str, Any] | None) -> None:
+        o = self.o
+        spe = math.ceil(len(self.train_rows) / o.batch_size)
+        total = o.epochs * spe if o.max_steps is None else int(o.max_steps)
+        self.n_epochs = math.ceil(total / spe)
+        self.optimizer = build_adamw(param_groups([self.s_enc], o.weight_decay), o.lr, device=self.dev, fused=True)
+        self.scheduler = build_scheduler(self.optimizer, fraction_or_steps(o.warmup, total), total)
+        self.run_state = rs = RunState(total=total, spe=spe, stop_after=o.stop_after)
+        self.skipped: dict[int, str] = {}
+        if state is not None:
+            rs.step = int(state["step"])
+            restore_optimiser(state, self.optimizer, self.scheduler)
+            rs.history, rs.best, self.skipped = list(state["history"]), state["best"], dict(state.get("skipped", {}))
+            set_rng_state(state["rng"])
+            self.say(f"resuming {self.out} at step {rs.step} of {total}")
+        self.metrics = ck.CsvLog(self.out / ck.METRICS_FILE, ["step", "epoch", "loss", "cosine", "nce", "lr",
+                                                              "items_per_s", "elapsed_s"])
+        self.metrics.truncate_after(rs.step)
+        cfg = self.card["modalities"][self.enc]
+        self.say(f"distilling {self.distilled['teacher']}'s {self.kind} encoder into {self.name} (width "
+                 f"{cfg['embed_dim']}, {cfg['num_blocks']} block(s), {self.n_params / 1e6:.2f}M parameters): "
+                 f"{len(self.train_rows)} train / {len(self.val_rows)} held-out items; {total} steps "
+                 f"({self.n_epochs} epoch(s) of {spe}), batch {o.batch_size}, device {self.dev}")
+
+    # --- record and checkpoints -------------------------------------------------------------------------------
+    def record(self, status: str) -> dict[str, Any]:
+        """The distillation record (``distill_record.json``) as of now."""
+        items, rs = self.items, self.run_state
+        body = {"distilled": self.distilled, "student_parameters": self.n_params,
+                "data": {"sources": items.sources, "items": len(items), "sha256": self.data_sha,
                          "skipped": len(items.skipped), "duplicates": items.duplicates, "ignored": items.ignored,
-                         "teacher_failed": len(failed), "train": len(train_rows), "held_out": len(val_rows),
-                         "skipped_at_load": len(skipped)},
-                "cache": {"path": str(tcache.root), **fill}, "initialised_from_teacher": copied,
-                "steps": step, "total_steps": total, "steps_per_epoch": spe, "device": str(dev),
-                "epochs": history, "best": best, "wall_s": round(time.time() - started, 1)}
+                         "teacher_failed": len(self.failed), "train": len(self.train_rows),
+                         "held_out": len(self.val_rows), "skipped_at_load": len(self.skipped)},
+                "cache": {"path": str(self.tcache.root), **self.fill}, "initialised_from_teacher": self.copied,
+                "steps": rs.step, "total_steps": rs.total, "steps_per_epoch": rs.spe, "device": str(self.dev),
+                "epochs": rs.history, "best": rs.best}
+        return run_record("bindkit-distill-record", status, self.o.command, self.args, body, self.started)
 
-    def save(which: str) -> None:
+    def save(self, which: str) -> None:
+        """Checkpoint ``which`` (``last`` with everything to resume) and rewrite the record."""
         ts = None
         if which == "last":
-            ts = {"step": step, "args": args, "optimizer": optimizer.state_dict(),
-                  "scheduler": scheduler.state_dict(), "rng": _rng_state(), "history": history, "best": best,
-                  "skipped": skipped, "initialised_from_teacher": copied}
-        ck.save_checkpoint(out, which, student.encoders.state_dict(), card, ts)
-        _write_json(out / RECORD_FILE, record_of("running"))
+            ts = self.run_state.trainer_state(self.args, self.optimizer, self.scheduler, rng_state(),
+                                              skipped=self.skipped, initialised_from_teacher=self.copied)
+        run_save(self.out, which, self.student.encoders.state_dict(), self.card, ts, self.record("running"),
+                 record_name=RECORD_FILE)
 
-    # --- the loop -------------------------------------------------------------------------------------------
-    from ..progress import progress_bar
+    # --- the loop ---------------------------------------------------------------------------------------------
+    def _train_epochs(self) -> None:
+        from ..progress import progress_bar
 
-    bar = progress_bar(progress, total=total, initial=step, desc="distill", unit="step")
-    done_here, rate_items, rate_t = 0, 0, time.time()
-    acc = {"loss": 0.0, "cos": 0.0, "n": 0}
-    while step < total and not (stop_after is not None and done_here >= stop_after):
-        epoch, offset = divmod(step, spe)
-        order = np.random.default_rng([int(seed), epoch]).permutation(np.asarray(train_rows))
-        for b in range(offset, spe):
-            if step >= total or (stop_after is not None and done_here >= stop_after):
-                break
-            x, rows, bad = inputs.batch(order[b * batch_size:(b + 1) * batch_size].tolist())
-            skipped.update(bad)
-            lr_now = scheduler.get_last_lr()[0]
-            loss_v, cos_v, nce_v = float("nan"), float("nan"), float("nan")
-            if x is not None and len(rows) >= 1:
-                z = encode_side(s_enc, kind, x.to(dev))
-                loss, parts = distill_loss(z, targets[rows].to(dev), contrastive=contrastive,
-                                           temperature=temperature, teacher_targets=teacher_targets)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip and grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(s_enc.parameters(), grad_clip)
-                optimizer.step()
-                loss_v, cos_v, nce_v = float(loss.detach()), parts["cosine"], parts["nce"]
-                acc["loss"] += loss_v
-                acc["cos"] += cos_v
-                acc["n"] += 1
-            scheduler.step()
-            step += 1
-            done_here += 1
-            rate_items += len(rows)
-            now = time.time()
-            ips = rate_items / max(now - rate_t, 1e-9)
-            if now - rate_t > 30:
-                rate_items, rate_t = 0, now
-            metrics.append({"step": step, "epoch": epoch, "loss": loss_v, "cosine": cos_v, "nce": nce_v,
-                            "lr": lr_now, "items_per_s": ips, "elapsed_s": round(now - started, 3)})
-            bar.set_postfix(loss=f"{loss_v:.4f}", cos=f"{cos_v:.4f}", refresh=False)
-            bar.update(1)
-            end_of_epoch = step % spe == 0 or step == total
-            if end_of_epoch:
-                entry = {"epoch": epoch, "step": step, "train_loss": acc["loss"] / max(1, acc["n"]),
-                         "train_cosine": acc["cos"] / max(1, acc["n"]), "lr": lr_now}
-                acc = {"loss": 0.0, "cos": 0.0, "n": 0}
-                if val_rows:
-                    entry["val_cosine"] = held_out_cosine(s_enc, kind, inputs, targets, val_rows, dev, batch_size)
-                    s_enc.train()
-                history.append(entry)
-                say(f"epoch {epoch + 1}/{n_epochs}: loss {entry['train_loss']:.4f}, train cosine "
-                    f"{entry['train_cosine']:.4f}" + (f", held-out cosine {entry['val_cosine']:.4f}"
-                                                      if "val_cosine" in entry else ""))
-                if "val_cosine" in entry and (best is None or entry["val_cosine"] > best["val_cosine"]):
-                    best = {"epoch": epoch, "step": step, "val_cosine": entry["val_cosine"]}
-                    save("best")
-            if end_of_epoch or (save_every and step % save_every == 0) or \
-                    (stop_after is not None and done_here >= stop_after):
-                save("last")
-    bar.close()
-    finished = step >= total
-    rec = record_of("finished" if finished else "paused")
-    if finished:
-        src = ck.checkpoint_dir(out, "best") if best is not None else None
-        ck.publish(out, src or ck.checkpoint_dir(out, "last"))
-        manifest = json.loads((out / "manifest.json").read_text())
-        manifest.update({"source": "bindkit distill", "distilled": record})
-        _write_json(out / "manifest.json", manifest)
-        rec["published"] = f"best (epoch {best['epoch'] + 1}, step {best['step']})" if best else "last"
-        rec["fingerprints"] = {m: info.get("fingerprint") for m, info in manifest["files"].items()}
-    _write_json(out / RECORD_FILE, rec)
-    say(f"{'finished' if finished else 'paused'} at step {step}/{total}: {out}"
-        + ("" if finished else " (continue with --resume)"))
-    return DistillResult(out=out, step=step, total_steps=total, finished=finished, history=history, best=best,
-                         cache={"path": str(tcache.root), **fill}, record=rec)
+        o, rs = self.o, self.run_state
+        self.bar = progress_bar(o.progress, total=rs.total, initial=rs.step, desc="distill", unit="step")
+        self.meter = Throughput()
+        self.acc = {"loss": 0.0, "cos": 0.0, "n": 0}
+        for epoch, offset in rs.epochs():
+            order = np.random.default_rng([int(o.seed), epoch]).permutation(np.asarray(self.train_rows))
+            for b in rs.batches(offset):
+                self._step(epoch, order[b * o.batch_size:(b + 1) * o.batch_size].tolist())
+        self.bar.close()
 
+    def _step(self, epoch: int, batch_rows: list[int]) -> None:
+        """One step on ``batch_rows``: the student's vectors against the teacher's (no update when none loads)."""
+        o, rs, dev = self.o, self.run_state, self.dev
+        x, rows, bad = self.inputs.batch(batch_rows)
+        self.skipped.update(bad)
+        lr_now = self.scheduler.get_last_lr()[0]
+        loss_v, cos_v, nce_v = float("nan"), float("nan"), float("nan")
+        if x is not None and len(rows) >= 1:
+            z = encode_side(self.s_enc, self.kind, x.to(dev))
+            loss, parts = distill_loss(z, self.targets[rows].to(dev), contrastive=o.contrastive,
+                                       temperature=o.temperature, teacher_targets=o.teacher_targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if o.grad_clip and o.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.s_enc.parameters(), o.grad_clip)
+            self.optimizer.step()
+            loss_v, cos_v, nce_v = float(loss.detach()), parts["cosine"], parts["nce"]
+            self.acc["loss"] += loss_v
+            self.acc["cos"] += cos_v
+            self.acc["n"] += 1
+        self.scheduler.step()
+        rs.advance()
+        ips, now = self.meter.add(len(rows))
+        self.metrics.append({"step": rs.step, "epoch": epoch, "loss": loss_v, "cosine": cos_v, "nce": nce_v,
+                             "lr": lr_now, "items_per_s": ips, "elapsed_s": round(now - self.started, 3)})
+        self.bar.set_postfix(loss=f"{loss_v:.4f}", cos=f"{cos_v:.4f}", refresh=False)
+        self.bar.update(1)
+        end_of_epoch = rs.end_of_epoch()
+        if end_of_epoch:
+            self._end_epoch(epoch, lr_now)
+        if rs.checkpoint_due(end_of_epoch, o.save_every):
+            self.save("last")
 
-def _adamw(groups: list[dict[str, Any]], lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (betas 0.9, 0.95, as ``bindkit train``), fused where PyTorch offers it: a student's token table
-    is most of its parameters, and the fused update of it is ~8x faster on a CPU."""
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-6, fused=device.type in ("cpu", "cuda"))
-    except (RuntimeError, TypeError, ValueError):  # an older PyTorch or another device: the plain update
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-6)
+    def _end_epoch(self, epoch: int, lr_now: float) -> None:
+        """The epoch's train and held-out cosine; save ``best`` when it is."""
+        rs, acc = self.run_state, self.acc
+        entry = {"epoch": epoch, "step": rs.step, "train_loss": acc["loss"] / max(1, acc["n"]),
+                 "train_cosine": acc["cos"] / max(1, acc["n"]), "lr": lr_now}
+        self.acc = {"loss": 0.0, "cos": 0.0, "n": 0}
+        if self.val_rows:
+            entry["val_cosine"] = held_out_cosine(self.s_enc, self.kind, self.inputs, self.targets, self.val_rows,
+                                                  self.dev, self.o.batch_size)
+            self.s_enc.train()
+        rs.history.append(entry)
+        self.say(f"epoch {epoch + 1}/{self.n_epochs}: loss {entry['train_loss']:.4f}, train cosine "
+                 f"{entry['train_cosine']:.4f}" + (f", held-out cosine {entry['val_cosine']:.4f}"
+                                                   if "val_cosine" in entry else ""))
+        if "val_cosine" in entry and (rs.best is None or entry["val_cosine"] > rs.best["val_cosine"]):
+            rs.best = {"epoch": epoch, "step": rs.step, "val_cosine": entry["val_cosine"]}
+            self.save("best")
+
+    def _finish(self) -> DistillResult:
+        rs, out = self.run_state, self.out
+        finished = rs.finished
+        rec = self.record("finished" if finished else "paused")
+        if finished:
+            rec["published"] = run_publish(out, rs.best)
+            manifest = json.loads((out / "manifest.json").read_text())
+            manifest.update({"source": "bindkit distill", "distilled": self.distilled})
+            ck.write_json(out / "manifest.json", manifest)
+            rec["fingerprints"] = fingerprints(manifest)
+        ck.write_record(out, rec, RECORD_FILE)
+        say_done(self.say, rs, out)
+        return DistillResult(out=out, step=rs.step, total_steps=rs.total, finished=finished, history=rs.history,
+                             best=rs.best, cache={"path": str(self.tcache.root), **self.fill}, record=rec)
 
 
 @torch.no_grad()
@@ -433,8 +478,4 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 60 else text[:28] + "…" + text[-28:]
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
-
-
-__all__ = ["DistillResult", "Items", "distill", "held_out_cosine"]
+__all__ = ["DistillOptions", "DistillResult", "Items", "distill", "distill_with", "held_out_cosine"]

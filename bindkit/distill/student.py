@@ -14,7 +14,7 @@ from ..cards import load_card, model_dir
 from ..errors import CardError, InputError
 from ..index.student import RECORD_KEY
 from ..modality import encoder_of
-from .data import DistillError
+from .options import DistillArgumentError
 
 
 def teacher_source(teacher: Any, weights: Any = None) -> str | None:
@@ -88,7 +88,7 @@ def copy_teacher_tensors(student: torch.nn.Module, teacher: torch.nn.Module,
     the first ones). Returns (names copied whole, names sliced or grown).
 
     Raises:
-        DistillError: ``teacher_blocks`` names a block the teacher lacks, or not one per student block.
+        DistillArgumentError (a DistillError): ``teacher_blocks`` names a block the teacher lacks, or not one per student block.
     """
     theirs = teacher.state_dict()
     if teacher_blocks is not None:
@@ -119,8 +119,8 @@ def _renumber_blocks(state: dict[str, torch.Tensor], blocks: Sequence[int]) -> d
     have = sorted({int(k.split(".")[2]) for k in state if k.startswith("trunk.blocks.")})
     bad = [b for b in blocks if int(b) not in have]
     if bad:
-        raise DistillError(f"teacher_blocks {list(blocks)}: the teacher has blocks {have[0]}..{have[-1]}, not "
-                           f"{', '.join(map(str, bad))}")
+        raise DistillArgumentError(f"teacher_blocks {list(blocks)}: the teacher has blocks {have[0]}..{have[-1]}, "
+                                   f"not {', '.join(map(str, bad))}")
     out = {k: v for k, v in state.items() if not k.startswith("trunk.blocks.")}
     for i, b in enumerate(blocks):
         prefix = f"trunk.blocks.{int(b)}."

@@ -270,5 +270,12 @@ def _finite(text: str) -> bool:
         return False
 
 
-def write_record(out: Path, record: dict[str, Any]) -> None:
-    atomic_write_bytes(out / RECORD_FILE, (json.dumps(record, indent=2, default=str) + "\n").encode())
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    """``obj`` as indented JSON (anything else as its ``str``), written atomically: the records and manifests of
+    ``bindkit train`` and ``bindkit distill``."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def write_record(out: Path, record: dict[str, Any], name: str = RECORD_FILE) -> None:
+    """The run's record, ``out/name`` (``train_record.json``; ``distill_record.json`` for a distillation)."""
+    write_json(out / name, record)

@@ -6,6 +6,10 @@ both sides, gathers them across ranks, sums the symmetric InfoNCE losses, and ta
 the best epoch and the last step are checkpointed. Data order and augmentation are functions of (seed, epoch,
 row), so ``resume=True`` continues a killed run at its last checkpointed step exactly as if it had not stopped,
 and N processes under ``torchrun`` see the same global batches as one process.
+
+The parts: the run shell shared with ``bindkit distill`` (:mod:`.run`), the step (:mod:`.step`), encoding and
+validation (:mod:`.encode`), the optimiser's groups and schedule (:mod:`.optim`), the options
+(:mod:`.options`); this module builds the model and the data pipeline and drives the epochs (:class:`_Training`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,6 @@ import contextlib
 import json
 import math
 import os
-import random
-import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,16 +37,23 @@ from .augment import DEFAULTS as AUGMENT_DEFAULTS
 from .data import (BatchSampler, ItemCache, Manifest, ManifestError, PairDataset, encoders_of, epoch_batches,
                    media_digest, read_manifest, set_pairing, split, steps_per_epoch)
 from .dist import Dist, setup
-from .loop import (PairModule, embed_rows, empty_batch, fraction_or_steps, lr_lambda, make_loader, param_groups,
-                   to_device, validate)
-from .loss import gather, info_nce
+from .encode import PairModule, embed_rows, make_loader, validate
+from .optim import fraction_or_steps, param_groups
+from .options import AUGMENT_MODES, TrainOptions  # noqa: F401  (AUGMENT_MODES: moved)
+from .run import (RunState, Throughput, args_snapshot, build_adamw, build_scheduler, fingerprints, log_to_stderr,
+                  refuse_changed_args, refuse_non_empty, restore_optimiser, rng_state, run_record, say_done,
+                  set_rng_state)
+from .run import publish as run_publish
+from .run import save as run_save
 from .schedule import auto_epochs, auto_patience
+from .step import StepOutcome, StepParts, contrastive_step, skip_key
 
-AUGMENT_MODES = ("trainable", "all", "none")
 #: Arguments that must not change between a run and its --resume (they decide the data order and schedule).
 _RESUME_KEYS = ("manifests", "card", "init", "weights", "freeze", "epochs", "batch_size", "lr", "weight_decay",
                 "warmup", "grad_clip", "seed", "val_split", "augment", "max_steps", "max_bad_rows", "name", "lora",
                 "pairing", "patience")
+# the run shell's helpers under their old private names (moved to .run)
+_log_to_stderr, _rng_state, _set_rng_state, _args_snapshot = log_to_stderr, rng_state, set_rng_state, args_snapshot
 
 
 @dataclass
@@ -59,12 +68,6 @@ class TrainResult:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     record: dict[str, Any] = field(default_factory=dict)
-
-
-def _log_to_stderr(msg: str) -> None:
-    from tqdm.auto import tqdm
-
-    tqdm.write(msg, file=sys.stderr)  # above a progress bar, not through it
 
 
 def _freeze_list(freeze: Iterable[str] | str | None) -> list[str]:
@@ -83,22 +86,9 @@ def _freeze_list(freeze: Iterable[str] | str | None) -> list[str]:
 
 
 def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
+    from .run import seed_all
 
-
-def _rng_state() -> dict[str, Any]:
-    st: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict[str, Any]) -> None:
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+    seed_all(seed)
 
 
 def _build_model(manifests: Sequence[Manifest], card: Any, init: Any, weights: Any, seed: int, name: str,
@@ -267,13 +257,15 @@ def train(
 
     Raises:
         ManifestError: bad manifests (before training starts). CardError: a card without a needed encoder.
+        ArgumentError (a ValueError): a bad argument (augment, epochs, batch size, val_split...).
         CheckpointError: ``resume`` without a checkpoint, or with other arguments.
     """
-    ctx = setup(device)
-    try:
-        return _train(ctx, **{k: v for k, v in locals().items() if k != "ctx"})
-    finally:
-        ctx.close()
+    return train_with(TrainOptions(
+        manifests=manifests, out=out, card=card, init=init, weights=weights, freeze=freeze, epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, seed=seed,
+        val_split=val_split, augment=augment, resume=resume, device=device, workers=workers, max_steps=max_steps,
+        save_every=save_every, stop_after=stop_after, max_bad_rows=max_bad_rows, cache_mb=cache_mb, amp=amp,
+        name=name, lora=lora, pairing=pairing, patience=patience, progress=progress, log=log, command=command))
 
 
 def _adapter_meta(record: dict[str, Any], which: str) -> dict[str, Any]:
@@ -290,457 +282,434 @@ def _adapter_meta(record: dict[str, Any], which: str) -> dict[str, Any]:
     return out
 
 
-def _args_snapshot(**kw: Any) -> dict[str, Any]:
-    def norm(v: Any) -> Any:
-        if isinstance(v, (str, int, float, bool)) or v is None:
-            return v
-        if isinstance(v, os.PathLike):
-            return str(v)
-        if isinstance(v, (list, tuple)):
-            return [norm(x) for x in v]
-        if isinstance(v, torch.device):
-            return str(v)
-        return str(v)
-
-    return {k: norm(v) for k, v in kw.items()}
+def train_with(options: TrainOptions) -> TrainResult:
+    """:func:`train` with its arguments as :class:`~bindkit.train.options.TrainOptions` (what the CLI builds)."""
+    ctx = setup(options.device)
+    try:
+        return _Training(ctx, options).run()
+    finally:
+        ctx.close()
 
 
-def _train(ctx: Dist, *, manifests, out, card, init, weights, freeze, epochs, batch_size, lr, weight_decay, warmup,
-           grad_clip, seed, val_split, augment, resume, device, workers, max_steps, save_every, stop_after,
-           max_bad_rows, cache_mb, amp, name, lora, pairing, patience, progress, log, command) -> TrainResult:
-    import bindkit
-    from ..progress import progress_bar
+@dataclass
+class _Schedule:
+    """The run's length, decided by the data: steps per epoch, total steps (``planned`` before an early stop),
+    epochs, warm-up steps and the early-stopping patience (0: off)."""
 
-    started = time.time()
-    say = (log or _log_to_stderr) if ctx.main else (lambda msg: None)
-    if isinstance(manifests, (str, os.PathLike)):
-        manifests = [manifests]
-    if not manifests:
-        raise ManifestError("no manifest given; pass one or more pair manifests (e.g. image_text.csv)")
-    if augment not in AUGMENT_MODES:
-        raise ValueError(f"augment must be one of {', '.join(AUGMENT_MODES)}, got {augment!r}")
-    for label, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("patience", patience, 0)):
-        if v is not None and int(v) < lo:
-            raise ValueError(f"{label} must be at least {lo}, got {v!r}")
-    if not 0 <= val_split < 1:
-        raise ValueError(f"val_split must be in [0, 1), got {val_split!r}")
-    if batch_size % ctx.world:
-        raise ValueError(f"the global batch size {batch_size} is not divisible by the {ctx.world} processes")
-    out = Path(out).expanduser().resolve()
-    name = name or out.name
-    freeze_list = _freeze_list(freeze)
-    lora_run = None
-    lora_on = lora_mod.wanted(lora, init)
-    if lora_on:
-        lora = lora_mod.normalise(lora, init)  # the spec as text; None: continue the --init LoRA directory's
-    args = _args_snapshot(manifests=[str(Path(m).expanduser().resolve()) for m in manifests],
-                          card=card if card is None or isinstance(card, (str, os.PathLike)) else load_card(card).name,
-                          init=str(Path(init).resolve()) if init is not None and model_dir(init) else init,
-                          weights=weights, freeze=freeze_list, epochs=epochs, batch_size=batch_size, lr=lr,
-                          weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, seed=seed,
-                          val_split=val_split, augment=augment, max_steps=max_steps, max_bad_rows=max_bad_rows,
-                          name=name, save_every=save_every, workers=workers, amp=amp, lora=lora, pairing=pairing,
-                          patience=patience)
+    spe: int
+    total: int
+    n_epochs: int
+    warm: int
+    patience: int
 
-    # --- resume or fresh start ----------------------------------------------------------------------------
-    state: dict[str, Any] | None = None
-    if resume:
-        last = ck.checkpoint_dir(out, "last")
-        if last is None:
-            raise CheckpointError(f"--resume: {out} has no checkpoint to continue from (no {ck.CKPT_DIR}/last); "
-                                  "start the run without --resume")
-        state = ck.load_trainer_state(last)
-        changed = [k for k in _RESUME_KEYS if state["args"].get(k) != args.get(k)]
-        if changed:
-            diffs = "; ".join(f"{k}: {state['args'].get(k)!r} then, {args.get(k)!r} now" for k in changed)
-            raise CheckpointError(f"--resume needs the arguments of the run in {out}; changed: {diffs}")
-    elif ctx.main and out.exists() and any(out.iterdir()):
-        raise CheckpointError(f"output directory {out} is not empty; continue that run with --resume, or choose "
-                              "another --out")
-    ctx.barrier()
+    @classmethod
+    def of(cls, o: TrainOptions, n_train: list[int]) -> "_Schedule":
+        spe = steps_per_epoch(n_train, o.batch_size)
+        auto = o.epochs is None and o.max_steps is None
+        epochs = auto_epochs(max(n_train), o.batch_size) if o.epochs is None else o.epochs
+        total = epochs * spe if o.max_steps is None else int(o.max_steps)
+        n_epochs = math.ceil(total / spe)
+        patience = o.patience
+        if patience is None:
+            patience = auto_patience(n_epochs) if auto else 0
+        if o.val_split <= 0:
+            patience = 0
+        return cls(spe=spe, total=total, n_epochs=n_epochs, warm=fraction_or_steps(o.warmup, total),
+                   patience=patience)
 
-    # --- data ----------------------------------------------------------------------------------------------
-    mans = [read_manifest(p, max_bad_fraction=max_bad_rows) for p in manifests]
-    for m in mans:
-        split(m, val_split, seed)
-        set_pairing(m, pairing)
-        if m.pairing == "label":
-            say(f"{m.name}: label pairing over {len(m.label_names)} label(s): partners redrawn every epoch among "
-                "same-label items, same-label items in a batch are positives (--pairing instance: as written)")
-        if m.bad:
-            say(f"{m.name}: skipping {len(m.bad)} unusable row(s) of {len(m.rows) + len(m.bad)} "
-                f"(first: row {m.bad[0][0]}: {m.bad[0][1]})")
-        if m.ignored_columns:
-            say(f"{m.name}: ignoring column(s) {', '.join(m.ignored_columns)}")
-    if state is not None:
-        shas = [m.sha256 for m in mans]
-        if state["data_sha256"] != shas:
-            raise CheckpointError(f"--resume: the manifests changed since the run in {out} started (sha256 differs);"
-                                  " the data order would not match — start a new run")
-    media = [media_digest(m) if ctx.main else {} for m in mans]
-    n_train = [len(m.train_idx) for m in mans]
-    spe = steps_per_epoch(n_train, batch_size)
-    auto = epochs is None and max_steps is None
-    if epochs is None:
-        epochs = auto_epochs(max(n_train), batch_size)
-    total = epochs * spe if max_steps is None else int(max_steps)
-    n_epochs = math.ceil(total / spe)
-    warm = fraction_or_steps(warmup, total)
-    planned = total
-    if patience is None:
-        patience = auto_patience(n_epochs) if auto else 0
-    if val_split <= 0:
-        patience = 0
 
-    # --- model ---------------------------------------------------------------------------------------------
-    needed = encoders_of(mans)
-    if lora_on:
-        model, full_card, init_info, lora_run = lora_mod.build(needed, card, init, weights, lora, name, say)
-    else:
-        model, full_card, init_info = _build_model(mans, card, init, weights, seed, name, say)
-    unknown = [f for f in freeze_list if f not in model.modalities]
-    if unknown:
-        raise ModalityError(f"--freeze {unknown[0]}: the model has no {unknown[0]} encoder (it has "
-                                  f"{', '.join(model.modalities)})")
-    unused = [m for m in model.modalities if m not in needed and m not in freeze_list]
-    frozen = [m for m in model.modalities if m in freeze_list or m in unused]
-    trainable = [m for m in model.modalities if m not in frozen]
-    if unused:
-        say(f"{', '.join(unused)}: in no manifest; kept unchanged")
-    for m in mans:
-        if encoder_of(m.a) in frozen and encoder_of(m.b) in frozen:
-            raise ManifestError(f"{m.name}: both sides are frozen ({m.a}, {m.b}); nothing in this pair would train")
-    if lora_run is not None:
-        lora_mod.setup(model, lora_run, trainable, seed, say)
-        if state is not None:
-            lora_mod.load_values(model, ck.checkpoint_dir(out, "last"))
-    elif state is not None:
-        model.encoders.load_state_dict(ck.load_model_state(ck.checkpoint_dir(out, "last")), strict=True)
-    dev = ctx.device
-    model.to(dev)
-    for m in frozen:
-        model.encoders[m].requires_grad_(False)
+class _Training:
+    """One call of :func:`train`: the setup phases (:meth:`_arguments` ... :meth:`_logs`) fill in the attributes
+    in order, :meth:`run` runs the epochs (:meth:`_epoch`) and publishes (:meth:`_finish`)."""
 
-    def set_train_mode() -> None:
+    def __init__(self, ctx: Dist, options: TrainOptions) -> None:
+        self.ctx, self.o = ctx, options
+        self.started = time.time()
+        self.say = (options.log or log_to_stderr) if ctx.main else (lambda msg: None)
+        self.lora_run: Any = None
+        self.stopped_early: int | None = None
+
+    def run(self) -> TrainResult:
+        self._arguments()
+        state = self._resume_state()
+        self._data(state)
+        self._model(state)
+        self._pipeline()
+        self._optimiser(state)
+        self._logs()
+        self._train_epochs()
+        return self._finish()
+
+    # --- setup ------------------------------------------------------------------------------------------------
+    def _arguments(self) -> None:
+        o = self.o
+        manifests = o.manifests
+        if isinstance(manifests, (str, os.PathLike)):
+            manifests = [manifests]
+        if not manifests:
+            raise ManifestError("no manifest given; pass one or more pair manifests (e.g. image_text.csv)")
+        self.manifests = list(manifests)
+        o.check(self.ctx.world)
+        self.out = Path(o.out).expanduser().resolve()
+        self.name = o.name or self.out.name
+        self.freeze_list = _freeze_list(o.freeze)
+        self.lora_on = lora_mod.wanted(o.lora, o.init)
+        self.lora = lora_mod.normalise(o.lora, o.init) if self.lora_on else o.lora  # None: the --init LoRA's spec
+        card, init = o.card, o.init
+        self.args = args_snapshot(
+            manifests=[str(Path(m).expanduser().resolve()) for m in self.manifests],
+            card=card if card is None or isinstance(card, (str, os.PathLike)) else load_card(card).name,
+            init=str(Path(init).resolve()) if init is not None and model_dir(init) else init,
+            weights=o.weights, freeze=self.freeze_list, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
+            weight_decay=o.weight_decay, warmup=o.warmup, grad_clip=o.grad_clip, seed=o.seed,
+            val_split=o.val_split, augment=o.augment, max_steps=o.max_steps, max_bad_rows=o.max_bad_rows,
+            name=self.name, save_every=o.save_every, workers=o.workers, amp=o.amp, lora=self.lora,
+            pairing=o.pairing, patience=o.patience)
+
+    def _resume_state(self) -> dict[str, Any] | None:
+        out, state = self.out, None
+        if self.o.resume:
+            last = ck.checkpoint_dir(out, "last")
+            if last is None:
+                raise CheckpointError(f"--resume: {out} has no checkpoint to continue from (no {ck.CKPT_DIR}/last); "
+                                      "start the run without --resume")
+            state = ck.load_trainer_state(last)
+            refuse_changed_args(state["args"], self.args, _RESUME_KEYS, out)
+        elif self.ctx.main:
+            refuse_non_empty(out)
+        self.ctx.barrier()
+        return state
+
+    def _data(self, state: dict[str, Any] | None) -> None:
+        o, say = self.o, self.say
+        mans = [read_manifest(p, max_bad_fraction=o.max_bad_rows) for p in self.manifests]
+        for m in mans:
+            split(m, o.val_split, o.seed)
+            set_pairing(m, o.pairing)
+            if m.pairing == "label":
+                say(f"{m.name}: label pairing over {len(m.label_names)} label(s): partners redrawn every epoch among "
+                    "same-label items, same-label items in a batch are positives (--pairing instance: as written)")
+            if m.bad:
+                say(f"{m.name}: skipping {len(m.bad)} unusable row(s) of {len(m.rows) + len(m.bad)} "
+                    f"(first: row {m.bad[0][0]}: {m.bad[0][1]})")
+            if m.ignored_columns:
+                say(f"{m.name}: ignoring column(s) {', '.join(m.ignored_columns)}")
+        if state is not None and state["data_sha256"] != [m.sha256 for m in mans]:
+            raise CheckpointError(f"--resume: the manifests changed since the run in {self.out} started (sha256 "
+                                  "differs); the data order would not match — start a new run")
+        self.mans = mans
+        self.media = [media_digest(m) if self.ctx.main else {} for m in mans]
+        self.sched = _Schedule.of(o, [len(m.train_idx) for m in mans])
+        self.planned = self.sched.total
+
+    def _model(self, state: dict[str, Any] | None) -> None:
+        o, say, mans = self.o, self.say, self.mans
+        needed = encoders_of(mans)
+        if self.lora_on:
+            model, full_card, init_info, self.lora_run = lora_mod.build(needed, o.card, o.init, o.weights, self.lora,
+                                                                        self.name, say)
+        else:
+            model, full_card, init_info = _build_model(mans, o.card, o.init, o.weights, o.seed, self.name, say)
+        unknown = [f for f in self.freeze_list if f not in model.modalities]
+        if unknown:
+            raise ModalityError(f"--freeze {unknown[0]}: the model has no {unknown[0]} encoder (it has "
+                                f"{', '.join(model.modalities)})")
+        unused = [m for m in model.modalities if m not in needed and m not in self.freeze_list]
+        frozen = [m for m in model.modalities if m in self.freeze_list or m in unused]
+        trainable = [m for m in model.modalities if m not in frozen]
+        if unused:
+            say(f"{', '.join(unused)}: in no manifest; kept unchanged")
+        for m in mans:
+            if encoder_of(m.a) in frozen and encoder_of(m.b) in frozen:
+                raise ManifestError(f"{m.name}: both sides are frozen ({m.a}, {m.b}); nothing in this pair would "
+                                    "train")
+        if self.lora_run is not None:
+            lora_mod.setup(model, self.lora_run, trainable, o.seed, say)
+            if state is not None:
+                lora_mod.load_values(model, ck.checkpoint_dir(self.out, "last"))
+        elif state is not None:
+            model.encoders.load_state_dict(ck.load_model_state(ck.checkpoint_dir(self.out, "last")), strict=True)
+        self.dev = dev = self.ctx.device
+        model.to(dev)
+        for m in frozen:
+            model.encoders[m].requires_grad_(False)
+        self.model, self.full_card, self.init_info = model, full_card, init_info
+        self.frozen, self.trainable = frozen, trainable
+        self.set_train_mode()
+        self.use_amp = (dev.type == "cuda") if o.amp is None else bool(o.amp and dev.type == "cuda")
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and self.amp_dtype == torch.float16 else None
+
+    def set_train_mode(self) -> None:
+        """Trainable encoders in train mode, frozen ones in eval mode."""
+        self.model.eval()
+        for m in self.trainable:
+            self.model.encoders[m].train()
+
+    def autocast(self) -> Any:
+        return torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp else contextlib.nullcontext()
+
+    def _pipeline(self) -> None:
+        """Per-manifest loading: loader parameters, augmentation, the frozen sides' caches, the datasets."""
+        from ..inputs.batch import resolve_params
+
+        o, model, mans = self.o, self.model, self.mans
+        self.params = params = {k: resolve_params(k, model) for k in {m.a for m in mans} | {m.b for m in mans}}
+        _check_input_shapes(model, params, o.card, o.init)
+        self.aug_of: dict[str, Any] = {}
+        self.caches: list[dict[str, torch.Tensor]] = []
+        self.datasets: list[PairDataset] = []
+        self.cache_failed: list[dict[int, str]] = [{} for _ in mans]
+        self.eval_bs = max(o.batch_size, 64)
+        budget = int(o.cache_mb * 2**20 / max(1, len(mans)))
         model.eval()
-        for m in trainable:
-            model.encoders[m].train()
+        for i, m in enumerate(mans):
+            aug: dict[str, Any] = {}
+            cache: dict[str, torch.Tensor] = {}
+            for side, kind in (("a", m.a), ("b", m.b)):
+                on = o.augment == "all" or (o.augment == "trainable" and encoder_of(kind) in self.trainable)
+                aug[kind] = AUGMENT_DEFAULTS.get(kind) if on else None
+                if encoder_of(kind) in self.frozen and aug[kind] is None:
+                    cache[side] = self._cache_side(i, m, side, kind)
+            self.caches.append(cache)
+            self.aug_of[m.pair] = {k: v is not None for k, v in aug.items()}
+            # label pairing redraws a frozen side when there is one (each trainable item is seen once an epoch)
+            redraw = "a" if encoder_of(m.a) in self.frozen and encoder_of(m.b) not in self.frozen else "b"
+            self.datasets.append(PairDataset(m, params, aug, set(cache), o.seed, ItemCache(budget), redraw=redraw))
+        self.set_train_mode()
 
-    set_train_mode()
-    use_amp = (dev.type == "cuda") if amp is None else bool(amp and dev.type == "cuda")
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
+    def _cache_side(self, i: int, m: Manifest, side: str, kind: str) -> torch.Tensor:
+        """The embeddings of a frozen, non-augmented side, computed once."""
+        t0 = time.time()
+        rows = list(range(len(m.rows)))
+        once = PairDataset(m, self.params, {}, set(), self.o.seed, ItemCache(0))
+        emb, failed = embed_rows(self.model, once, rows, self.eval_bs, self.o.workers, self.dev, sides=(side,),
+                                 autocast=self.autocast)
+        self.cache_failed[i].update(failed)
+        self.say(f"{m.name}: {kind} side frozen and not augmented: its {len(rows)} embeddings are computed once "
+                 f"and cached ({time.time() - t0:.1f}s; {len(failed)} failed to load)")
+        return emb[side]
 
-    def autocast() -> Any:
-        return torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+    def _optimiser(self, state: dict[str, Any] | None) -> None:
+        o, ctx, dev, mans = self.o, self.ctx, self.dev, self.mans
+        train_encoders = [self.model.encoders[m] for m in self.trainable]
+        optimizer = build_adamw(param_groups(train_encoders, o.weight_decay), o.lr)
+        scheduler = build_scheduler(optimizer, self.sched.warm, self.sched.total)
+        module: torch.nn.Module = PairModule(self.model.encoders)
+        if ctx.distributed:
+            module = torch.nn.parallel.DistributedDataParallel(
+                module, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
+        self.run_state = rs = RunState(total=self.sched.total, spe=self.sched.spe, stop_after=o.stop_after)
+        self.skipped: dict[str, dict[int, str]] = {skip_key(m, i): {} for i, m in enumerate(mans)}
+        self.epoch_acc = {"loss": 0.0, "n": 0}
+        if state is not None:
+            rs.step = int(state["step"])
+            restore_optimiser(state, optimizer, scheduler, self.scaler)
+            rs.history, rs.best = list(state["history"]), state["best"]
+            self.skipped = {k: {int(r): why for r, why in v.items()} for k, v in state["skipped"].items()}
+            self.epoch_acc = dict(state["epoch_acc"])
+            rngs = state["rng"]
+            set_rng_state(rngs[ctx.rank] if ctx.rank < len(rngs) else rngs[0])
+            self.say(f"resuming {self.out} at step {rs.step} of {rs.total}")
+        else:
+            torch.manual_seed(o.seed + 1000 * ctx.rank)  # drop-path / dropout streams differ per rank
+        labels = [torch.as_tensor(m.labels, device=dev) if m.pairing == "label" else None for m in mans]
+        self.parts = StepParts(
+            mans=mans, datasets=self.datasets, caches=self.caches, cache_failed=self.cache_failed, params=self.params,
+            labels=labels, device=dev, module=module, autocast=self.autocast, optimizer=optimizer,
+            scheduler=scheduler, scaler=self.scaler,
+            trainable_params=[p for e in train_encoders for p in e.parameters() if p.requires_grad],
+            grad_clip=o.grad_clip, say=self.say)
 
-    # --- per-manifest loading and caches -----------------------------------------------------------------
-    from ..inputs.batch import resolve_params
-
-    params = {k: resolve_params(k, model) for k in {m.a for m in mans} | {m.b for m in mans}}
-    _check_input_shapes(model, params, card, init)
-    text_params = params.get("text")
-    aug_of: dict[str, Any] = {}
-    caches: list[dict[str, torch.Tensor]] = []
-    datasets: list[PairDataset] = []
-    cache_failed: list[dict[int, str]] = [{} for _ in mans]
-    eval_bs = max(batch_size, 64)
-    budget = int(cache_mb * 2**20 / max(1, len(mans)))
-    model.eval()
-    for i, m in enumerate(mans):
-        aug: dict[str, Any] = {}
-        cache: dict[str, torch.Tensor] = {}
-        for side, kind in (("a", m.a), ("b", m.b)):
-            enc = encoder_of(kind)
-            on = augment == "all" or (augment == "trainable" and enc in trainable)
-            aug[kind] = AUGMENT_DEFAULTS.get(kind) if on else None
-            if enc in frozen and aug[kind] is None:
-                t0 = time.time()
-                rows = list(range(len(m.rows)))
-                once = PairDataset(m, params, {}, set(), seed, ItemCache(0))
-                emb, failed = embed_rows(model, once, rows, eval_bs, workers, dev, sides=(side,), autocast=autocast)
-                cache[side] = emb[side]
-                cache_failed[i].update(failed)
-                say(f"{m.name}: {kind} side frozen and not augmented: its {len(rows)} embeddings are computed once "
-                    f"and cached ({time.time() - t0:.1f}s; {len(failed)} failed to load)")
-        caches.append(cache)
-        aug_of[m.pair] = {k: v is not None for k, v in aug.items()}
-        # label pairing redraws a frozen side when there is one (each trainable item is seen once an epoch)
-        redraw = "a" if encoder_of(m.a) in frozen and encoder_of(m.b) not in frozen else "b"
-        datasets.append(PairDataset(m, params, aug, set(cache), seed, ItemCache(budget), redraw=redraw))
-    set_train_mode()
-
-    # --- optimizer, schedule -------------------------------------------------------------------------------
-    train_encoders = [model.encoders[m] for m in trainable]
-    optimizer = torch.optim.AdamW(param_groups(train_encoders, weight_decay), lr=lr, betas=(0.9, 0.95),
-                                  eps=1e-6)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, warm, total))
-    trainable_params = [p for e in train_encoders for p in e.parameters() if p.requires_grad]
-    module = PairModule(model.encoders)
-    if ctx.distributed:
-        module = torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
-
-    step = 0
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    skipped: dict[str, dict[int, str]] = {m.pair + f"#{i}": {} for i, m in enumerate(mans)}
-    epoch_acc = {"loss": 0.0, "n": 0}
-    if state is not None:
-        step = int(state["step"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history, best = list(state["history"]), state["best"]
-        skipped = {k: {int(r): why for r, why in v.items()} for k, v in state["skipped"].items()}
-        epoch_acc = dict(state["epoch_acc"])
-        rngs = state["rng"]
-        _set_rng_state(rngs[ctx.rank] if ctx.rank < len(rngs) else rngs[0])
-        say(f"resuming {out} at step {step} of {total}")
-    else:
-        torch.manual_seed(seed + 1000 * ctx.rank)  # drop-path / dropout streams differ per rank
-
-    keys = [m.pair if sum(x.pair == m.pair for x in mans) == 1 else f"{m.pair}#{i}" for i, m in enumerate(mans)]
-    metrics = ck.CsvLog(out / ck.METRICS_FILE, ["step", "epoch", "loss"] + [f"loss_{k}" for k in keys]
-                        + ["lr", "items_per_s", "elapsed_s", "skipped"])
-    val_log = ck.CsvLog(out / ck.VAL_FILE, ["step", "epoch", "pair", "n", "loss", "r1_ab", "r1_ba", "chance_ab",
-                                            "chance_ba", "failed"])
-    tb = None
-    if ctx.main:
-        out.mkdir(parents=True, exist_ok=True)
-        metrics.truncate_after(step)
-        val_log.truncate_after(step)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(str(out / "tensorboard"), purge_step=step or None)
-        except Exception:  # TensorBoard not installed: the CSV files carry the same numbers
-            tb = None
-    ctx.barrier()
-
-    say(f"training {', '.join(trainable)} (frozen: {', '.join(frozen) or 'none'}) on "
-        + ", ".join(f"{m.name}: {len(m.train_idx)} train / {len(m.val_idx)} val" for m in mans)
-        + f"; {total} steps ({n_epochs} epoch(s) of {spe}), global batch {batch_size}"
-        + (f" over {ctx.world} processes" if ctx.distributed else "") + f", device {dev}"
-        + (f", amp {str(amp_dtype).removeprefix('torch.')}" if use_amp else ""))
-
-    def record(status: str) -> dict[str, Any]:
-        return {
-            "format": "bindkit-train-record", "format_version": 1, "status": status,
-            "bindkit_version": bindkit.__version__, "torch_version": torch.__version__,
-            "command": command, "arguments": args, "seed": seed, "card": full_card["name"],
-            "base_card": (load_card(card).name if card is not None else (None if init else "bindkit_small")),
-            **({"init": init_info} if init_info else {}),
-            "data": [{"path": str(m.path), "sha256": m.sha256, "media": media[i], "pair": m.pair, "rows": len(m.rows) + len(m.bad),
-                      "skipped_at_validation": len(m.bad), "train": len(m.train_idx), "val": len(m.val_idx),
-                      "skipped_at_load": len(skipped[f"{m.pair}#{i}"]),
-                      "skipped_examples": [f"row {r}: {why}" for r, why in list(skipped[f'{m.pair}#{i}'].items())[:5]],
-                      "augmented": aug_of[m.pair], "cached_sides": [m.a if s == "a" else m.b for s in caches[i]]}
-                     for i, m in enumerate(mans)],
-            "modalities": list(model.modalities), "trainable": trainable, "frozen": frozen,
-            "steps": step, "total_steps": total, "steps_per_epoch": spe, "world_size": ctx.world,
-            "device": str(dev), "amp": str(amp_dtype).removeprefix("torch.") if use_amp else None,
-            "epochs": history, "best": best, "pairing": {m.name: m.pairing for m in mans},
-            **({"stopped_early": {"step": stopped_early, "planned_steps": planned, "patience": patience}}
-               if stopped_early else {}),
-            **({"lora": lora_run.summary()} if lora_run is not None else {}),
-            "wall_s": round(time.time() - started, 1),
-        }
-
-    def save(which: str) -> None:
-        rngs = ctx.gather_objects(_rng_state())
+    def _logs(self) -> None:
+        ctx, out, mans, rs = self.ctx, self.out, self.mans, self.run_state
+        self.keys = [m.pair if sum(x.pair == m.pair for x in mans) == 1 else f"{m.pair}#{i}"
+                     for i, m in enumerate(mans)]
+        self.metrics = ck.CsvLog(out / ck.METRICS_FILE, ["step", "epoch", "loss"] + [f"loss_{k}" for k in self.keys]
+                                 + ["lr", "items_per_s", "elapsed_s", "skipped"])
+        self.val_log = ck.CsvLog(out / ck.VAL_FILE, ["step", "epoch", "pair", "n", "loss", "r1_ab", "r1_ba",
+                                                     "chance_ab", "chance_ba", "failed"])
+        self.tb = None
         if ctx.main:
-            sd = {k: v for k, v in model.encoders.state_dict().items()} if lora_run is None else None
+            out.mkdir(parents=True, exist_ok=True)
+            self.metrics.truncate_after(rs.step)
+            self.val_log.truncate_after(rs.step)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # TensorBoard not installed: the CSV files carry the same numbers
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=rs.step or None)
+        ctx.barrier()
+        s = self.sched
+        self.say(f"training {', '.join(self.trainable)} (frozen: {', '.join(self.frozen) or 'none'}) on "
+                 + ", ".join(f"{m.name}: {len(m.train_idx)} train / {len(m.val_idx)} val" for m in mans)
+                 + f"; {rs.total} steps ({s.n_epochs} epoch(s) of {s.spe}), global batch {self.o.batch_size}"
+                 + (f" over {ctx.world} processes" if ctx.distributed else "") + f", device {self.dev}"
+                 + (f", amp {self._amp_name()}" if self.use_amp else ""))
+
+    def _amp_name(self) -> str:
+        return str(self.amp_dtype).removeprefix("torch.")
+
+    # --- record and checkpoints -------------------------------------------------------------------------------
+    def record(self, status: str) -> dict[str, Any]:
+        """The training record (``train_record.json``) as of now."""
+        o, rs, mans = self.o, self.run_state, self.mans
+        data = []
+        for i, m in enumerate(mans):
+            skipped = self.skipped[skip_key(m, i)]
+            data.append({
+                "path": str(m.path), "sha256": m.sha256, "media": self.media[i], "pair": m.pair,
+                "rows": len(m.rows) + len(m.bad), "skipped_at_validation": len(m.bad), "train": len(m.train_idx),
+                "val": len(m.val_idx), "skipped_at_load": len(skipped),
+                "skipped_examples": [f"row {r}: {why}" for r, why in list(skipped.items())[:5]],
+                "augmented": self.aug_of[m.pair], "cached_sides": [m.a if s == "a" else m.b for s in self.caches[i]]})
+        body = {
+            "seed": o.seed, "card": self.full_card["name"],
+            "base_card": (load_card(o.card).name if o.card is not None else (None if o.init else "bindkit_small")),
+            **({"init": self.init_info} if self.init_info else {}),
+            "data": data, "modalities": list(self.model.modalities), "trainable": self.trainable,
+            "frozen": self.frozen, "steps": rs.step, "total_steps": rs.total, "steps_per_epoch": rs.spe,
+            "world_size": self.ctx.world, "device": str(self.dev),
+            "amp": self._amp_name() if self.use_amp else None,
+            "epochs": rs.history, "best": rs.best, "pairing": {m.name: m.pairing for m in mans},
+            **({"stopped_early": {"step": self.stopped_early, "planned_steps": self.planned,
+                                  "patience": self.sched.patience}} if self.stopped_early else {}),
+            **({"lora": self.lora_run.summary()} if self.lora_run is not None else {}),
+        }
+        return run_record("bindkit-train-record", status, o.command, self.args, body, self.started)
+
+    def save(self, which: str) -> None:
+        """Checkpoint ``which`` (``last`` with everything to resume) and rewrite the record."""
+        ctx, rs, parts = self.ctx, self.run_state, self.parts
+        rngs = ctx.gather_objects(rng_state())
+        if ctx.main:
+            sd = {k: v for k, v in self.model.encoders.state_dict().items()} if self.lora_run is None else None
             ts = None
             if which == "last":
-                ts = {"step": step, "args": args, "data_sha256": [m.sha256 for m in mans],
-                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs,
-                      "history": history, "best": best, "epoch_acc": epoch_acc, "world_size": ctx.world,
-                      "skipped": {k: {str(r): why for r, why in v.items()} for k, v in skipped.items()}}
+                ts = rs.trainer_state(
+                    self.args, parts.optimizer, parts.scheduler, rngs, data_sha256=[m.sha256 for m in self.mans],
+                    scaler=self.scaler.state_dict() if self.scaler is not None else None, epoch_acc=self.epoch_acc,
+                    world_size=ctx.world,
+                    skipped={k: {str(r): why for r, why in v.items()} for k, v in self.skipped.items()})
             write = None
-            if lora_run is not None:  # a LoRA directory (adapters + base pointer) instead of full weights
-                write = partial(lora_mod.write, model=model, run=lora_run, card=full_card,
-                                meta=_adapter_meta(record("running"), which), home=out / ck.CKPT_DIR / which)
-            ck.save_checkpoint(out, which, sd, full_card, ts, write=write)
-            ck.write_record(out, record("running"))
+            if self.lora_run is not None:  # a LoRA directory (adapters + base pointer) instead of full weights
+                write = partial(lora_mod.write, model=self.model, run=self.lora_run, card=self.full_card,
+                                meta=_adapter_meta(self.record("running"), which),
+                                home=self.out / ck.CKPT_DIR / which)
+            run_save(self.out, which, sd, self.full_card, ts, self.record("running"), write=write)
         ctx.barrier()
 
-    def evaluate(epoch: int) -> dict[str, Any]:
+    def evaluate(self, epoch: int) -> dict[str, Any]:
+        """Held-out loss and R@1 of every manifest (rank 0 computes, every rank gets them)."""
         res: dict[str, Any] = {}
-        if ctx.main and val_split > 0:
-            model.eval()
-            for i, m in enumerate(mans):
-                r = validate(model, datasets[i], eval_bs, workers, dev, caches[i], autocast=autocast)
+        if self.ctx.main and self.o.val_split > 0:
+            self.model.eval()
+            for i, m in enumerate(self.mans):
+                r = validate(self.model, self.datasets[i], self.eval_bs, self.o.workers, self.dev, self.caches[i],
+                             autocast=self.autocast)
                 if r is not None:
-                    res[keys[i]] = r
-                    val_log.append({"step": step, "epoch": epoch, "pair": keys[i], **r})
-                    if tb is not None and "loss" in r:
+                    res[self.keys[i]] = r
+                    self.val_log.append({"step": self.run_state.step, "epoch": epoch, "pair": self.keys[i], **r})
+                    if self.tb is not None and "loss" in r:
                         for k in ("loss", "r1_ab", "r1_ba"):
-                            tb.add_scalar(f"val/{keys[i]}/{k}", r[k], step)
-            set_train_mode()
-        return ctx.broadcast_object(res)
+                            self.tb.add_scalar(f"val/{self.keys[i]}/{k}", r[k], self.run_state.step)
+            self.set_train_mode()
+        return self.ctx.broadcast_object(res)
 
-    # --- the loop ------------------------------------------------------------------------------------------
-    bar = progress_bar(progress if ctx.main else False, total=total, initial=step, desc="train", unit="step")
-    done_here, finished = 0, step >= total
-    stopped_early: int | None = None
-    rate_pairs, rate_t = 0, time.time()
-    while step < total and not (stop_after is not None and done_here >= stop_after):
-        epoch, offset = divmod(step, spe)
-        iters = []
-        for i, m in enumerate(mans):
-            batches = epoch_batches(len(m.train_idx), batch_size, spe, seed, epoch, i)
-            sampler = BatchSampler(batches, m.train_idx, epoch, ctx.rank, ctx.world, start=offset)
-            iters.append(iter(make_loader(datasets[i], sampler, text_params, workers, seed * 1009 + epoch)))
-        for _ in range(offset, spe):
-            if step >= total or (stop_after is not None and done_here >= stop_after):
-                break
-            loaded = [next(it) for it in iters]
-            jobs = []
-            for i, (m, b) in enumerate(zip(mans, loaded)):
-                for row, why in b.failed:
-                    if row not in skipped[f"{m.pair}#{i}"]:
-                        skipped[f"{m.pair}#{i}"][row] = why
-                        if len(skipped[f"{m.pair}#{i}"]) <= 3:
-                            say(f"{m.name}: skipping row {row}: {why}")
-                sides = []
-                for side, kind in (("a", m.a), ("b", m.b)):
-                    x = getattr(b, side)
-                    if side in caches[i]:
-                        sides.append(None)
-                    else:
-                        sides.append(to_device(x if len(b.rows) else empty_batch(kind, params[kind]), dev))
-                jobs.append((m.a, sides[0], m.b, sides[1]))
-            with autocast():
-                outs = module(jobs)
-            losses: list[torch.Tensor | None] = []
-            anchors: list[torch.Tensor] = []
-            n_pairs = 0
-            for i, ((za, zb, scale), b) in enumerate(zip(outs, loaded)):
-                rows = b.rows.to(dev)
-                redrawn = b.partners.to(dev) if b.partners is not None else rows
-                if "a" in caches[i]:
-                    za = caches[i]["a"][redrawn if datasets[i].redraw == "a" else rows]
-                if "b" in caches[i]:
-                    zb = caches[i]["b"][redrawn if datasets[i].redraw == "b" else rows]
-                labels = (torch.as_tensor(mans[i].labels, device=dev)[rows].float()[:, None]
-                          if mans[i].pairing == "label" else None)
-                ok = ~(torch.isnan(za).any(1) | torch.isnan(zb).any(1))  # frozen items that failed to load
-                if not bool(ok.all()):
-                    for row in b.rows[~ok.cpu()].tolist():
-                        skipped[f"{mans[i].pair}#{i}"].setdefault(row, cache_failed[i].get(row, "failed to load"))
-                    za, zb = za[ok], zb[ok]
-                    labels = labels[ok] if labels is not None else None
-                # every output enters the loss (times 0 when a batch is unusable): DDP reduces the same
-                # parameters on every rank and step
-                anchor = torch.zeros((), device=dev)
-                for z in (za, zb, scale):
-                    if z is not None and z.requires_grad:
-                        anchor = anchor + 0.0 * z.float().sum()
-                za, zb = gather(za.float()), gather(zb.float())
-                if labels is not None:
-                    labels = gather(labels)[:, 0]
-                n_pairs += za.shape[0]
-                usable = za.shape[0] >= 2
-                losses.append(info_nce(za, zb, scale.float(), labels) + anchor if usable else None)
-                anchors.append(anchor)
-            terms = [x for x in losses if x is not None]
-            lr_now = scheduler.get_last_lr()[0]
-            loss = torch.stack(terms + [a for a, x in zip(anchors, losses) if x is None]).sum()
-            optimizer.zero_grad(set_to_none=True)
-            if loss.requires_grad:  # always, unless every side is cached (refused earlier)
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-            if terms:
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if grad_clip and grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(trainable_params, grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                loss_v = float(loss.detach())
-            else:
-                say(f"step {step + 1}: fewer than 2 loadable pairs in every batch; no update")
-                loss_v = float("nan")
-            scheduler.step()
-            step += 1
-            done_here += 1
-            if not math.isnan(loss_v):
-                epoch_acc["loss"] += loss_v
-                epoch_acc["n"] += 1
-            rate_pairs += n_pairs
-            now = time.time()
-            ips = rate_pairs / max(now - rate_t, 1e-9)
-            if now - rate_t > 30:
-                rate_pairs, rate_t = 0, now
-            if ctx.main:
-                row = {"step": step, "epoch": epoch, "loss": loss_v, "lr": lr_now, "items_per_s": ips,
-                       "elapsed_s": round(now - started, 3),
-                       "skipped": sum(len(v) for v in skipped.values())}
-                for k, x in zip(keys, losses):
-                    row[f"loss_{k}"] = float(x.detach()) if x is not None else float("nan")
-                metrics.append(row)
-                if tb is not None:
-                    tb.add_scalar("train/loss", loss_v, step)
-                    tb.add_scalar("train/lr", lr_now, step)
-                bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr_now:.2e}", items_s=f"{ips:.1f}", refresh=False)
-                bar.update(1)
-            end_of_epoch = step % spe == 0 or step == total
-            if end_of_epoch:
-                val = evaluate(epoch)
-                entry = {"epoch": epoch, "step": step, "train_loss": epoch_acc["loss"] / max(1, epoch_acc["n"]),
-                         "lr": lr_now, "val": val}
-                scores = [0.5 * (v["r1_ab"] + v["r1_ba"]) for v in val.values() if "r1_ab" in v]
-                if scores:
-                    entry["val_score"] = float(np.mean(scores))
-                history.append(entry)
-                epoch_acc = {"loss": 0.0, "n": 0}
-                msg = "; ".join(f"{k} R@1 {v['r1_ab']:.3f}/{v['r1_ba']:.3f} (chance {v['chance_ab']:.3f})"
-                                for k, v in val.items() if "r1_ab" in v)
-                say(f"epoch {epoch + 1}/{n_epochs}: train loss {entry['train_loss']:.4f}"
-                    + (f"; val {msg}" if msg else ""))
-                if scores and (best is None or entry["val_score"] > best["val_score"]):
-                    best = {"epoch": epoch, "step": step, "val_score": entry["val_score"]}
-                    save("best")
-                if patience and best is not None and epoch - best["epoch"] >= patience and step < total:
-                    say(f"early stop: no better held-out score for {patience} epochs (best: epoch "
-                        f"{best['epoch'] + 1}, {best['val_score']:.3f}); publishing the best epoch")
-                    stopped_early = step
-                    total = step
-            if end_of_epoch or (save_every and step % save_every == 0) or \
-                    (stop_after is not None and done_here >= stop_after):
-                save("last")
-    bar.close()
-    finished = step >= total
-    if ctx.main:
-        if finished:
-            ck.refuse_untrained(out, skipped)  # every item failed to load: publish nothing
-            src = ck.checkpoint_dir(out, "best") if best is not None else None
-            ck.publish(out, src or ck.checkpoint_dir(out, "last"))
-            if lora_run is not None:
-                refresh_base_link(out)
-        rec = record("finished" if finished else "paused")
-        if finished and best is not None:
-            rec["published"] = f"best (epoch {best['epoch'] + 1}, step {best['step']})"
-        elif finished:
-            rec["published"] = "last"
-        if finished:
-            manifest = json.loads((out / "manifest.json").read_text())
-            rec["fingerprints"] = {m: info.get("fingerprint") for m, info in manifest["files"].items()}
-        ck.write_record(out, rec)
-        if tb is not None:
-            tb.close()
-    else:
-        rec = {}
-    ctx.barrier()
-    if ctx.main:
-        say(f"{'finished' if finished else 'paused'} at step {step}/{total}: {out}"
-            + ("" if finished else " (continue with --resume)"))
-    return TrainResult(out=out, step=step, total_steps=total, finished=finished, epochs=history, best=best,
-                       record=rec)
+    # --- the loop ---------------------------------------------------------------------------------------------
+    def _train_epochs(self) -> None:
+        from ..progress import progress_bar
 
+        o, ctx, rs = self.o, self.ctx, self.run_state
+        self.bar = progress_bar(o.progress if ctx.main else False, total=rs.total, initial=rs.step, desc="train",
+                                unit="step")
+        self.meter = Throughput()
+        for epoch, offset in rs.epochs():
+            iters = []
+            for i, m in enumerate(self.mans):
+                batches = epoch_batches(len(m.train_idx), o.batch_size, rs.spe, o.seed, epoch, i)
+                sampler = BatchSampler(batches, m.train_idx, epoch, ctx.rank, ctx.world, start=offset)
+                iters.append(iter(make_loader(self.datasets[i], sampler, self.params.get("text"), o.workers,
+                                              o.seed * 1009 + epoch)))
+            for _ in rs.batches(offset):
+                self._step(epoch, [next(it) for it in iters])
+        self.bar.close()
 
+    def _step(self, epoch: int, loaded: list[Any]) -> None:
+        rs = self.run_state
+        res = contrastive_step(self.parts, loaded, self.skipped, rs.step)
+        rs.advance()
+        if not math.isnan(res.loss):
+            self.epoch_acc["loss"] += res.loss
+            self.epoch_acc["n"] += 1
+        ips, now = self.meter.add(res.n_pairs)
+        if self.ctx.main:
+            self._log_step(epoch, res, ips, now)
+        end_of_epoch = rs.end_of_epoch()
+        if end_of_epoch:
+            self._end_epoch(epoch, res.lr)
+        if rs.checkpoint_due(end_of_epoch, self.o.save_every):
+            self.save("last")
+
+    def _log_step(self, epoch: int, res: StepOutcome, ips: float, now: float) -> None:
+        step = self.run_state.step
+        row = {"step": step, "epoch": epoch, "loss": res.loss, "lr": res.lr, "items_per_s": ips,
+               "elapsed_s": round(now - self.started, 3), "skipped": sum(len(v) for v in self.skipped.values())}
+        for k, x in zip(self.keys, res.losses):
+            row[f"loss_{k}"] = float(x.detach()) if x is not None else float("nan")
+        self.metrics.append(row)
+        if self.tb is not None:
+            self.tb.add_scalar("train/loss", res.loss, step)
+            self.tb.add_scalar("train/lr", res.lr, step)
+        self.bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{res.lr:.2e}", items_s=f"{ips:.1f}", refresh=False)
+        self.bar.update(1)
+
+    def _end_epoch(self, epoch: int, lr_now: float) -> None:
+        """Validate, log the epoch, save ``best`` when it is, and stop early when patience ran out."""
+        rs, say, patience = self.run_state, self.say, self.sched.patience
+        val = self.evaluate(epoch)
+        entry = {"epoch": epoch, "step": rs.step, "train_loss": self.epoch_acc["loss"] / max(1, self.epoch_acc["n"]),
+                 "lr": lr_now, "val": val}
+        scores = [0.5 * (v["r1_ab"] + v["r1_ba"]) for v in val.values() if "r1_ab" in v]
+        if scores:
+            entry["val_score"] = float(np.mean(scores))
+        rs.history.append(entry)
+        self.epoch_acc = {"loss": 0.0, "n": 0}
+        msg = "; ".join(f"{k} R@1 {v['r1_ab']:.3f}/{v['r1_ba']:.3f} (chance {v['chance_ab']:.3f})"
+                        for k, v in val.items() if "r1_ab" in v)
+        say(f"epoch {epoch + 1}/{self.sched.n_epochs}: train loss {entry['train_loss']:.4f}"
+            + (f"; val {msg}" if msg else ""))
+        if scores and (rs.best is None or entry["val_score"] > rs.best["val_score"]):
+            rs.best = {"epoch": epoch, "step": rs.step, "val_score": entry["val_score"]}
+            self.save("best")
+        best = rs.best
+        if patience and best is not None and epoch - best["epoch"] >= patience and rs.step < rs.total:
+            say(f"early stop: no better held-out score for {patience} epochs (best: epoch "
+                f"{best['epoch'] + 1}, {best['val_score']:.3f}); publishing the best epoch")
+            self.stopped_early = rs.step
+            rs.total = rs.step
+
+    def _finish(self) -> TrainResult:
+        ctx, rs, out = self.ctx, self.run_state, self.out
+        finished = rs.finished
+        rec: dict[str, Any] = {}
+        if ctx.main:
+            published = None
+            if finished:
+                ck.refuse_untrained(out, self.skipped)  # every item failed to load: publish nothing
+                published = run_publish(out, rs.best)
+                if self.lora_run is not None:
+                    refresh_base_link(out)
+            rec = self.record("finished" if finished else "paused")
+            if finished:
+                rec["published"] = published
+                rec["fingerprints"] = fingerprints(json.loads((out / "manifest.json").read_text()))
+            ck.write_record(out, rec)
+            if self.tb is not None:
+                self.tb.close()
+        ctx.barrier()
+        if ctx.main:
+            say_done(self.say, rs, out)
+        return TrainResult(out=out, step=rs.step, total_steps=rs.total, finished=finished, epochs=rs.history,
+                           best=rs.best, record=rec)
