@@ -33,16 +33,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .csvrows import CsvRowError, dict_rows, json_line
-from .errors import BindkitError, ModalityError
+from .errors import EvalError, ModalityError  # noqa: F401  (EvalError moved to bindkit.errors)
 from .modality import input_kind
 
 #: Default prompt template (CLIP's).
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
-
-
-class EvalError(BindkitError, ValueError):
-    """A test file, class list or template that cannot be used (said before any model runs)."""
 
 
 # ----------------------------------------------------------------------------------------------- scoring

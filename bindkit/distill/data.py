@@ -15,16 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..errors import BindkitError
+from ..errors import DistillError  # noqa: F401  (moved to bindkit.errors; re-exported here)
 from ..modality import input_kind
 
 _TABLES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
 _SHOW = 3
-
-
-class DistillError(BindkitError, ValueError):
-    """Distillation cannot start: an unusable data source, too few items, or a student that cannot serve the
-    teacher's space (the message says what to change)."""
 
 
 @dataclass

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..csvrows import CsvRowError, dict_rows, json_line
-from ..errors import BindkitError, InputError
+from ..errors import InputError, ManifestError  # noqa: F401  (ManifestError moved to bindkit.errors)
 from ..fileio import hash_file_into
 from ..modality import INPUT_KINDS, _ALIASES, encoder_of, input_kind
 
@@ -42,10 +42,6 @@ _SHOW = 5
 LABEL_COLUMN = "label"
 #: ``--pairing`` choices.
 PAIRINGS = ("auto", "label", "instance")
-
-
-class ManifestError(BindkitError, ValueError):
-    """A pair manifest cannot be used: unreadable, wrong columns, no rows, too many bad rows, empty split."""
 
 
 @dataclass
