@@ -24,7 +24,6 @@ one vector gets R@1 ~ 0, not 100%), and in classification ``argmax`` takes the l
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -32,9 +31,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .csvrows import CsvRowError, dict_rows, json_line
+from . import tables
 from .errors import EvalError, ModalityError  # noqa: F401  (EvalError moved to bindkit.errors)
 from .modality import input_kind
+from .tables import TableError
 
 #: Default prompt template (CLIP's).
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
@@ -156,39 +156,16 @@ def retrieval_scores(a: np.ndarray, b: np.ndarray, ks: Iterable[int] = DEFAULT_K
 
 
 def read_table(path: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]]]:
-    """(column names, rows as dicts) of a CSV/TSV, JSON Lines or Parquet file."""
+    """(column names, rows as dicts) of a CSV/TSV, JSON Lines or Parquet file (:func:`bindkit.tables.read_table`;
+    EvalError naming the file, and the line where it applies)."""
     p = Path(path)
     if not p.is_file():
         raise EvalError(f"{p}: no such file")
-    suffix = p.suffix.lower()
     try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(p)
-            return list(table.column_names), table.to_pylist()
-        if suffix in (".jsonl", ".ndjson"):
-            rows, columns = [], {}
-            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                obj = json_line(line, i)
-                if not isinstance(obj, dict):
-                    raise EvalError(f"{p} line {i}: expected a JSON object per line")
-                rows.append(obj)
-                columns.update(dict.fromkeys(obj))
-            return list(columns), rows
-        with open(p, newline="", encoding="utf-8-sig") as f:
-            header, parsed = dict_rows(f, delimiter="\t" if suffix == ".tsv" else ",")
-            return [c.strip() for c in header], [{(k or "").strip(): v for k, v in r.items()} for _, r in parsed]
-    except EvalError:
-        raise
-    except CsvRowError as exc:
-        raise EvalError(f"{p} {exc}") from None
-    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
-        raise EvalError(f"{p}: not a readable CSV, JSON Lines or Parquet table ({exc})") from None
-    except Exception as exc:  # pyarrow's ArrowInvalid and friends
-        raise EvalError(f"{p}: cannot read it ({type(exc).__name__}: {exc})") from None
+        table = tables.read_table(p)
+    except TableError as exc:
+        raise EvalError(f"{p} {exc}" if exc.line is not None else f"{p}: {exc}") from None
+    return table.columns, table.rows
 
 
 def modality_columns(columns: Iterable[str]) -> dict[str, str]:
