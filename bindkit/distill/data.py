@@ -65,7 +65,7 @@ class Items:
 
 
 def _table_column(path: Path, columns: list[str], kind: str, column: str | None) -> str:
-    from ..evaluate import EvalError, modality_columns
+    from ..eval import EvalError, modality_columns
 
     try:
         found = modality_columns(columns)
