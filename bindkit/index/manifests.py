@@ -1,4 +1,6 @@
-"""Reading build manifests (``.jsonl``, ``.parquet``, ``.csv`` with a ``path`` or ``text`` column) row by row.
+"""Reading build manifests (``.jsonl``, ``.parquet``, ``.csv`` with a ``path`` or ``text`` column) row by row,
+through the table reader train, eval and distill use (:mod:`bindkit.tables`: the same encodings, line numbers and
+column names, stripped of spaces in a CSV header).
 
 What a broken manifest does, per format:
 
