@@ -17,13 +17,25 @@ from typing import TYPE_CHECKING, Any
 
 from .cards import Card, add_card_path, list_encoders, load_card
 from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
     BindkitError,
     CardError,
     CheckpointError,
+    DatasetError,
     DeviceError,
+    DistillError,
+    EvalError,
+    IndexClosedError,
     IndexStoreError,
     InputError,
+    ManifestError,
     ModalityError,
+    ModelRefusedError,
+    ReadOnlyIndexError,
+    StorageFullError,
+    StudentModelError,
+    WeightsIntegrityError,
     WeightsNotFoundError,
 )
 
@@ -75,8 +87,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BindModel", "BindkitError", "Card", "CardError", "CheckpointError", "DeviceError", "Embeddings", "Hit", "Index",
-    "IndexStoreError", "InputError", "ItemError", "ModalityError", "ModelInfo", "WeightsNotFoundError", "add_card_path",
-    "auto_device", "build_model", "convert", "distill", "fetch_weights", "list_encoders", "list_models", "load_card",
-    "load_model", "preprocess", "train",
+    "ArgumentError", "ArgumentTypeError", "BindModel", "BindkitError", "Card", "CardError", "CheckpointError",
+    "DatasetError", "DeviceError", "DistillError", "Embeddings", "EvalError", "Hit", "Index", "IndexClosedError",
+    "IndexStoreError", "InputError", "ItemError", "ManifestError", "ModalityError", "ModelInfo", "ModelRefusedError",
+    "ReadOnlyIndexError", "StorageFullError", "StudentModelError", "WeightsIntegrityError", "WeightsNotFoundError",
+    "add_card_path", "auto_device", "build_model", "convert", "distill", "fetch_weights", "list_encoders",
+    "list_models", "load_card", "load_model", "preprocess", "train",
 ]

@@ -87,6 +87,25 @@ class IndexClosedError(IndexStoreError, ValueError):
     """A method was called on an ``Index`` after ``close()`` (like I/O on a closed file, a ValueError)."""
 
 
+
+class ManifestError(BindkitError, ValueError):
+    """A pair manifest cannot be used: unreadable, wrong columns, no rows, too many bad rows, empty split."""
+
+
+class EvalError(BindkitError, ValueError):
+    """A test file, class list or template that cannot be used (said before any model runs)."""
+
+
+class DistillError(BindkitError, ValueError):
+    """Distillation cannot start: an unusable data source, too few items, or a student that cannot serve the
+    teacher's space (the message says what to change)."""
+
+
+
+class DatasetError(BindkitError, ValueError):
+    """The output folder cannot be used, or the counts or parameters are invalid."""
+
+
 def describe_exc(exc: BaseException, with_type: bool = True) -> str:
     """``"TypeName: first line of the message"`` (or the first line alone), to quote a library's complaint
     inside one of our messages instead of showing its stack trace."""

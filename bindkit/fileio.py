@@ -44,24 +44,35 @@ def hash_file_into(digest: Any, path: str | os.PathLike) -> Any:
     return digest
 
 
-_MAGIC = (
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"GIF8", "a GIF image"),
-    (b"BM", "a BMP image"),
-    (b"%PDF", "a PDF document"),
-    (b"PK\x03\x04", "a ZIP archive"),
-    (b"\x1f\x8b", "a gzip archive"),
+#: What a file's first bytes say it is: (description, [(offset, bytes)...] that must all match, audio/video?).
+#: The first match wins. One table for every "it looks like ..." hint (loaders, weights, the server).
+SIGNATURES: tuple[tuple[str, tuple[tuple[int, bytes], ...], bool], ...] = (
+    ("a WAV audio file", ((0, b"RIFF"), (8, b"WAVE")), True),
+    ("an audio file", ((0, b"fLaC"),), True),
+    ("an audio file", ((0, b"OggS"),), True),
+    ("an audio file", ((0, b"ID3"),), True),
+    ("an MP4/MOV video file", ((4, b"ftyp"),), True),
+    ("a WebM/Matroska video file", ((0, b"\x1aE\xdf\xa3"),), True),
+    ("a JPEG image", ((0, b"\xff\xd8\xff"),), False),
+    ("a PNG image", ((0, b"\x89PNG\r\n\x1a\n"),), False),
+    ("a GIF image", ((0, b"GIF8"),), False),
+    ("a BMP image", ((0, b"BM"),), False),
+    ("a PDF document", ((0, b"%PDF"),), False),
+    ("a ZIP archive", ((0, b"PK\x03\x04"),), False),
+    ("a gzip archive", ((0, b"\x1f\x8b"),), False),
+    ("a WebP image", ((0, b"RIFF"), (8, b"WEBP")), False),
 )
 
 
-def sniff(head: bytes) -> str | None:
-    """What the first bytes of a file say it is (``"a JPEG image"``), for error messages; None when unsure."""
-    for magic, what in _MAGIC:
-        if head.startswith(magic):
+def sniff(head: bytes, media: bool = False) -> str | None:
+    """What the first bytes of a file say it is (``"a JPEG image"``), for error messages; None when unsure.
+    Audio and video containers (WAV, FLAC, Ogg, MP3, MP4/MOV, WebM) are named only with ``media=True`` (the
+    server's hints); without it their bytes give None, as a decoder's own message says more about them."""
+    for what, parts, is_media in SIGNATURES:
+        if is_media and not media:
+            continue
+        if all(head[offset:offset + len(magic)] == magic for offset, magic in parts):
             return what
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "a WebP image"
     return None
 
 

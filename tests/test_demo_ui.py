@@ -63,11 +63,10 @@ def _shot(pg, name: str, full_page: bool = True) -> Path:
 
 @pytest.fixture(scope="module")
 def demo():
-    """demos/app.py imported as a module (demos/ is not a package: it is what users run)."""
-    spec = importlib.util.spec_from_file_location("bindkit_demo_app", REPO / "demos" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The demo app (bindkit.ui.app; demos/app.py is its launcher)."""
+    from bindkit.ui import app
+
+    return app
 
 
 @pytest.fixture(scope="session")

@@ -32,14 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bindkit {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Every subcommand module exists and imports only what every install has: optional dependencies (gradio for
+    # `demo`, fastapi/uvicorn for `serve`) are imported when the command runs, which then says which extra to
+    # install. So an ImportError here is a real bug (a broken install), and it is not hidden.
     for name in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"bindkit.cli.{name}")
-        except ModuleNotFoundError as exc:  # a subcommand whose module is not written yet
-            if exc.name == f"bindkit.cli.{name}":
-                continue
-            raise
-        mod.add_parser(sub)
+        importlib.import_module(f"bindkit.cli.{name}").add_parser(sub)
     return parser
 
 

@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "imagebind_huge when its weights are on this machine. With files: embed them and texts, print their "
         "cross-modal similarities, then index and search them.",
         epilog="examples:\n  bindkit demo\n  bindkit demo --model imagebind_huge --n 60\n"
-        "  bindkit demo photo.jpg bark.wav -t 'a dog' -t 'a car' --model imagebind_huge",
+        "  bindkit demo photo.jpg bark.wav -t 'a dog' -t 'a car' --model imagebind_huge\n"
+        "  bindkit demo --ui                          # the same gallery in the browser (bindkit[demo])",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="*", type=Path, help="files to embed (images, audio, video, depth/thermal/IMU)")
@@ -53,6 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          "gallery kept there is re-used by a run with the same --n, --seed and model")
     add_alias(p, "--index", of=out)
     add_quantize_arg(p)
+    p.add_argument("--ui", action="store_true", help="start the demo app in the browser instead (Gradio, "
+                   "http://127.0.0.1:7860; needs bindkit[demo]): --model, --weights and --n carry over; "
+                   "python -m bindkit.ui --help lists all of its options")
     p.set_defaults(func=run)
 
 
@@ -64,10 +68,27 @@ def _choose_model(name: str) -> str:
     return HUGE if locate_weights(HUGE) is not None else TOY
 
 
+def _run_ui(args: argparse.Namespace) -> int:
+    """``bindkit demo --ui``: the Gradio app of :mod:`bindkit.ui` with this command's model and gallery size."""
+    from ..ui import run as run_ui
+
+    if args.files:
+        print("error: --ui takes no files (the app's Search tab takes uploads)", file=sys.stderr)
+        return 2
+    argv = ["--gallery-size", str(args.n)]
+    if args.model != AUTO:
+        argv += ["--model", args.model]
+    if args.weights:
+        argv += ["--weights", str(args.weights)]
+    return run_ui(argv)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import WeightsNotFoundError
     from .common import load_model_for
 
+    if getattr(args, "ui", False):
+        return _run_ui(args)
     name = _choose_model(args.model)
     if args.n < 10:
         print("error: --n must be at least 10 scenes", flush=True)
@@ -101,8 +122,8 @@ def _gallery_demo(model, name: str, n: int, seed: int, keep: Path | None) -> int
 def _gallery_in(model, name: str, n: int, seed: int, root: Path) -> int:
     import numpy as np
 
-    from bindkit import evaluate
-    from bindkit.datasets import synthetic
+    from ..datasets import synthetic
+    from ..eval import class_embeddings, retrieval_scores, zero_shot_scores
 
     what = ("trained by bindkit on its synthetic world only" if name == TOY
             else f"card {model.card.name}")
@@ -137,7 +158,7 @@ def _gallery_in(model, name: str, n: int, seed: int, root: Path) -> int:
         for k in [*kinds, *captions]:
             if k == "image":
                 continue
-            r = evaluate.retrieval_scores(emb["image"][ok], emb[k][ok], ks=(1, 5), names=("image", k))
+            r = retrieval_scores(emb["image"][ok], emb[k][ok], ks=(1, 5), names=("image", k))
             print(f"   image -> {k:<8} R@1 {r[f'image_to_{k}']['R@1']:.2f}  R@5 {r[f'image_to_{k}']['R@5']:.2f}"
                   f"   (chance {r['chance']['R@1']:.2f} / {r['chance']['R@5']:.2f})")
     if "text" in model.modalities:
@@ -148,12 +169,12 @@ def _gallery_in(model, name: str, n: int, seed: int, root: Path) -> int:
                 if k == "image" and attr not in ("shape", "colour"):
                     continue
                 names = synthetic.classes(attr)
-                cls = evaluate.class_embeddings(model, names, synthetic.templates(attr))
+                cls = class_embeddings(model, names, synthetic.templates(attr))
                 labels = [names.index(r[attr]) for r, good in zip(rows, ok) if good]
-                s = evaluate.zero_shot_scores(emb[k][ok], cls, labels, names)
+                s = zero_shot_scores(emb[k][ok], cls, labels, names)
                 print(f"   {k:<8} -> {attr:<12} accuracy {s['accuracy']:.2f}   (chance {s['chance']:.2f}, "
                       f"{s['accuracy'] / s['chance']:.1f}x)")
-    print("\nNext: python demos/app.py (the same gallery in a browser), bindkit index build YOUR_FOLDER --out IDX,"
+    print("\nNext: bindkit demo --ui (the same gallery in a browser), bindkit index build YOUR_FOLDER --out IDX,"
           " bindkit train --help (bind your own sensor).")
     return 0
 

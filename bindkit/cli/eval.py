@@ -90,7 +90,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _needed_modalities(args: argparse.Namespace) -> list[str]:
     """The encoders the task needs (read from the file's header), so only those are loaded."""
-    from ..evaluate import EvalError, modality_columns, read_table
+    from ..eval import EvalError, modality_columns, read_table
     from ..modality import input_kind
 
     path = args.zero_shot or args.retrieval
@@ -110,7 +110,7 @@ def _needed_modalities(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import EvalError, load_classes, load_templates, retrieval, zero_shot
+    from ..eval import EvalError, load_classes, load_templates, retrieval, zero_shot
     from .common import load_model_for
 
     positional_or_option(args, command="eval", dest="model", positional="model_arg", flag="--model",
@@ -214,7 +214,7 @@ def _distill_setup(args: argparse.Namespace) -> tuple[str, str, str | None]:
     import bindkit
 
     from ..errors import CardError
-    from ..evaluate import EvalError
+    from ..eval import EvalError
     from ..index.student import card_record
     from ..modality import input_kind
 
@@ -243,7 +243,7 @@ def run_distill_eval(args: argparse.Namespace) -> int:
     import bindkit
 
     from ..distill.data import read_items
-    from ..evaluate import EvalError, distillation
+    from ..eval import EvalError, distillation
     from .common import default_device, load_model_for
 
     if args.classes or args.templates:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .synthetic.writer import DatasetError
+from ..errors import DatasetError
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 #: Captions of the training images (the evaluation templates below are a subset, as a user's would be).

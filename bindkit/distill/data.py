@@ -15,16 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..errors import BindkitError
+from .. import tables
+from ..errors import DistillError  # noqa: F401  (moved to bindkit.errors; re-exported here)
 from ..modality import input_kind
+from ..tables import TableError
 
 _TABLES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
 _SHOW = 3
-
-
-class DistillError(BindkitError, ValueError):
-    """Distillation cannot start: an unusable data source, too few items, or a student that cannot serve the
-    teacher's space (the message says what to change)."""
 
 
 @dataclass
@@ -67,11 +64,10 @@ class Items:
         return "; ".join(parts)
 
 
-def _table_column(path: Path, kind: str, column: str | None) -> str:
-    from ..evaluate import EvalError, modality_columns, read_table
+def _table_column(path: Path, columns: list[str], kind: str, column: str | None) -> str:
+    from ..eval import EvalError, modality_columns
 
     try:
-        columns, _ = read_table(path)
         found = modality_columns(columns)
     except EvalError as exc:
         raise DistillError(str(exc)) from None
@@ -86,13 +82,15 @@ def _table_column(path: Path, kind: str, column: str | None) -> str:
 
 
 def _from_table(path: Path, kind: str, column: str | None, out: Items, add: Any) -> None:
-    from ..evaluate import read_table
-
-    col = _table_column(path, kind, column)
-    _, rows = read_table(path)
-    for i, row in enumerate(rows, 1):
+    try:
+        table = tables.read_table(path)
+    except TableError as exc:
+        raise DistillError(f"{path} {exc}" if exc.line is not None else f"{path}: {exc}") from None
+    col = _table_column(path, table.columns, kind, column)
+    unit = "row" if tables.table_format(path) == "parquet" else "line"
+    for n, row in zip(table.lines, table.rows):
         value = row.get(col)
-        where = f"{path.name} row {i}"
+        where = f"{path.name} {unit} {n}"
         if value is None or (isinstance(value, float) and value != value) or not str(value).strip():
             out.skipped.append((where, "empty cell"))
         elif kind == "text":

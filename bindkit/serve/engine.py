@@ -88,7 +88,7 @@ class Engine:
             raise limit_error(label, exc) from None
         except InputError as exc:
             reason = _BUFFER_REPR.sub("", exc.reason)
-            what = _what(bytes(item[:16])) if isinstance(item, (bytes, bytearray)) else None
+            what = sniff(bytes(item[:16]), media=True) if isinstance(item, (bytes, bytearray)) else None
             if what and "looks like" not in reason and not _matches(kind, what):
                 reason += f"; it looks like {what}, not {_KIND_WORDS.get(kind, kind)}"
             raise ApiError(422, f"{label}: {reason}", param=label) from None
@@ -159,19 +159,6 @@ def request_budget(limits: Limits) -> DecodeBudget:
 _BUFFER_REPR = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 _KIND_WORDS = {"image": "an image", "depth": "a depth map", "thermal": "a thermal image", "audio": "audio",
                "video": "a video", "imu": "an IMU CSV"}
-
-
-def _what(head: bytes) -> str | None:
-    """What a file's first bytes say it is, for hints in error messages (None when unsure)."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "a WAV audio file"
-    if head.startswith((b"fLaC", b"OggS", b"ID3")):
-        return "an audio file"
-    if head[4:8] == b"ftyp":
-        return "an MP4/MOV video file"
-    if head.startswith(b"\x1aE\xdf\xa3"):
-        return "a WebM/Matroska video file"
-    return sniff(head)
 
 
 def _matches(kind: str, what: str) -> bool:

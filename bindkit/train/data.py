@@ -17,10 +17,8 @@ counted, never a crash mid-epoch.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -30,22 +28,17 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..csvrows import CsvRowError, dict_rows, json_line
-from ..errors import BindkitError, InputError
+from .. import tables
+from ..errors import InputError, ManifestError  # noqa: F401  (ManifestError moved to bindkit.errors)
 from ..fileio import hash_file_into
 from ..modality import INPUT_KINDS, _ALIASES, encoder_of, input_kind
+from ..tables import TableError
 
-_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-            ".parquet": "parquet", ".pq": "parquet"}
 _SHOW = 5
 #: The column that holds each row's class (case-insensitive).
 LABEL_COLUMN = "label"
 #: ``--pairing`` choices.
 PAIRINGS = ("auto", "label", "instance")
-
-
-class ManifestError(BindkitError, ValueError):
-    """A pair manifest cannot be used: unreadable, wrong columns, no rows, too many bad rows, empty split."""
 
 
 @dataclass
@@ -79,42 +72,16 @@ class Manifest:
         return f"{self.path.name} ({self.pair})"
 
 
-def _read_table(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
+def _read_table(path: Path) -> tuple[list[str], list[dict[str, Any]], list[int]]:
+    """(columns, rows, line each row starts on) of a manifest (:func:`bindkit.tables.read_table`); ManifestError
+    naming the file, and the line where it applies."""
+    if tables.table_format(path) is None:
         raise ManifestError(f"manifest {path}: unknown format {path.suffix!r}; use .csv, .jsonl or .parquet")
     try:
-        if fmt == "csv":
-            with open(path, newline="", encoding="utf-8-sig") as fh:
-                delim = "\t" if path.suffix.lower() == ".tsv" else ","
-                header, parsed = dict_rows(fh, delimiter=delim)  # strict: an unterminated quote names its line
-                return [c.strip() for c in header], [{(k or "").strip(): v for k, v in r.items()} for _, r in parsed]
-        if fmt == "jsonl":
-            rows, cols = [], []
-            with open(path, encoding="utf-8") as fh:
-                for n, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    obj = json_line(line, n)
-                    if not isinstance(obj, dict):
-                        raise ManifestError(f"manifest {path} line {n}: expected a JSON object per line")
-                    for k in obj:
-                        if k not in cols:
-                            cols.append(k)
-                    rows.append(obj)
-            return cols, rows
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        return list(table.column_names), table.to_pylist()
-    except ManifestError:
-        raise
-    except CsvRowError as exc:
-        raise ManifestError(f"manifest {path} {exc}") from None
-    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
-        raise ManifestError(f"manifest {path} cannot be read ({type(exc).__name__}: {exc})") from None
-    except Exception as exc:  # pyarrow raises its own ArrowInvalid etc.
-        raise ManifestError(f"manifest {path} cannot be read ({type(exc).__name__}: {exc})") from None
+        table = tables.read_table(path)
+    except TableError as exc:
+        raise ManifestError(f"manifest {path} {exc}" if exc.line is not None else f"manifest {path}: {exc}") from None
+    return table.columns, table.rows, table.lines
 
 
 def _modality_columns(path: Path, columns: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
@@ -147,7 +114,7 @@ def read_manifest(path: str | os.PathLike, *, max_bad_fraction: float = 0.05) ->
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
-    columns, records = _read_table(path)
+    columns, records, lines = _read_table(path)
     pairs, ignored = _modality_columns(path, columns)
     (col_a, a), (col_b, b) = pairs
     if not records:
@@ -157,7 +124,7 @@ def read_manifest(path: str | os.PathLike, *, max_bad_fraction: float = 0.05) ->
     rows: list[tuple[str, str]] = []
     row_labels: list[str] = []
     bad: list[tuple[int, str]] = []
-    for n, rec in enumerate(records, start=2 if path.suffix.lower() in (".csv", ".tsv") else 1):
+    for n, rec in zip(lines, records):
         values, reason = [], None
         for col, kind in ((col_a, a), (col_b, b)):
             v = rec.get(col)

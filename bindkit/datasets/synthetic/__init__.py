@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import ArgumentError
 from .captions import caption
 from .gallery import GALLERY_KINDS, Gallery, build_gallery, gallery_key, gallery_kinds, write_video
 from .microphone import MICS, apply_microphone
@@ -88,7 +89,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 def classes(attribute: str) -> list[str]:
     """Class names of ``attribute`` (shape, colour, size, material, temperature, motion), in label order."""
     if attribute not in ATTRIBUTES:
-        raise ValueError(f"unknown attribute {attribute!r}; expected one of {', '.join(ATTRIBUTES)}")
+        raise ArgumentError(f"unknown attribute {attribute!r}; expected one of {', '.join(ATTRIBUTES)}")
     return list(ATTRIBUTES[attribute])
 
 
@@ -126,12 +127,12 @@ def sample(index: int, seed: int = 0, split: str = "train", **params: Any) -> di
     p = {**DEFAULTS, **params}
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
+        raise ArgumentError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
     size = int(p["size"])
     if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
+        raise ArgumentError(f"size must be at least 16 pixels, got {size}")
     if p["audio_mic"] not in MICS:
-        raise ValueError(f"unknown audio_mic {p['audio_mic']!r}; choose among {', '.join(MICS)}")
+        raise ArgumentError(f"unknown audio_mic {p['audio_mic']!r}; choose among {', '.join(MICS)}")
     r_scene, r_image, r_text, r_audio, r_depth, r_thermal, r_imu, _ = streams(seed, split, index)
     sc = draw_scene(r_scene, seed, split, index)
     thermal_c = render_thermal(sc, r_thermal, size)

@@ -34,6 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...errors import ArgumentError
+
 #: Every modality a gallery can hold, in the order they are indexed.
 GALLERY_KINDS: tuple[str, ...] = ("image", "text", "audio", "video", "depth", "thermal", "imu")
 #: Bump when a gallery's content or layout changes, so that galleries on disk are rebuilt.
@@ -224,13 +226,13 @@ def build_gallery(out_dir: str | Path, model: Any, *, n: int = 60, seed: int = 0
         log: called with a line per step (building, items indexed per kind); default silent.
 
     Raises:
-        ValueError: ``n`` < 1 or ``videos`` < 0. DatasetError: ``out_dir/media`` holds something that is not a
+        ArgumentError (a ValueError): ``n`` < 1 or ``videos`` < 0. DatasetError: ``out_dir/media`` holds something that is not a
         synthetic world. IndexStoreError: ``out_dir/index`` is a folder that is not an index.
     """
     import bindkit
 
     if int(n) < 1 or int(videos) < 0:
-        raise ValueError(f"a gallery needs n >= 1 scenes and videos >= 0, got n={n}, videos={videos}")
+        raise ArgumentError(f"a gallery needs n >= 1 scenes and videos >= 0, got n={n}, videos={videos}")
     n, seed, videos = int(n), int(seed), min(int(videos), int(n))
     say = log or (lambda _msg: None)
     out = Path(out_dir).expanduser().resolve()

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import ArgumentError
+
 #: Microphone names accepted by ``audio_mic=`` (``bindkit datasets synthetic --audio-mic``).
 MICS: tuple[str, ...] = ("clean", "shifted")
 
@@ -49,10 +51,10 @@ def apply_microphone(wave: np.ndarray, rate: int, mic: str, rng: np.random.Gener
     """``wave`` (float, in [-1, 1]) as recorded by microphone ``mic``; ``clean`` returns it unchanged.
 
     Raises:
-        ValueError: an unknown microphone.
+        ArgumentError (a ValueError): an unknown microphone.
     """
     if mic not in MICS:
-        raise ValueError(f"unknown audio microphone {mic!r}; choose among {', '.join(MICS)}")
+        raise ArgumentError(f"unknown audio microphone {mic!r}; choose among {', '.join(MICS)}")
     if mic == "clean":
         return wave
     x = np.asarray(wave, dtype=np.float64)

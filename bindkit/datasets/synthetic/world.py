@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import ArgumentError
+
 #: The labelled attributes and their classes (class names are the words prompts use).
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon", "cross")
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -146,9 +148,9 @@ def allowed_combos(split: str) -> list[tuple[str, str]]:
 
 
 def check_split(split: str) -> str:
-    """``split`` if it is a known split name, else ValueError listing them."""
+    """``split`` if it is a known split name, else ArgumentError (a ValueError) listing them."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        raise ArgumentError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     return split
 
 
@@ -157,7 +159,7 @@ def streams(seed: int, split: str, index: int, n: int = 8) -> list[np.random.Gen
     [scene, image, caption, audio, depth, thermal, imu, spare]."""
     check_split(split)
     if int(seed) < 0 or int(index) < 0:
-        raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")
+        raise ArgumentError(f"seed and index must be >= 0, got seed={seed}, index={index}")
     ss = np.random.SeedSequence([int(seed), SPLITS[split], int(index)])
     return [np.random.default_rng(child) for child in ss.spawn(n)]
 
@@ -229,7 +231,7 @@ def polygon(shape: str, cx: float, cy: float, radius: float, angle_deg: float, s
         pts = [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w),
                (-w, -w)]
     else:
-        raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
+        raise ArgumentError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     t = np.radians(angle_deg)
     c, s = float(np.cos(t)), float(np.sin(t))
     return [(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in pts]

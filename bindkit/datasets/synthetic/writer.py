@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from ...errors import BindkitError
+from ...errors import DatasetError  # noqa: F401  (moved to bindkit.errors; re-exported here)
 from ...fileio import atomic_write_bytes
 from ...progress import progress_bar
 from . import DEFAULTS, ENCODES, TEMPLATES, sample
@@ -58,10 +58,6 @@ MEDIA: tuple[str, ...] = ("image", "audio", "depth", "thermal", "imu")
 _GEOMETRY = ("position", "x", "y", "radius", "angle", "distance_m", "celsius", "ambient_c", "distractors")
 LABEL_COLUMNS: tuple[str, ...] = ("id", *MEDIA, "text", *ATTRIBUTES, *_GEOMETRY)
 _CHUNK = 32
-
-
-class DatasetError(BindkitError, ValueError):
-    """The output folder cannot be used, or the counts or parameters are invalid."""
 
 
 def default_held_out_count(n: int) -> int:

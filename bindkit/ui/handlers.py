@@ -2,7 +2,7 @@
 vector), zero-shot classification and adding a folder to the index. Every failure becomes a message (and a
 toast), never a stack trace in the page.
 
-Part of demos/app.py (loaded by it; not a package of its own)."""
+Part of the demo app (:mod:`bindkit.ui`)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from bindkit.fileio import sniff
 from bindkit.index.where import parse_cli_filters
 from bindkit.inputs import kind_from_path
 
-from bindkit_demo_views import RENDERERS, parse_classes, parse_templates, zero_shot  # loaded by app.py
+from .views import RENDERERS, parse_classes, parse_templates, zero_shot
 
 #: Largest k the slider offers; one (hidden) audio player exists per possible audio hit.
 K_MAX = 20

@@ -1,7 +1,7 @@
 """How the demo shows each modality: depth and thermal maps colour-mapped, IMU recordings as line plots, all
 rendered to small PNGs with numpy + Pillow only (no matplotlib), and zero-shot classification by prompts.
 
-Part of demos/app.py (loaded by it; not a package of its own)."""
+Part of the demo app (:mod:`bindkit.ui`)."""
 
 from __future__ import annotations
 

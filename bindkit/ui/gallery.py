@@ -2,7 +2,7 @@
 every modality — images, captions, audio, depth, thermal, IMU and short videos of the same scenes — written to
 a cache folder and indexed once per model (re-used on the next start).
 
-Part of demos/app.py (loaded by it; not a package of its own)."""
+Part of the demo app (:mod:`bindkit.ui`)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 import bindkit
+from bindkit import resources
 from bindkit.datasets import synthetic
 
-REPO = Path(__file__).resolve().parent.parent
-#: The model committed with the repository (a directory written by ``bindkit train``).
-TOY_MODEL = REPO / "weights" / "bindkit_toy"
+
+def _toy_model() -> tuple[Path, Path]:
+    """(root, bindkit_toy directory): a clone's ``weights/bindkit_toy``, else the wheel's copy (``bindkit/_data``)."""
+    clone = resources.clone_root()
+    if clone is not None:
+        return clone, clone / "weights" / "bindkit_toy"
+    shipped = resources.packaged_dir("weights")
+    package = Path(bindkit.__file__).resolve().parent
+    return package, (shipped or package / resources.DATA_PACKAGE_DIR / "weights") / "bindkit_toy"
+
+
+#: REPO: the clone (or the installed package), what messages show TOY_MODEL relative to; TOY_MODEL: the model
+#: committed with the repository and shipped in the wheel (a directory written by ``bindkit train``).
+REPO, TOY_MODEL = _toy_model()
 #: The fallback when the toy model is absent: the reference model, if its weights are on this machine.
 HUGE = "imagebind_huge"
 #: Gallery generation: the world seed (scenes of its test split, which the toy model was not trained on).
@@ -33,7 +45,11 @@ def cache_root() -> Path:
 
 def no_weights_message() -> str:
     """What to do when neither the committed toy model nor the reference weights are here."""
-    return (f"No model to run the demo with: {TOY_MODEL.relative_to(REPO)}/ (the small model committed with "
+    try:
+        shown = TOY_MODEL.relative_to(REPO)
+    except ValueError:
+        shown = TOY_MODEL
+    return (f"No model to run the demo with: {shown}/ (the small model committed with "
             f"bindkit) is absent and no {HUGE} weights were found.\n"
             f"  - get the reference weights: bindkit fetch {HUGE}   (licence: CC BY-NC 4.0, non-commercial), or\n"
             "  - train a small model on the synthetic world (minutes on a CPU):\n"
