@@ -3,7 +3,8 @@
 #   make install  create .venv and install bindkit editable with its test extra, at the versions pinned in
 #                 constraints.txt (pyproject.toml states the supported ranges; constraints.txt the tested set)
 #   make demo     the main job: cross-modal search and zero-shot on a synthetic gallery with bindkit_toy
-#   make test     the test suite, including the wheel test (what .ci/run calls)
+#   make test     the layer contracts (lint-imports, pyproject.toml) and the test suite, including the wheel test
+#                 (what .ci/run calls)
 #   make dist     build the sdist and the wheel into dist/ and check them with twine (a release is one upload away)
 #   make clean    remove .venv, build outputs and dist/
 # Benchmarks are run one at a time (python benchmarks/NAME.py --help; each file's docstring says what it measures).
@@ -28,6 +29,7 @@ demo: install
 
 test: install
 	bash tests/setup.sh
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider
 
 dist: install

@@ -22,10 +22,14 @@ from .errors import (
     BindkitError,
     CardError,
     CheckpointError,
+    CsvRowError,
+    DecodeLimitError,
     DatasetError,
     DeviceError,
+    DistillArgumentError,
     DistillError,
     EvalError,
+    FilterError,
     IndexClosedError,
     IndexStoreError,
     InputError,
@@ -35,6 +39,7 @@ from .errors import (
     ReadOnlyIndexError,
     StorageFullError,
     StudentModelError,
+    TableError,
     WeightsIntegrityError,
     WeightsNotFoundError,
 )
@@ -88,9 +93,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ArgumentError", "ArgumentTypeError", "BindModel", "BindkitError", "Card", "CardError", "CheckpointError",
-    "DatasetError", "DeviceError", "DistillError", "Embeddings", "EvalError", "Hit", "Index", "IndexClosedError",
-    "IndexStoreError", "InputError", "ItemError", "ManifestError", "ModalityError", "ModelInfo", "ModelRefusedError",
-    "ReadOnlyIndexError", "StorageFullError", "StudentModelError", "WeightsIntegrityError", "WeightsNotFoundError",
+    "CsvRowError", "DatasetError", "DecodeLimitError", "DeviceError", "DistillArgumentError", "DistillError",
+    "Embeddings", "EvalError", "FilterError", "Hit", "Index", "IndexClosedError", "IndexStoreError", "InputError",
+    "ItemError", "ManifestError", "ModalityError", "ModelInfo", "ModelRefusedError", "ReadOnlyIndexError",
+    "StorageFullError", "StudentModelError", "TableError", "WeightsIntegrityError", "WeightsNotFoundError",
     "add_card_path", "auto_device", "build_model", "convert", "distill", "fetch_weights", "list_encoders",
     "list_models", "load_card", "load_model", "preprocess", "train",
 ]

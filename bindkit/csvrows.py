@@ -16,17 +16,10 @@ import csv
 import json
 from typing import Any, Iterable, Iterator
 
+from .errors import CsvRowError
+
 #: Largest field accepted (characters): 64 Mi, far above any caption, far below what would exhaust memory.
 FIELD_SIZE_LIMIT = 64 << 20
-
-
-class CsvRowError(ValueError):
-    """A row the csv module cannot parse; ``line`` is the line the row starts on, ``reason`` what is wrong."""
-
-    def __init__(self, line: int, reason: str):
-        self.line = line
-        self.reason = reason
-        super().__init__(f"line {line}: {reason}")
 
 
 def _explain(exc: csv.Error, start: int, end: int) -> str:

@@ -118,3 +118,44 @@ def describe_exc(exc: BaseException, with_type: bool = True) -> str:
 class FilterError(BindkitError, ValueError):
     """A ``where`` filter that does not follow the grammar or is over a limit; the message says what was
     expected."""
+
+
+class DecodeLimitError(InputError):
+    """Decoding an item passed a bound of the active :class:`DecodeBudget`.
+
+    Attributes (besides InputError's):
+        limit: which bound: ``"bytes"``, ``"audio_seconds"`` or ``"pixels"``.
+        value: the value reached when decoding stopped (bytes, seconds or pixels); decoding stops as soon as
+            the bound is passed, so for durations it is a lower bound ("at least").
+        allowed: the bound.
+    """
+
+    def __init__(self, item: object, modality: str, reason: str, limit: str, value: float, allowed: float):
+        super().__init__(item, modality, reason)
+        self.limit = limit
+        self.value = value
+        self.allowed = allowed
+
+
+class DistillArgumentError(ArgumentError, DistillError):
+    """A bad argument of :func:`bindkit.distill`: an :class:`~bindkit.errors.ArgumentError` (the convention for
+    bad arguments) that is still the :class:`DistillError` it used to be."""
+
+
+class TableError(ValueError):
+    """A table that cannot be read. ``line``: the line (or Parquet row) at fault, None for the whole file;
+    ``reason``: what is wrong, in words."""
+
+    def __init__(self, reason: str, line: int | None = None):
+        self.line = line
+        self.reason = reason
+        super().__init__(f"line {line}: {reason}" if line is not None else reason)
+
+
+class CsvRowError(ValueError):
+    """A row the csv module cannot parse; ``line`` is the line the row starts on, ``reason`` what is wrong."""
+
+    def __init__(self, line: int, reason: str):
+        self.line = line
+        self.reason = reason
+        super().__init__(f"line {line}: {reason}")

@@ -99,10 +99,19 @@ def disk_usage(folder: str | os.PathLike, skip_suffixes: tuple[str, ...] = ()) -
     return total
 
 
-def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync the directory ``path`` itself, so a rename or new entry in it survives a power cut."""
-    fd = os.open(path, os.O_RDONLY)
+def fsync_dir(path: str | os.PathLike, *, best_effort: bool = False) -> None:
+    """fsync the directory ``path`` itself, so a rename or new entry in it survives a power cut.
+    ``best_effort``: a platform or file system without directory handles (or directory fsync) is not an error."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if best_effort:
+            return
+        raise
     try:
         os.fsync(fd)
+    except OSError:
+        if not best_effort:
+            raise
     finally:
         os.close(fd)

@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 #: The input kind ``bindkit bench`` feeds each encoder (``vision`` is timed on images).
 BENCH_KIND = {"vision": "image", "text": "text", "audio": "audio", "depth": "depth", "thermal": "thermal",
@@ -95,7 +98,7 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def synthetic_batch(model: Any, kind: str, n: int, seed: int = 0) -> torch.Tensor:
+def synthetic_batch(model: "BindModel", kind: str, n: int, seed: int = 0) -> torch.Tensor:
     """A preprocessed batch of ``n`` random items of ``kind`` in the shapes ``model``'s card expects (audio: the
     card's clips per file; text: :data:`CAPTION_TOKENS`-token captions, padded to the context)."""
     g = torch.Generator().manual_seed(seed)
@@ -164,7 +167,7 @@ def measure_encoder(models: dict[str, Any], encoder: str, batch_sizes: list[int]
     return out
 
 
-def flops_per_item(model: Any, encoder: str, batch_sizes: list[int]) -> dict[int, int]:
+def flops_per_item(model: "BindModel", encoder: str, batch_sizes: list[int]) -> dict[int, int]:
     """FLOPs per item of ``encoder`` for each batch size's synthetic batch (equal for every size, except text,
     whose trimmed length is the captions')."""
     kind = BENCH_KIND[encoder]

@@ -28,21 +28,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .csvrows import CsvRowError, dict_rows
-from .errors import describe_exc
+from .errors import TableError, describe_exc
 
 #: File suffix -> table format.
 TABLE_FORMATS: dict[str, str] = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                                  ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
-
-
-class TableError(ValueError):
-    """A table that cannot be read. ``line``: the line (or Parquet row) at fault, None for the whole file;
-    ``reason``: what is wrong, in words."""
-
-    def __init__(self, reason: str, line: int | None = None):
-        self.line = line
-        self.reason = reason
-        super().__init__(f"line {line}: {reason}" if line is not None else reason)
 
 
 @dataclass

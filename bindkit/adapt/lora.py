@@ -29,7 +29,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ from ..errors import ArgumentError, CheckpointError, ModalityError
 from ..models.extensions import register_extension
 from .spec import DEFAULT_TARGETS, HEAD, TARGETS
 from .spec import parse_targets as _parse_targets
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 FORMAT = "bindkit-lora/1"
 #: Separator between an encoder's base fingerprint and its adapter digest.
@@ -137,7 +140,7 @@ class LoRALinear(nn.Linear):
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
-def _encoder_names(model: Any, modalities: Iterable[str] | str | None) -> list[str]:
+def _encoder_names(model: "BindModel", modalities: Iterable[str] | str | None) -> list[str]:
     from ..modality import encoder_of
 
     if modalities is None:
@@ -180,7 +183,7 @@ def _wrap(encoder: nn.Module, path: str) -> LoRALinear:
     return wrapped
 
 
-def _check_adaptable(model: Any) -> None:
+def _check_adaptable(model: "BindModel") -> None:
     if getattr(model, "quantized", None):
         raise ArgumentError(f"this model is quantised ({model.quantized}); apply LoRA adapters to a float model "
                             "(merge them, then quantise)")
@@ -188,7 +191,7 @@ def _check_adaptable(model: Any) -> None:
         raise ArgumentError("adapters are merged into this model's weights; unmerge_adapters(model) first")
 
 
-def base_fingerprint(model: Any, modality: str) -> str:
+def base_fingerprint(model: "BindModel", modality: str) -> str:
     """The fingerprint of ``modality``'s encoder without its adapters."""
     return model.fingerprint(modality).split(SEP, 1)[0]
 
@@ -226,7 +229,7 @@ def adapter_digest(encoder: nn.Module) -> str | None:
     return total.hexdigest()
 
 
-def adapter_parameters(model: Any) -> list[nn.Parameter]:
+def adapter_parameters(model: "BindModel") -> list[nn.Parameter]:
     """Every LoRA parameter (A and B of every adapter) of ``model``."""
     return [p for enc in model.encoders.values() for _, m in lora_modules(enc)
             for a in m.lora_adapters.values() for p in (a.A, a.B)]
@@ -235,7 +238,7 @@ def adapter_parameters(model: Any) -> list[nn.Parameter]:
 # ---------------------------------------------------------------------------------------------------- public API
 
 
-def apply_lora(model: Any, modalities: Iterable[str] | str | None = None, r: int = 8, alpha: float = 16,
+def apply_lora(model: "BindModel", modalities: Iterable[str] | str | None = None, r: int = 8, alpha: float = 16,
                targets: Iterable[str] | str = DEFAULT_TARGETS, *, name: str = "default",
                train_head: bool = False) -> int:
     """Add a fresh LoRA adapter ``name`` to the ``targets`` projections of every trunk block of ``modalities``'
@@ -279,7 +282,7 @@ def apply_lora(model: Any, modalities: Iterable[str] | str | None = None, r: int
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def merge_adapters(model: Any) -> Any:
+def merge_adapters(model: "BindModel") -> Any:
     """Fold every adapter into its layer's weight (faster inference; fingerprints unchanged). Returns ``model``."""
     for enc in model.encoders.values():
         for _, m in lora_modules(enc):
@@ -287,7 +290,7 @@ def merge_adapters(model: Any) -> Any:
     return model
 
 
-def unmerge_adapters(model: Any) -> Any:
+def unmerge_adapters(model: "BindModel") -> Any:
     """Undo :func:`merge_adapters`: the weights become exactly what they were. Returns ``model``."""
     for enc in model.encoders.values():
         for _, m in lora_modules(enc):
@@ -295,7 +298,7 @@ def unmerge_adapters(model: Any) -> Any:
     return model
 
 
-def adapter_names(model: Any, modality: str) -> list[str]:
+def adapter_names(model: "BindModel", modality: str) -> list[str]:
     """Names of the adapters on ``modality``'s encoder, in the order they were applied."""
     names: dict[str, None] = {}
     for _, m in lora_modules(model._encoder(modality)):
@@ -303,7 +306,7 @@ def adapter_names(model: Any, modality: str) -> list[str]:
     return list(names)
 
 
-def save_adapter(model: Any, modality: str, path: str | os.PathLike, meta: Mapping[str, Any] | None = None,
+def save_adapter(model: "BindModel", modality: str, path: str | os.PathLike, meta: Mapping[str, Any] | None = None,
                  *, name: str | None = None, base_card: str | None = None) -> Path:
     """Write adapter ``name`` (default: the encoder's only one) of ``modality``'s encoder to a safetensors file
     (with the encoder's head when the adapter owns it).
@@ -376,7 +379,7 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, metadata
 
 
-def load_adapter(model: Any, path: str | os.PathLike, *, name: str | None = None,
+def load_adapter(model: "BindModel", path: str | os.PathLike, *, name: str | None = None,
                  trainable: bool = False) -> str:
     """Apply the adapter saved at ``path`` to ``model`` (stacking on any adapters already there); returns the
     name it got (``name``, else the one recorded, made unique).
@@ -463,10 +466,10 @@ class _LoRAExtension:
         digest = adapter_digest(encoder)
         return None if digest is None else f"{SEP}{digest}"
 
-    def merge(self, model: Any) -> None:
+    def merge(self, model: "BindModel") -> None:
         merge_adapters(model)
 
-    def unmerge(self, model: Any) -> None:
+    def unmerge(self, model: "BindModel") -> None:
         unmerge_adapters(model)
 
 

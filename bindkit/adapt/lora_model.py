@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -35,6 +35,9 @@ from ..fileio import atomic_path, atomic_write_bytes, hash_file_into
 from .lora import (adapter_names, base_fingerprint, head_owner, load_adapter, lora_modules, merge_adapters,
                    read_adapter, save_adapter)
 from .spec import LoRASpec
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 FORMAT = "bindkit-lora-model"
 FORMAT_VERSION = 1
@@ -64,7 +67,7 @@ def is_lora_dir(path: Any) -> bool:
     return model_dir(path) is not None and read_lora_manifest(path) is not None
 
 
-def describe_base(init: Any, weights: Any, model: Any) -> dict[str, Any]:
+def describe_base(init: Any, weights: Any, model: "BindModel") -> dict[str, Any]:
     """How a LoRA directory finds its base again: ``init``/``weights`` as given to ``bindkit train`` (a model
     directory by absolute path; else a card name or card file, plus a weights path) and the fingerprint of each
     encoder of ``model`` (the base as loaded)."""
@@ -89,7 +92,7 @@ def _relative(base: Mapping[str, Any], home: Path) -> str | None:
         return None
 
 
-def write_lora_dir(directory: str | os.PathLike, model: Any, card: Mapping[str, Any], base: Mapping[str, Any],
+def write_lora_dir(directory: str | os.PathLike, model: "BindModel", card: Mapping[str, Any], base: Mapping[str, Any],
                    spec: LoRASpec, meta: Mapping[str, Any] | None = None, *,
                    home: str | os.PathLike | None = None) -> dict[str, Any]:
     """Write every encoder's adapter of ``model`` (one adapter each) and the card and manifest of a LoRA model
@@ -213,7 +216,7 @@ def base_load_error(exc: BindkitError, base: LoRABase) -> BindkitError:
         return exc
 
 
-def attach_adapters(model: Any, base: LoRABase, *, adapters: Iterable[str | os.PathLike] | None = None,
+def attach_adapters(model: "BindModel", base: LoRABase, *, adapters: Iterable[str | os.PathLike] | None = None,
                     quantize: str | None = None) -> Any:
     """Put the adapters of the LoRA model directory of ``base`` on ``model`` (its base, as loaded), then
     ``adapters`` (more adapter files, stacked on top); the model is renamed after the run. ``quantize="int8"``
@@ -246,7 +249,7 @@ def attach_adapters(model: Any, base: LoRABase, *, adapters: Iterable[str | os.P
     return model.eval()
 
 
-def quantize_adapted(model: Any, mode: str) -> Any:
+def quantize_adapted(model: "BindModel", mode: str) -> Any:
     """Quantise a model that carries LoRA adapters (``mode``: ``"int8"`` or ``"bf16"``): fold the adapters into
     plain Linear layers for good, keeping the adapted fingerprints, then :func:`bindkit.models.quantize.quantize_model`
     (which refuses live adapters: quantised layers could not apply them). Returns the model, in eval mode."""
@@ -258,7 +261,7 @@ def quantize_adapted(model: Any, mode: str) -> Any:
     return quantize_model(model.eval(), mode)
 
 
-def _fold(model: Any) -> None:
+def _fold(model: "BindModel") -> None:
     """Merge every adapter into its layer for good: each LoRA layer becomes a plain ``nn.Linear`` holding the
     merged weight (what int8 quantisation replaces)."""
     merge_adapters(model)

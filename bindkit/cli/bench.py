@@ -10,9 +10,12 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TYPE_CHECKING
 
 from .common import add_result_args, positive_int, shown
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 _ENGINES = ("fp32", "int8", "bf16")
 _EPILOG = """\
@@ -173,7 +176,7 @@ def _throughput(args: argparse.Namespace, card: Any, mods: list[str], sizes: lis
     return 0
 
 
-def _variants(model: Any, engines: list[str], *, keep: bool) -> Iterator[tuple[str, Any]]:
+def _variants(model: "BindModel", engines: list[str], *, keep: bool) -> Iterator[tuple[str, Any]]:
     """(engine, ``model`` quantised for it) for each of ``engines``, made as they are asked for: deep copies, but
     the last one quantises ``model`` itself unless ``keep``. A bf16 engine without hardware support is measured
     here, so its warning is not shown."""

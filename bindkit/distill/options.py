@@ -7,14 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..errors import ArgumentError
+from ..errors import DistillArgumentError
 from ..train.options import RunOptions
-from .data import DistillError
-
-
-class DistillArgumentError(ArgumentError, DistillError):
-    """A bad argument of :func:`bindkit.distill`: an :class:`~bindkit.errors.ArgumentError` (the convention for
-    bad arguments) that is still the :class:`DistillError` it used to be."""
 
 
 @dataclass(kw_only=True)

@@ -4,12 +4,15 @@ ids the index returns (:func:`distillation`, scoring in :func:`distill_scores`).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TYPE_CHECKING
 
 import numpy as np
 
 from ..modality import input_kind
 from .metrics import normalize_rows
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 
 def topk_agreement(reference: Sequence[Sequence[int]], found: Sequence[Sequence[int]], k: int) -> float:
@@ -60,7 +63,7 @@ def distill_scores(student: np.ndarray, teacher: np.ndarray, candidates: np.ndar
     return out
 
 
-def _timed_embed(model: Any, kind: str, items: list[Any], batch_size: int, show: bool | None) -> tuple[Any, float]:
+def _timed_embed(model: "BindModel", kind: str, items: list[Any], batch_size: int, show: bool | None) -> tuple[Any, float]:
     import time
 
     model.embed(**{kind: items[:2]}, batch_size=batch_size, show_progress_bar=False)  # warm: tokenizer, kernels

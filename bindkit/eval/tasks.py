@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from ..errors import EvalError, ModalityError
 from ..modality import input_kind
 from ..tables import TableError
 from .metrics import DEFAULT_KS, average_prompts, retrieval_scores, zero_shot_scores
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 #: Default prompt template (CLIP's).
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
@@ -131,7 +134,7 @@ def load_templates(specs: Sequence[str] | None) -> list[str]:
 # ----------------------------------------------------------------------------------------------- end to end
 
 
-def class_embeddings(model: Any, classes: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
+def class_embeddings(model: "BindModel", classes: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
                      batch_size: int = 64) -> np.ndarray:
     """(C, D) class embeddings: every template filled with every class name, embedded as text, averaged per
     class (see :func:`average_prompts`)."""
@@ -145,7 +148,7 @@ def _skip(skipped: list[dict[str, Any]], row: int, item: Any, reason: str) -> No
 
 
 def zero_shot(
-    model: Any,
+    model: "BindModel",
     test: str | os.PathLike,
     classes: Sequence[str],
     templates: Sequence[str] | None = None,
@@ -210,7 +213,7 @@ def zero_shot(
 
 
 def retrieval(
-    model: Any,
+    model: "BindModel",
     pairs: str | os.PathLike,
     ks: Iterable[int] = DEFAULT_KS,
     *,

@@ -20,7 +20,7 @@ import threading
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from .store import DB_FILES, DB_NAME, FORMAT_VERSION, ItemRow, Store
 from .student import check_same_model, check_student, refuse_add, refuse_other_kinds
 from .where import compile_where
 from .writer import IndexWriter
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ def _open_only(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-def _identity(model: Any) -> dict[str, Any]:
+def _identity(model: "BindModel") -> dict[str, Any]:
     return {"card": model.card.name, "dim": int(model.dim),
             "fingerprints": {enc: model.fingerprint(enc) for enc in model.modalities}}
 
@@ -89,7 +92,7 @@ def _identity(model: Any) -> dict[str, Any]:
 class Index:
     """A searchable collection of embeddings from one model. Create with :meth:`create`, open with :meth:`open`."""
 
-    def __init__(self, path: Path, store: Store, model: Any | None, mmap: bool, read_only: str | None = None, *,
+    def __init__(self, path: Path, store: Store, model: "BindModel | None", mmap: bool, read_only: str | None = None, *,
                  student: dict[str, Any] | None = None, mixed_variants: dict[str, tuple[str, str]] | None = None):
         self.path = path
         self.model = model
@@ -106,7 +109,7 @@ class Index:
 
     # ---- life cycle -----------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | os.PathLike, model: Any, *, exist_ok: bool = False) -> "Index":
+    def create(cls, path: str | os.PathLike, model: "BindModel", *, exist_ok: bool = False) -> "Index":
         """Create an empty index at ``path`` (a directory) for vectors of ``model``.
 
         Raises:
@@ -138,7 +141,7 @@ class Index:
         return index
 
     @classmethod
-    def open(cls, path: str | os.PathLike, model: Any | None = None, mmap: bool = False,
+    def open(cls, path: str | os.PathLike, model: "BindModel | None" = None, mmap: bool = False,
              read_only: bool | None = None) -> "Index":
         """Open an index. Without ``model``, the first search by text or media loads the model the index
         records, as ``bindkit search`` does: its card and the weights recorded at build time (or the card's own,

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numbers
 import operator
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 #: Ids are 63-bit: ``blake2b(key) & (2**63 - 1)`` (see ``bindkit.index.store``).
 MAX_ID = (1 << 63) - 1
@@ -68,7 +71,7 @@ def check_modalities(modalities: Any) -> list[str] | None:
     return list(modalities)
 
 
-def check_model(model: Any, call: str) -> None:
+def check_model(model: "BindModel", call: str) -> None:
     """``model`` must be a bindkit model (what ``bindkit.load_model``/``build_model`` return)."""
     needed = ("card", "dim", "modalities", "fingerprint", "embed")
     if model is None or not all(hasattr(model, a) for a in needed):

@@ -29,7 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, TYPE_CHECKING
 
 from ..errors import (InputError, ModalityError, ModelRefusedError, ReadOnlyIndexError, StorageFullError,
                       describe_exc)
@@ -43,6 +43,9 @@ from .items import Prepared, check_metadata, check_text, prepare_file
 from .manifests import Row, manifest_rows
 from .store import hash_object, id_for
 from .writer import IndexWriter
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 REPORT_NAME = "build_report.json"
 _RESERVED = ("path", "modality", "text")
@@ -246,7 +249,7 @@ def _prepare(c: Candidate, stored: tuple | None, checksum: bool = False) -> Prep
     return prepare_file(c.path, c.kind, c.metadata, stat=st, content_hash=known)
 
 
-def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: Any, *, modality: str | None = None,
+def build(sources: Sequence[str | os.PathLike], out: str | os.PathLike, model: "BindModel", *, modality: str | None = None,
           batch_size: int = 32, workers: int | None = None, shard: tuple[int, int] | None = None, sync: bool = False,
           checksum: bool = False, optimize: bool = True, index_key: str | None = None, memory_budget_bytes: int | None = None,
           recall_target: float = 0.95, progress: bool | None = None, weights: str | None = None) -> dict[str, Any]:

@@ -12,6 +12,9 @@ from ..errors import InputError
 from .items import Prepared
 from .store import ItemRow
 
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
+
 if TYPE_CHECKING:  # pragma: no cover
     from .writer import IndexWriter
 
@@ -35,7 +38,7 @@ def item_error(kind: str, index: int, item: object, reason: str):
     return ItemError(kind, index, item, reason)
 
 
-def _embed(model: Any, prepared: Sequence[Prepared | None], todo: dict[str, list[int]], batch_size: int,
+def _embed(model: "BindModel", prepared: Sequence[Prepared | None], todo: dict[str, list[int]], batch_size: int,
            show_progress_bar: bool | None, workers: int | None) -> tuple[dict[int, np.ndarray], list]:
     kwargs: dict[str, Any] = {k: [prepared[p].payload for p in pos] for k, pos in todo.items()}
     if workers is not None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +11,9 @@ from ..errors import ArgumentError, InputError
 from .args import check_weights
 
 from ..modality import QUERY_KINDS  # noqa: E402,F401  (re-exported: Index.search's keyword order)
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 
 def _unit_rows(x: np.ndarray, what: str) -> np.ndarray:
@@ -29,7 +32,7 @@ def _as_vectors(vector: Any, dim: int) -> tuple[np.ndarray, bool]:
     return _unit_rows(arr.reshape(-1, dim), "vector"), arr.ndim == 2
 
 
-def compose(model: Any, inputs: dict[str, Any], vector: Any, weights: Any, dim: int) -> tuple[np.ndarray, bool]:
+def compose(model: "BindModel", inputs: dict[str, Any], vector: Any, weights: Any, dim: int) -> tuple[np.ndarray, bool]:
     """Query matrix (q, dim) float32 of unit vectors, and whether the call was a batch.
 
     ``inputs`` maps kind -> one item or a list of items (a batch); ``vector`` raw vectors (D,) or (q, D).

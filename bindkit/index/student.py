@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, TYPE_CHECKING
 
 from ..errors import IndexStoreError, StudentModelError
 from ..modality import encoder_of, input_kind
 from ..models.quantize import split_fingerprint
 
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
+
 #: The key of the record in a student card's ``weights`` section.
 RECORD_KEY = "distilled"
 
 
-def served_space(model: Any) -> dict[str, Any] | None:
+def served_space(model: "BindModel") -> dict[str, Any] | None:
     """The distillation record of ``model``'s card (see the module docstring), or None for any other model."""
     return card_record(getattr(model, "card", None))
 
@@ -49,7 +52,7 @@ def _short(fingerprint: str) -> str:
     return base[:16] + (sep + rest if sep else "")
 
 
-def check_same_model(path: Path, stored: dict[str, Any], model: Any) -> dict[str, tuple[str, str]]:
+def check_same_model(path: Path, stored: dict[str, Any], model: "BindModel") -> dict[str, tuple[str, str]]:
     """Refuse another card or other weights than the index at ``path`` records (``stored``: its ``model`` info);
     for the same weights computed another way (fp32 vs int8, the fingerprint's ``+int8`` suffix) warn and return
     {encoder: (stored variant, model's variant)}: queries are fine (cosine to fp32 ~0.998), adding such vectors
@@ -87,7 +90,7 @@ def check_same_model(path: Path, stored: dict[str, Any], model: Any) -> dict[str
     return mixed
 
 
-def check_student(path: Path, stored: dict[str, Any], model: Any) -> dict[str, Any] | None:
+def check_student(path: Path, stored: dict[str, Any], model: "BindModel") -> dict[str, Any] | None:
     """The record of ``model`` when it is a distilled student being used on an index built with its teacher;
     None when it is not a student, or when the index was built with the student itself (then it is an ordinary
     model there).
@@ -127,7 +130,7 @@ def _teacher_hint(record: dict[str, Any]) -> str:
     return f"bindkit.load_model({record.get('teacher_source') or record['teacher']!r})"
 
 
-def refuse_add(path: Path, model: Any, record: dict[str, Any]) -> StudentModelError:
+def refuse_add(path: Path, model: "BindModel", record: dict[str, Any]) -> StudentModelError:
     """The error for adding items to a teacher's index with its student."""
     return StudentModelError(
         f"index {path}: {model.card.name!r} is a student distilled from {record['teacher']!r} and serves "
@@ -135,7 +138,7 @@ def refuse_add(path: Path, model: Any, record: dict[str, Any]) -> StudentModelEr
         f"refused: add them with the teacher ({_teacher_hint(record)}) and search with the student")
 
 
-def refuse_other_kinds(path: Path, model: Any, record: dict[str, Any], kinds: Iterable[str]) -> None:
+def refuse_other_kinds(path: Path, model: "BindModel", record: dict[str, Any], kinds: Iterable[str]) -> None:
     """StudentModelError when a query uses an input kind the student does not serve."""
     served = input_kind(record["modality"])
     other = [k for k in kinds if encoder_of(k) != encoder_of(served)]

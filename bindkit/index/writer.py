@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TYPE_CHECKING
 
 from ..errors import ModelRefusedError, ReadOnlyIndexError
 from ..modality import encoder_of
 from .cache import Caches
 from .store import ItemRow, Store, crash_point
 from .student import refuse_add
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 
 class IndexWriter:
@@ -33,7 +36,7 @@ class IndexWriter:
             another way (fp32/int8/bf16): adding such vectors is refused.
     """
 
-    def __init__(self, path: Path, store: Store, caches: Caches, lock: threading.RLock, model: Any | None,
+    def __init__(self, path: Path, store: Store, caches: Caches, lock: threading.RLock, model: "BindModel | None",
                  read_only: str | None, student: dict[str, Any] | None = None,
                  mixed_variants: dict[str, tuple[str, str]] | None = None):
         self.path = path

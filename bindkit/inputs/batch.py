@@ -7,7 +7,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import copy_context
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from ..modality import INPUT_KINDS, encoder_of, input_kind
 from ..progress import progress_bar
 from . import text as _text
 from .sources import to_source
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 
 class _Loaders(Mapping[str, Any]):
@@ -195,7 +198,7 @@ _EMBED_OPTIONS = ("batch_size", "show_progress_bar", "strict", "num_workers", "o
 
 
 def embed(
-    model: Any,
+    model: "BindModel",
     *,
     image: Any = None,
     video: Any = None,

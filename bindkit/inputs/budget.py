@@ -19,24 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from ..errors import InputError
-
-
-class DecodeLimitError(InputError):
-    """Decoding an item passed a bound of the active :class:`DecodeBudget`.
-
-    Attributes (besides InputError's):
-        limit: which bound: ``"bytes"``, ``"audio_seconds"`` or ``"pixels"``.
-        value: the value reached when decoding stopped (bytes, seconds or pixels); decoding stops as soon as
-            the bound is passed, so for durations it is a lower bound ("at least").
-        allowed: the bound.
-    """
-
-    def __init__(self, item: object, modality: str, reason: str, limit: str, value: float, allowed: float):
-        super().__init__(item, modality, reason)
-        self.limit = limit
-        self.value = value
-        self.allowed = allowed
+from ..errors import DecodeLimitError
 
 
 @dataclass

@@ -9,9 +9,12 @@ model. With none registered, a model has nothing to report or merge.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol, TYPE_CHECKING
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 
 class ModelExtension(Protocol):
@@ -23,10 +26,10 @@ class ModelExtension(Protocol):
     def fingerprint_suffix(self, encoder: nn.Module) -> str | None:
         """What to append to the base fingerprint of ``encoder`` (e.g. ``"~lora:<digest>"``), or None."""
 
-    def merge(self, model: Any) -> None:
+    def merge(self, model: "BindModel") -> None:
         """Fold the extension's modules into the model's weights (in place)."""
 
-    def unmerge(self, model: Any) -> None:
+    def unmerge(self, model: "BindModel") -> None:
         """Undo :meth:`merge` exactly."""
 
 

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import platform
 import warnings
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from ..errors import ArgumentError, DeviceError
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 #: The quantisation modes ``load_model(quantize=...)`` and ``--quantize`` accept (None / "none" = fp32).
 QUANTIZE_MODES: tuple[str, ...] = ("int8", "bf16")
@@ -104,7 +107,7 @@ def split_fingerprint(fingerprint: str) -> tuple[str, str | None]:
     return base, (variant or None) if sep else None
 
 
-def quantize_model(model: Any, mode: str | None = "int8") -> Any:
+def quantize_model(model: "BindModel", mode: str | None = "int8") -> Any:
     """Quantise ``model`` (a float32 :class:`~bindkit.BindModel`, on the CPU for int8) in place; returns it.
 
     ``"int8"``: every ``nn.Linear`` of each encoder's trunk and head becomes a dynamic int8 Linear. ``"bf16"``:

@@ -29,7 +29,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -48,6 +48,9 @@ from .errors import ApiError, error_response
 from .limits import Limits
 from .observe import METRICS_PATH, Metrics, Observe, make_metrics, note_items
 from .shutdown import ShutdownGuard
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 log = logging.getLogger("bindkit.serve")
 
@@ -98,7 +101,7 @@ class ServerState:
         self.metrics: Metrics | None = None
         self.inflight = InflightBytes(config.bounds.max_inflight_bytes)
 
-    def setup(self, model: Any) -> None:
+    def setup(self, model: "BindModel") -> None:
         """Start the engine (and open the index) for a loaded model."""
         cfg = self.config
         engine = Engine(model, cfg.limits, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms,
@@ -239,7 +242,7 @@ def _inline_defs(schema: dict) -> dict:
     return inline(schema)
 
 
-def create_app(config: ServeConfig | None = None, *, model: Any = None, loader: Callable[[], Any] | None = None,
+def create_app(config: ServeConfig | None = None, *, model: "BindModel" = None, loader: Callable[[], Any] | None = None,
                on_load_error: Callable[[BaseException], None] | None = None) -> FastAPI:
     """The ASGI app.
 

@@ -22,12 +22,15 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..modality import encoder_of
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 log = logging.getLogger("bindkit.serve")
 
@@ -58,7 +61,7 @@ class BatchStats:
                 "largest_batch": self.largest_batch, "mean_batch": round(mean, 3)}
 
 
-def clip_mean_vectors(model: Any, kind: str, batch: torch.Tensor) -> torch.Tensor:
+def clip_mean_vectors(model: "BindModel", kind: str, batch: torch.Tensor) -> torch.Tensor:
     """float32 (N, dim) rows for a preprocessed ``batch`` of ``kind``: unit vectors, or for audio/video the
     mean over clips of the clips' unit vectors (not renormalised). Same casts and ops as ``model.encode``."""
     encoder = model.encoders[encoder_of(kind)]
@@ -88,7 +91,7 @@ class DynamicBatcher:
             (the server's metrics); None by default.
     """
 
-    def __init__(self, model: Any, max_batch: int = 32, max_wait_ms: float = 5.0):
+    def __init__(self, model: "BindModel", max_batch: int = 32, max_wait_ms: float = 5.0):
         if int(max_batch) < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
         if float(max_wait_ms) < 0:

@@ -12,7 +12,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from typing import Any, Sequence
+from typing import Sequence, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from .batching import DynamicBatcher
 from .errors import ApiError
 from .limits import Limits
 
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
+
 
 class Engine:
     """A loaded model with its batcher, decoding pool and limits.
@@ -37,7 +40,7 @@ class Engine:
         decode_workers: threads decoding media (default: the CPU count, at most 8).
     """
 
-    def __init__(self, model: Any, limits: Limits | None = None, *, max_batch: int = 32, max_wait_ms: float = 5.0,
+    def __init__(self, model: "BindModel", limits: Limits | None = None, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                  decode_workers: int | None = None):
         self.model = model
         self.limits = limits or Limits()

@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..errors import CheckpointError, describe_exc
-from ..fileio import atomic_path, atomic_write_bytes, hash_file_into
+from ..fileio import atomic_path, atomic_write_bytes, fsync_dir, hash_file_into
 from ..modality import ENCODERS
 from ..models.encoder import encoder_fingerprint
 from ..models.reference_layout import to_reference
@@ -125,7 +125,7 @@ def save_checkpoint(out: Path, which: str, state: Mapping[str, torch.Tensor] | N
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root, best_effort=True)
     if old.exists():
         shutil.rmtree(old)
     return final
@@ -190,19 +190,6 @@ def publish(out: Path, source: Path) -> None:
     shutil.copyfile(source / CARD_FILE, out / f".{CARD_FILE}.tmp")
     os.replace(out / f".{CARD_FILE}.tmp", out / CARD_FILE)
     atomic_write_bytes(out / MANIFEST, (source / MANIFEST).read_bytes())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 class CsvLog:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,9 @@ from torch import nn
 from ..modality import encoder_of
 from .data import PairDataset, collate
 from .loss import info_nce, logit_scale, pair_scale, recall_at_1
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 
 def encode_side(encoder: nn.Module, kind: str, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +92,7 @@ class _Sequential(torch.utils.data.Sampler):
 
 
 @torch.no_grad()
-def embed_rows(model: Any, dataset: PairDataset, rows: Sequence[int], batch_size: int, workers: int,
+def embed_rows(model: "BindModel", dataset: PairDataset, rows: Sequence[int], batch_size: int, workers: int,
                device: torch.device, sides: Sequence[str] = ("a", "b"),
                cache: dict[str, torch.Tensor] | None = None, autocast: Callable | None = None,
                ) -> tuple[dict[str, torch.Tensor], list[tuple[int, str]]]:
@@ -128,7 +131,7 @@ def same_items(values: Sequence[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: Any, dataset: PairDataset, batch_size: int, workers: int, device: torch.device,
+def validate(model: "BindModel", dataset: PairDataset, batch_size: int, workers: int, device: torch.device,
              cache: dict[str, torch.Tensor] | None, autocast: Callable | None = None) -> dict[str, Any] | None:
     """Loss and R@1 both ways on the held-out rows of ``dataset``'s manifest (None when it has none). Rows whose
     media fail to load are left out and counted."""

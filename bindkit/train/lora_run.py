@@ -12,15 +12,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TYPE_CHECKING
 
 import torch
 
 from ..adapt.lora import adapter_names, apply_lora, head_owner, lora_modules, read_adapter
-from ..adapt.lora_model import describe_base, load_lora_model, read_lora_manifest, write_lora_dir
+from ..adapt.lora_model import describe_base, read_lora_manifest, write_lora_dir
+from ..factory import load_lora_model
 from ..adapt.spec import LoRASpec, parse_lora_spec
 from ..cards import model_dir
 from ..errors import ArgumentError, CardError
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 ADAPTER = "default"  #: the adapter name a run gives (one adapter per encoder in a LoRA directory)
 
@@ -114,12 +118,12 @@ def _continued_spec(manifest: Mapping[str, Any], lora: Any, init: Any) -> LoRASp
     return recorded
 
 
-def adapter_parameters_of(model: Any, enc: str) -> list[torch.nn.Parameter]:
+def adapter_parameters_of(model: "BindModel", enc: str) -> list[torch.nn.Parameter]:
     """A and B of every adapter on ``enc``'s encoder, in module order."""
     return [p for _, m in lora_modules(model.encoders[enc]) for a in m.lora_adapters.values() for p in (a.A, a.B)]
 
 
-def setup(model: Any, run: LoRARun, trainable: Sequence[str], seed: int, log: Callable[[str], None]) -> int:
+def setup(model: "BindModel", run: LoRARun, trainable: Sequence[str], seed: int, log: Callable[[str], None]) -> int:
     """Give every encoder in ``trainable`` an adapter (fresh, or the continued one), freeze everything else,
     log and record the counts; returns the number of trainable parameters."""
     fresh = [m for m in trainable if not adapter_names(model, m)]
@@ -155,7 +159,7 @@ def setup(model: Any, run: LoRARun, trainable: Sequence[str], seed: int, log: Ca
     return n
 
 
-def load_values(model: Any, directory: Path) -> None:
+def load_values(model: "BindModel", directory: Path) -> None:
     """Copy the adapter (and head) values of a LoRA checkpoint ``directory`` into ``model``'s adapters
     (resume: the adapters exist already, with the same modules)."""
     manifest = read_lora_manifest(directory)
@@ -172,7 +176,7 @@ def load_values(model: Any, directory: Path) -> None:
                 getattr(adapter, part.removeprefix("lora_")).copy_(t)
 
 
-def write(directory: Path, model: Any, run: LoRARun, card: Mapping[str, Any], meta: Mapping[str, Any],
+def write(directory: Path, model: "BindModel", run: LoRARun, card: Mapping[str, Any], meta: Mapping[str, Any],
           home: Path) -> dict[str, Any]:
     """Write a LoRA model directory (a checkpoint, or the published model) of the run's current state."""
     return write_lora_dir(directory, model, card, run.base, run.spec, meta, home=home)

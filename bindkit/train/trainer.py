@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,6 +47,9 @@ from .run import publish as run_publish
 from .run import save as run_save
 from .schedule import auto_epochs, auto_patience
 from .step import StepOutcome, StepParts, contrastive_step, skip_key
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 #: Arguments that must not change between a run and its --resume (they decide the data order and schedule).
 _RESUME_KEYS = ("manifests", "card", "init", "weights", "freeze", "epochs", "batch_size", "lr", "weight_decay",
@@ -139,7 +142,7 @@ def _build_model(manifests: Sequence[Manifest], card: Any, init: Any, weights: A
     return model, base, init_info
 
 
-def _check_input_shapes(model: Any, params: dict[str, dict], card: Any, init: Any) -> None:
+def _check_input_shapes(model: "BindModel", params: dict[str, dict], card: Any, init: Any) -> None:
     """CardError, before any file is decoded, when a card's ``preprocess`` section makes inputs its encoder
     cannot take (e.g. video frames of another size than the vision encoder's ``image_size``), instead of a shape
     error deep inside the first training step."""

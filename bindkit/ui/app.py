@@ -43,7 +43,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TYPE_CHECKING
 
 try:
     import gradio as gr
@@ -57,6 +57,9 @@ except ModuleNotFoundError as exc:  # an optional dependency: say which extra br
 import bindkit
 
 from . import gallery, handlers, views  # noqa: F401  (views: app.views, for tests and tools)
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 # The pieces tests and other tools use, under the names they had when this was one file.
 K_MAX = handlers.K_MAX
@@ -134,7 +137,7 @@ KNOWS = {
 }
 
 
-def model_banner(model: Any, card: str) -> str:
+def model_banner(model: "BindModel", card: str) -> str:
     """Markdown: what the loaded model knows, so that a newcomer's first query is one that can work. For
     bindkit_toy (and models trained like it): the synthetic world only, its vocabulary, and that a real photo
     gets nonsense."""
@@ -155,7 +158,7 @@ def model_banner(model: Any, card: str) -> str:
         f"{', '.join(model.modalities)}."
 
 
-def _examples_block(index: Any, model: Any, served: Any, inputs: list, media_inputs: dict[str, Any]) -> Any:
+def _examples_block(index: Any, model: "BindModel", served: Any, inputs: list, media_inputs: dict[str, Any]) -> Any:
     """gr.Examples of queries that work with this model on this index (None when there are none): text
     phrases checked against the index (handlers.example_texts) and stored items as image/audio/IMU queries.
     A row sets every query input (the others cleared); the caller chains the search to its click."""
@@ -163,7 +166,6 @@ def _examples_block(index: Any, model: Any, served: Any, inputs: list, media_inp
     media = handlers.example_media(index, served)
     if not texts and not media:
         return None
-    order = ["text", *media_inputs]
     rows, labels = [], []
     for t in texts:
         rows.append([t] + [None] * len(media_inputs))
@@ -176,7 +178,7 @@ def _examples_block(index: Any, model: Any, served: Any, inputs: list, media_inp
                        examples_per_page=12, elem_id="examples")
 
 
-def _search_tab(index: Any, model: Any, served: Any, no_model_note: str) -> Any:
+def _search_tab(index: Any, model: "BindModel", served: Any, no_model_note: str) -> Any:
     kinds = index.modalities
     upload = {"min_width": 200}  # two upload boxes side by side on a wide screen, one per row on a phone
     with gr.Row(equal_height=True):
@@ -275,7 +277,7 @@ def _example_kind(example: Any) -> tuple:
     return gr.Radio(value=kind), gr.Dropdown(value=PRESET_FOR[kind]) if kind in PRESET_FOR else gr.skip()
 
 
-def _zero_shot_tab(index: Any, model: Any, no_model_note: str) -> None:
+def _zero_shot_tab(index: Any, model: "BindModel", no_model_note: str) -> None:
     examples = _examples(index)
     kind0 = examples[0][1].partition(":")[0] if examples else "image"
     preset0 = PRESET_FOR.get(kind0, "colour")
@@ -314,7 +316,7 @@ def _zero_shot_tab(index: Any, model: Any, no_model_note: str) -> None:
     button.click(run, [kind, text, upload, example, classes, templates], [chart, status], preprocess=False)
 
 
-def _index_tab(index: Any, model: Any, no_model_note: str, result_kinds: Any, roots: tuple[Path, ...]) -> None:
+def _index_tab(index: Any, model: "BindModel", no_model_note: str, result_kinds: Any, roots: tuple[Path, ...]) -> None:
     stats_md = gr.Markdown(handlers.describe_index(index, model), elem_id="index-stats")
     model_md = (f"**Model**: `{model.card.name}` — {model.dim}-d space, encoders {', '.join(model.modalities)}"
                 if model is not None else "**Model**: none loaded")
@@ -335,7 +337,7 @@ def _index_tab(index: Any, model: Any, no_model_note: str, result_kinds: Any, ro
     button.click(run, [folder], [status, stats_md, table, result_kinds], api_name="add_folder")
 
 
-def build_app(index: Any, model: Any | None, *, note: str | None = None, title: str = "bindkit demo",
+def build_app(index: Any, model: "BindModel | None", *, note: str | None = None, title: str = "bindkit demo",
               allow_dirs: Sequence[str | os.PathLike] = ()) -> gr.Blocks:
     """The demo as a ``gr.Blocks`` (not launched: see :func:`launch`). ``model=None`` serves the stats and explains
     how to get weights (``note``, default: :func:`weights_hint` for the card the index was built with) instead of

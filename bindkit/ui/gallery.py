@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
 import bindkit
 from bindkit import resources
 from bindkit.datasets import synthetic
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 
 def _toy_model() -> tuple[Path, Path]:
@@ -71,7 +74,7 @@ def default_model(device: str = "cpu") -> Any:
         raise bindkit.WeightsNotFoundError(no_weights_message()) from None
 
 
-def gallery_index(model: Any, n: int = 60, n_videos: int | None = None, root: Path | None = None,
+def gallery_index(model: "BindModel", n: int = 60, n_videos: int | None = None, root: Path | None = None,
                   log: Callable[[str], None] | None = None) -> Any:
     """The built-in gallery indexed with ``model``, opened for search: built on first use in the cache folder
     (``root`` or :func:`cache_root`) and re-used while the model's weights and the gallery size are the same

@@ -9,23 +9,25 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TYPE_CHECKING
 
 import gradio as gr
 import numpy as np
 
 import bindkit
 from bindkit.fileio import sniff
-from bindkit.index.where import parse_cli_filters
+from bindkit.index import parse_where
 from bindkit.inputs import kind_from_path
 
 from .views import RENDERERS, parse_classes, parse_templates, zero_shot
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 #: Largest k the slider offers; one (hidden) audio player exists per possible audio hit.
 K_MAX = 20
@@ -44,7 +46,7 @@ def parse_filter(text: str | None) -> dict[str, Any] | None:
     """``"split=test, year>=2020"`` -> a ``where`` dict for ``Index.search`` (None when blank): clauses separated
     by commas or new lines, all of which must hold (the ``bindkit search --where`` grammar). Raises ValueError
     (bindkit's FilterError) naming the clause it cannot read."""
-    return parse_cli_filters([part.strip() for part in re.split(r"[,\n]", text or "") if part.strip()])
+    return parse_where(text or None)
 
 
 class _Served:
@@ -190,7 +192,7 @@ def _summary(hits: dict[str, list], took: float) -> str:
 
 
 # ---- search ----------------------------------------------------------------------------------------------------
-def search_fn(index: Any, model: Any, served: _Served, no_model_note: str) -> Callable[..., list]:
+def search_fn(index: Any, model: "BindModel", served: _Served, no_model_note: str) -> Callable[..., list]:
     """The function behind the Search button: (text, image, audio, video, depth, thermal, imu, then one weight
     per input in the same order, k, result kinds, filter) -> values for :func:`outputs`."""
 
@@ -290,7 +292,7 @@ def select_fn(kind: str) -> Callable[..., Any]:
 
 
 # ---- zero-shot -------------------------------------------------------------------------------------------------
-def zero_shot_fn(index: Any, model: Any, no_model_note: str) -> Callable[..., tuple]:
+def zero_shot_fn(index: Any, model: "BindModel", no_model_note: str) -> Callable[..., tuple]:
     """The Classify button: (kind, text, file, example "kind:id", classes, templates) -> (bar chart data,
     status). The input is the text (kind text), else the uploaded file (as ``kind``), else the example."""
     import pandas as pd
@@ -422,7 +424,7 @@ def some_items(index: Any, kind: str, n: int) -> list[Any]:
 _PHRASES = (("size", "colour", "shape"), ("temperature", "shape"), ("colour", "shape"), ("material", "shape"))
 
 
-def example_texts(index: Any, model: Any, n: int = 4, scan: int = 12) -> list[str]:
+def example_texts(index: Any, model: "BindModel", n: int = 4, scan: int = 12) -> list[str]:
     """Up to ``n`` text queries that work on this index with this model: phrases made of the labels of stored
     synthetic-world scenes ("a large red circle"), kept only when the top image hit really has those labels.
     Empty for an index without such labels (your own media) or a model without a text encoder."""
@@ -465,7 +467,7 @@ def example_media(index: Any, served: _Served, kinds: tuple[str, ...] = ("image"
 
 
 # ---- the index tab ---------------------------------------------------------------------------------------------
-def describe_index(index: Any, model: Any) -> str:
+def describe_index(index: Any, model: "BindModel") -> str:
     """Markdown summary of ``index.stats()``: model card, weights, item counts and FAISS index type per modality."""
     st = index.stats()
     info = st.get("model") or {}
@@ -558,7 +560,7 @@ def _files_under(folder: Path, roots: Sequence[Path]) -> tuple[list[str], int]:
     return out, outside
 
 
-def add_folder_fn(index: Any, model: Any, no_model_note: str, roots: Sequence[Path] = ()) -> Callable[..., tuple]:
+def add_folder_fn(index: Any, model: "BindModel", no_model_note: str, roots: Sequence[Path] = ()) -> Callable[..., tuple]:
     """The Add folder button (and API endpoint ``/add_folder``): (folder, progress) -> (status, stats markdown,
     stats rows, result-kind choices). Only folders under ``roots`` (:func:`allowed_roots`; none: the action is
     refused) are read, and of their files only those that stay under a root once symlinks are followed. Files'

@@ -9,10 +9,13 @@ import csv
 import io
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 #: Anchor colours of the two colour maps (evenly spaced from 0 to 1, linearly interpolated): "turbo"-like for
 #: depth (near = red, far = blue), "inferno"-like for thermal (cold = black/purple, hot = yellow/white).
@@ -159,7 +162,7 @@ def parse_templates(text: str) -> list[str]:
     return lines or ["{}"]
 
 
-def zero_shot(model: Any, kind: str, item: Any, classes: Sequence[str], templates: Sequence[str]) -> dict[str, Any]:
+def zero_shot(model: "BindModel", kind: str, item: Any, classes: Sequence[str], templates: Sequence[str]) -> dict[str, Any]:
     """Zero-shot classification of one item of modality ``kind``: each class is the mean of its prompts' text
     embeddings (renormalised); probabilities are the softmax of cosine x the text logit scale (the model's
     learned temperature; 100 when it has none, as CLIP). Returns ``{"probs": {class: p}, "scale": s}``.

@@ -22,7 +22,7 @@ from ..errors import CheckpointError, WeightsNotFoundError
 from ..fileio import hash_file_into
 from ..progress import progress_bar
 from .. import resources
-from ..resources import cache_dir, download_guard, weights_search_dirs
+from ..resources import cache_dir, download_guard, weights_search_dirs  # noqa: F401  (download_guard re-exported by bindkit.weights)
 from .read import MANIFEST
 
 _CHUNK = 1 << 20  # 1 MiB per read: the progress bar moves smoothly, memory stays flat

@@ -65,7 +65,7 @@ def cache_path() -> Path:
     env = os.environ.get(CACHE_ENV, "").strip()
     if env:
         return Path(env).expanduser()
-    from .fetch import cache_dir
+    from ..resources import cache_dir
 
     return cache_dir() / "verified.json"
 

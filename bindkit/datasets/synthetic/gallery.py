@@ -30,11 +30,14 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import ArgumentError
+
+if TYPE_CHECKING:
+    from bindkit.models.encoder import BindModel
 
 #: Every modality a gallery can hold, in the order they are indexed.
 GALLERY_KINDS: tuple[str, ...] = ("image", "text", "audio", "video", "depth", "thermal", "imu")
@@ -98,7 +101,7 @@ class Gallery:
         self.close()
 
 
-def model_key(model: Any) -> str:
+def model_key(model: "BindModel") -> str:
     """A short hash of the model's card name, modalities and weight fingerprints (16 hex digits)."""
     h = hashlib.blake2b(digest_size=8)
     h.update(model.card.name.encode())
@@ -107,14 +110,14 @@ def model_key(model: Any) -> str:
     return h.hexdigest()
 
 
-def gallery_key(model: Any, n: int = 60, videos: int = 0, seed: int = 0) -> str:
+def gallery_key(model: "BindModel", n: int = 60, videos: int = 0, seed: int = 0) -> str:
     """A folder name for a cached gallery of these arguments and this model (``v2-n60-vid24-<model_key>``;
     the seed appears when it is not 0)."""
     return f"v{GALLERY_VERSION}-n{int(n)}-vid{int(videos)}" + (f"-s{int(seed)}" if seed else "") + \
         f"-{model_key(model)}"
 
 
-def gallery_kinds(model: Any, videos: int = 0) -> list[str]:
+def gallery_kinds(model: "BindModel", videos: int = 0) -> list[str]:
     """The modalities a gallery indexes with ``model``: those of :data:`GALLERY_KINDS` it has an encoder for
     (image and video: vision), video only when ``videos`` > 0."""
     from ...modality import encoder_of
@@ -208,7 +211,7 @@ def _clear(out: Path) -> None:
             shutil.rmtree(out / name)
 
 
-def build_gallery(out_dir: str | Path, model: Any, *, n: int = 60, seed: int = 0, videos: int = 0,
+def build_gallery(out_dir: str | Path, model: "BindModel", *, n: int = 60, seed: int = 0, videos: int = 0,
                   reuse: bool = True, show_progress: bool | None = False,
                   log: Callable[[str], None] | None = None) -> Gallery:
     """Write a gallery of the synthetic world to ``out_dir`` and index it with ``model`` (layout in the module
