@@ -53,7 +53,27 @@ class Engine:
                            if encoder_of(k) in model.modalities)
 
     def start(self) -> None:
+        self.warm_up()
         self.batcher.start()
+
+    def warm_up(self) -> None:
+        """Import now, before the server says it is ready, what the first request of each kind would import:
+        its loader (torchvision for images), its decoders (PyAV, soundfile) and its parameters. Imported under
+        load instead, a module is compiled while holding the GIL (for seconds where no ``.pyc`` can be written),
+        and every other request - ``/.well-known/live`` included - waits."""
+        from ..inputs.batch import LOADERS
+
+        for kind in self.kinds:
+            LOADERS[kind]
+            self.params(kind)
+        if {"audio", "video"} & set(self.kinds):
+            import av  # noqa: F401  (the decoder of video, and of audio soundfile cannot read)
+        if "audio" in self.kinds:
+            import soundfile  # noqa: F401
+        if {"image", "video", "depth", "thermal"} & set(self.kinds):
+            from PIL import Image
+
+            Image.init()  # Pillow imports its format plugins on the first file it does not know
 
     def close(self) -> None:
         """Finish the batch in progress, then stop the batcher and the decoding pool (decodes of requests that

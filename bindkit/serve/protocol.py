@@ -208,7 +208,9 @@ def _json_type(value: Any) -> str:
 
 
 _DATA_URI = re.compile(r"^data:([^,;]*)((?:;[^,;=]+=[^,;]*)*)(;base64)?,", re.IGNORECASE)
-_WS = re.compile(rb"\s+")
+#: What ``\s`` matches in a bytes pattern; dropped with ``bytes.translate`` (C speed: 0.6 ms per MB here, where
+#: ``re.sub`` took 12 ms per MB - 0.7 s of held GIL for a 61 MB body).
+_WS = b" \t\n\r\f\v"
 
 
 def decode_media(text: str, label: str) -> bytes:
@@ -225,7 +227,7 @@ def decode_media(text: str, label: str) -> bytes:
     parts: list[bytes] = []
     carry = b""
     for at in range(0, len(payload), _B64_CHUNK):  # in slices: the GIL is let go between them (see below)
-        raw = carry + _WS.sub(b"", payload[at:at + _B64_CHUNK].encode("ascii", errors="replace"))
+        raw = carry + payload[at:at + _B64_CHUNK].encode("ascii", errors="replace").translate(None, _WS)
         last = at + _B64_CHUNK >= len(payload)
         cut = len(raw) if last else len(raw) - len(raw) % 4
         if last and cut % 4:
