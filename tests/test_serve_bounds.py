@@ -188,3 +188,14 @@ def test_add_is_bounded_by_the_same_per_request_decode_budget(model, tmp_path):
         assert ok.status_code == 200, ok.text
     with bindkit.Index.open(path, model=model) as index:
         assert len(index) == 1  # only the accepted request's image (the same file twice: one item)
+
+
+def test_header_deadlines_are_spread_so_idle_connections_do_not_reconnect_in_one_burst():
+    import random
+
+    from bindkit.serve.bounds import HEADER_TIMEOUT_SPREAD, header_deadline
+
+    rng = random.Random(0)
+    deadlines = [header_deadline(10.0, rng) for _ in range(1000)]
+    assert min(deadlines) >= 10.0 and max(deadlines) <= 10.0 * (1 + HEADER_TIMEOUT_SPREAD)
+    assert max(deadlines) - min(deadlines) > 10.0 * HEADER_TIMEOUT_SPREAD / 2  # not one instant for all

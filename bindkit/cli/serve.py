@@ -137,8 +137,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "Content-Length (--max-body-size when chunked) and waits for room "
                    f"(default {sb.max_inflight_bytes // 2**20}M)")
     c.add_argument("--header-timeout", type=_seconds, default=sb.header_timeout, metavar="S",
-                   help="seconds a connection may take to send a request's headers; then it is closed "
-                   f"(default {sb.header_timeout:g})")
+                   help="seconds a connection may take to send a request's headers; then it is closed (after 1 "
+                   "to 1.5 times S, spread per connection so that connections opened together do not all close "
+                   f"and reconnect together; default {sb.header_timeout:g})")
     c.add_argument("--body-timeout", type=_seconds, default=sb.body_timeout, metavar="S",
                    help=f"seconds a request may take to send its body; 408 after (default {sb.body_timeout:g})")
     c.add_argument("--queue-timeout", type=_seconds, default=sb.queue_timeout, metavar="S",

@@ -14,7 +14,9 @@ What uvicorn lacks, added here:
 * a **header timeout** (``--header-timeout``): uvicorn starts no timer when a connection opens, and any byte
   cancels its keep-alive timer, so a client that connects and sends nothing (or one header byte at a time)
   holds its connection and file descriptor forever. :func:`bounded_protocol` closes a connection whose
-  request headers are not complete this many seconds after it opened (or after its previous response);
+  request headers are not complete this many seconds after it opened (or after its previous response), spread
+  up to 1.5 times that per connection (:func:`header_deadline`) so that connections opened together do not
+  all close, and reconnect, together;
 * a **connection cap** (``--max-connections``): uvicorn's ``limit_concurrency`` counts *connections*, idle
   ones included, and answers *requests* 503 past it, so 1,000 idle sockets would make ``/.well-known/live``
   answer 503; instead, connections past the cap are closed as they open (with a 503 written first), and
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -41,6 +44,19 @@ MiB = 1024 * 1024
 #: File descriptors kept free for the process itself (model files, index, logs, worker pipes).
 FD_RESERVE = 64
 
+#: Each connection's header deadline is ``--header-timeout`` times a random factor in [1, 1 + this]. Connections
+#: opened together (a client's pool, an attack of idle sockets) are then not all closed in the same instant -
+#: and, when their client reopens them, not all accepted again in one burst: asyncio accepts a burst in one
+#: callback, and on a busy 2-core machine 1,000 accepts held the event loop (and ``/.well-known/live``) for
+#: 0.3-0.8 s. Spread, /live's worst case in benchmarks/bench_serve_hostile.py went from 0.46-0.99 s to 0.30-0.45 s.
+HEADER_TIMEOUT_SPREAD = 0.5
+
+
+def header_deadline(header_timeout: float, rng: random.Random | None = None) -> float:
+    """Seconds until a connection that has not sent complete request headers is closed: at least
+    ``header_timeout``, at most ``(1 + HEADER_TIMEOUT_SPREAD) * header_timeout`` (see :data:`HEADER_TIMEOUT_SPREAD`)."""
+    return header_timeout * (1.0 + HEADER_TIMEOUT_SPREAD * (rng or random).random())
+
 
 @dataclass(frozen=True)
 class ServerBounds:
@@ -49,7 +65,8 @@ class ServerBounds:
     Attributes:
         max_connections: most open client connections; more are closed as they open.
         max_inflight_bytes: most request-body bytes reserved by requests being read or answered at once.
-        header_timeout: seconds a connection may take to send a request's line and headers.
+        header_timeout: seconds a connection may take to send a request's line and headers (each connection gets
+            between 1 and 1.5 times this: :func:`header_deadline`).
         body_timeout: seconds a request may take to send its body (once its reservation is granted).
         queue_timeout: seconds a request may wait for its reservation of bytes in flight (then 503).
         keep_alive_timeout: seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``).
@@ -128,7 +145,7 @@ def bounded_protocol(bounds: ServerBounds) -> type:
 
         def _arm(self) -> None:
             self._disarm()
-            self._header_timer = self.loop.call_later(bounds.header_timeout, self._header_timeout)
+            self._header_timer = self.loop.call_later(header_deadline(bounds.header_timeout), self._header_timeout)
 
         def _disarm(self) -> None:
             if self._header_timer is not None:
