@@ -260,11 +260,47 @@ def create_app(config: ServeConfig | None = None, *, model: "BindModel" = None, 
         raise ArgumentError(problem)
     state = ServerState(config)
 
+    app = FastAPI(
+        title="bindkit serve",
+        version=_version(),
+        description="ImageBind-style embeddings for text, image, video, audio, depth, thermal and IMU in one "
+        "space. Speaks Weaviate's multi2vec-bind inference protocol (`/vectorize`), OpenAI's embeddings API "
+        "(`/v1/embeddings`) and bindkit index search (`/search`).",
+        lifespan=_lifespan(state, model, loader, on_load_error),
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.bindkit = state
+    state.metrics = make_metrics(state.ready.is_set)
+    app.add_middleware(Gate, state=state)
+    app.add_middleware(ShutdownGuard)  # a request cancelled at shutdown gets a JSON 503
+    # outermost: logs and counts every answer, those of the Gate and the ShutdownGuard's 503s included
+    app.add_middleware(Observe, metrics=state.metrics, routes=lambda: _route_paths(app))
+    add_docs_routes(app)
+
+    def engine() -> Engine:
+        if state.engine is None:  # the gate answers 503 before this; kept for direct ASGI use
+            raise ApiError(503, state.error or "the model is still loading")
+        return state.engine
+
+    _add_error_handlers(app)
+    _add_health_routes(app, state)
+    _add_model_routes(app, state, engine)
+    if config.index_dir is not None:
+        _add_index_routes(app, state, engine)
+    return app
+
+
+def _lifespan(state: ServerState, model: "BindModel | None", loader: Callable[[], Any] | None,
+              on_load_error: Callable[[BaseException], None] | None) -> Callable[[FastAPI], Any]:
+    """The app's lifespan: set the model up (or start loading it in a thread) at start-up, close at shutdown."""
+
     def load_in_background() -> None:
         try:
             state.setup(loader())
         except BaseException as exc:  # noqa: BLE001 - reported, and the server told to stop
-            state.error = f"the model could not be loaded: {describe_exc(exc, with_type=not isinstance(exc, BindkitError))}"
+            reason = describe_exc(exc, with_type=not isinstance(exc, BindkitError))
+            state.error = f"the model could not be loaded: {reason}"
             log.error("%s", state.error)
             if on_load_error is not None:
                 on_load_error(exc)
@@ -280,25 +316,12 @@ def create_app(config: ServeConfig | None = None, *, model: "BindModel" = None, 
         finally:
             await asyncio.get_running_loop().run_in_executor(None, state.close)
 
-    app = FastAPI(
-        title="bindkit serve",
-        version=_version(),
-        description="ImageBind-style embeddings for text, image, video, audio, depth, thermal and IMU in one "
-        "space. Speaks Weaviate's multi2vec-bind inference protocol (`/vectorize`), OpenAI's embeddings API "
-        "(`/v1/embeddings`) and bindkit index search (`/search`).",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-    )
-    app.state.bindkit = state
-    state.metrics = make_metrics(state.ready.is_set)
-    app.add_middleware(Gate, state=state)
-    app.add_middleware(ShutdownGuard)  # a request cancelled at shutdown gets a JSON 503
-    # outermost: logs and counts every answer, those of the Gate and the ShutdownGuard's 503s included
-    app.add_middleware(Observe, metrics=state.metrics, routes=lambda: _route_paths(app))
-    add_docs_routes(app)
+    return lifespan
 
-    # ---- errors ---------------------------------------------------------------------------------------------------
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answer is JSON (:func:`~bindkit.serve.errors.error_response`), a bug's included."""
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(request.url.path, exc.status, exc.message, exc.param, exc.code)
@@ -314,12 +337,10 @@ def create_app(config: ServeConfig | None = None, *, model: "BindModel" = None, 
         return error_response(request.url.path, 500, f"internal error in bindkit ({describe_exc(exc)}); "
                               "please report it")
 
-    def engine() -> Engine:
-        if state.engine is None:  # the gate answers 503 before this; kept for direct ASGI use
-            raise ApiError(503, state.error or "the model is still loading")
-        return state.engine
 
-    # ---- health ---------------------------------------------------------------------------------------------------
+def _add_health_routes(app: FastAPI, state: ServerState) -> None:
+    """``/.well-known/live``, ``/.well-known/ready`` (GET and HEAD) and ``/metrics``."""
+
     async def live() -> Response:
         return Response(status_code=204)
 
@@ -341,6 +362,11 @@ def create_app(config: ServeConfig | None = None, *, model: "BindModel" = None, 
             raise ApiError(501, "metrics need prometheus-client: pip install 'bindkit[serve]' (or prometheus-client)")
         body, content_type = state.metrics.exposition()
         return Response(body, media_type=content_type)
+
+
+def _add_model_routes(app: FastAPI, state: ServerState, engine: Callable[[], Engine]) -> None:
+    """``/meta``, Weaviate's ``/vectorize`` and OpenAI's ``/v1/embeddings`` and ``/v1/models``."""
+    config = state.config
 
     @app.get("/meta", tags=["weaviate"], summary="model card, dimension, modalities, weights fingerprints")
     async def meta() -> dict[str, Any]:
@@ -432,10 +458,6 @@ def create_app(config: ServeConfig | None = None, *, model: "BindModel" = None, 
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": _model_name(state, engine()), "object": "model", "created": 0,
                                             "owned_by": "bindkit"}]}
-
-    if config.index_dir is not None:
-        _add_index_routes(app, state, engine)
-    return app
 
 
 # ---- index routes ----------------------------------------------------------------------------------------------
