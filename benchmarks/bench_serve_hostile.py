@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from hostile_media import huge_frame_video, lying_audio, many_channel_wav  # noqa: E402
+from serve_helpers import read_response, wait_ready  # noqa: E402
 
 
 def noise_png(pixels: int, seed: int = 0) -> bytes:
@@ -180,10 +181,11 @@ async def run(url: str, port: int, pid: int, args: argparse.Namespace, media: di
 
 
 def probe(url: str) -> None:
-    """Print "status ms connect_ms" (total, and until connected) for a GET of /.well-known/live on a fresh connection every 0.2 s, until stdin
-    has a line. A plain socket, as a load balancer's or kubelet's HTTP probe is: the time measured is the server's
-    (connect, request, status line), not an HTTP client library's set-up (httpx.get builds an SSL context per call,
-    tens of milliseconds of this process's CPU on a machine the server keeps busy)."""
+    """Print "status ms connect_ms" (total, and until connected) for a GET of /.well-known/live on a fresh
+    connection every 0.2 s, until stdin has a line. A plain socket, as a load balancer's or kubelet's HTTP probe
+    is: the time measured is the server's (connect, request, response), not an HTTP client library's set-up
+    (httpx.get builds an SSL context per call, tens of milliseconds of this process's CPU on a machine the server
+    keeps busy)."""
     import threading
     from urllib.parse import urlsplit
 
@@ -198,15 +200,8 @@ def probe(url: str) -> None:
             with socket.create_connection((host, port), timeout=30) as sock:
                 connected = time.monotonic()
                 sock.sendall(request)
-                head = b""
-                while b"\r\n" not in head:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        break
-                    head += chunk
-            parts = head.split(b" ", 2)
-            status = parts[1].decode() if len(parts) > 1 and parts[1].isdigit() else "no-answer"
-        except OSError as exc:
+                status = str(read_response(sock)[0])
+        except OSError as exc:  # ConnectionError too: closed without an answer
             status = type(exc).__name__
         now = time.monotonic()
         print(status, f"{(now - start) * 1000:.1f}", f"{(connected - start) * 1000:.1f}", flush=True)
@@ -258,8 +253,6 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(cmd, env=env, cwd=tmp)
         try:
-            from serve_helpers import wait_ready
-
             wait_ready(url, timeout=300, proc=proc)
             report = asyncio.run(run(url, port, proc.pid, args, media, large))
         finally:

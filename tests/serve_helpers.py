@@ -142,6 +142,30 @@ class ServerThread:
         self.sock.close()
 
 
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response read off a raw socket: (status, headers lower-cased, body of its Content-Length).
+    ConnectionError when the server closed the connection before a status line."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split()
+    if len(status) < 2 or not status[1].isdigit():
+        raise ConnectionError(f"no HTTP status line from the server (got {data[:80]!r})")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    n = int(headers.get("content-length", "0"))
+    while len(body) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(status[1]), headers, body
+
+
 def wait_ready(url: str, timeout: float = 120.0, proc: Any = None, path: str = "/.well-known/ready") -> None:
     """Poll ``url`` + ``path`` until it answers 204 (fails when ``proc`` exits first)."""
     import httpx

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_helpers import wait_ready, write_tiny_model
+from serve_helpers import read_response, wait_ready, write_tiny_model
 from test_serve_cli import _env, _free_port
 
 PROC_TCP = Path("/proc/net/tcp")
@@ -28,25 +28,6 @@ def _server_has_read(server_port: int, client_port: int) -> bool:
         if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
             return int(queues.split(":")[1], 16) == 0
     return False
-
-
-def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-    n = int(headers.get("content-length", "0"))
-    while len(body) < n:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return int(lines[0].split()[1]), headers, body
 
 
 @pytest.mark.skipif(not PROC_TCP.is_file(), reason="needs Linux's /proc/net/tcp to see that the request was read")
@@ -69,7 +50,7 @@ def test_graceful_timeout_answers_in_flight_requests_with_json_503_and_exits(tmp
                 assert proc.poll() is None
                 time.sleep(0.01)
             proc.send_signal(signal.SIGTERM)
-            status, headers, raw = _read_response(sock)
+            status, headers, raw = read_response(sock)
         assert status == 503, raw
         assert headers["content-type"] == "application/json" and headers.get("retry-after")
         assert "shutting down" in json.loads(raw)["error"]
