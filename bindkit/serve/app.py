@@ -242,7 +242,8 @@ def _inline_defs(schema: dict) -> dict:
     return inline(schema)
 
 
-def create_app(config: ServeConfig | None = None, *, model: "BindModel" = None, loader: Callable[[], Any] | None = None,
+def create_app(config: ServeConfig | None = None, *, model: "BindModel | None" = None,
+               loader: Callable[[], Any] | None = None,
                on_load_error: Callable[[BaseException], None] | None = None) -> FastAPI:
     """The ASGI app.
 

@@ -18,10 +18,10 @@ import torch
 
 from ..adapt.lora import adapter_names, apply_lora, head_owner, lora_modules, read_adapter
 from ..adapt.lora_model import describe_base, read_lora_manifest, write_lora_dir
-from ..factory import load_lora_model
 from ..adapt.spec import LoRASpec, parse_lora_spec
 from ..cards import model_dir
 from ..errors import ArgumentError, CardError
+from ..factory import load_lora_model
 
 if TYPE_CHECKING:
     from bindkit.models.encoder import BindModel
